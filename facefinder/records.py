@@ -1,0 +1,47 @@
+"""Plain data passed between pipeline stages.
+
+Workers return these (they must pickle cheaply), the main process matches and reports.
+Keeping detection/embedding results separate from matching means a later face index can
+store exactly these records and answer new questions without decoding a photo again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+FileKind = Literal["image", "video", "other"]
+
+
+@dataclass
+class Face:
+    """One detected face, in the coordinates of the upright (EXIF-rotated) original image."""
+
+    box: tuple[int, int, int, int]  # x, y, w, h
+    landmarks: np.ndarray  # (5, 2) float32: left eye, right eye, nose, mouth left, mouth right
+    score: float  # detector confidence 0..1
+    embedding: np.ndarray | None = None  # L2-normalised float32 vector; None when skipped
+    skipped: str | None = None  # why not embedded: "too small", "too blurry"
+
+
+@dataclass
+class FileResult:
+    """What the pipeline learned about one file under PHOTOS_DIR."""
+
+    rel: str  # path relative to PHOTOS_DIR, '/'-separated
+    kind: FileKind
+    size: tuple[int, int] | None = None  # upright width, height of the original image
+    faces: list[Face] = field(default_factory=list)
+    error: str | None = None  # one-line reason the file could not be read
+
+
+@dataclass
+class Match:
+    """A (file, person) pair: the person's best-matching face in that file."""
+
+    rel: str
+    person: str
+    distance: float
+    box: tuple[int, int, int, int]
