@@ -1,0 +1,410 @@
+"""`--copy DIR`: copy every matched photo into DIR/<person>/<same folders as in PHOTOS_DIR>.
+
+The user's photos are sacred, and so is anything already sitting in DIR, so this module is
+deliberately paranoid:
+
+* Source files are only ever opened for reading (``open(path, "rb")``). Nothing here calls
+  chmod, utime, rename or unlink on a source path.
+* Nothing in DIR is ever overwritten. A target that already holds the same bytes (size and
+  sha256 equal) is skipped as "already there", so re-running copies nothing new. A target
+  holding *different* bytes is kept and the new copy is written as ``name (2).ext``
+  (``(3)``... if that is taken too), unless one of those already holds the same bytes.
+* Each copy is written to a hidden temporary file in the target folder, fsynced, verified
+  (the written file is read back and its sha256 compared with the hash taken while reading
+  the source) and only then given its real name, by an operation that fails instead of
+  replacing a file that appeared meanwhile. A crash or a full stick therefore never leaves a
+  half-written file under a real photo name; a failure removes its temporary file.
+* One failed copy (source vanished, disk full, read-only stick) is recorded with a one-line
+  reason and the others go on.
+
+Folder and file names are made safe for Windows (and FAT/exFAT sticks) because the
+collection may come from Linux or macOS while the copy lands on a Windows-formatted stick;
+see :func:`safe_component` for the exact, deterministic mapping.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import secrets
+import stat
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from facefinder.records import Match
+
+CHUNK = 1 << 20  # 1 MiB: large enough for fast USB throughput, small enough for any PC's RAM
+MAX_RENAMES = 1000  # "name (2)" ... "name (1000)"; beyond that something is badly wrong
+_WINDOWS_PATH_LIMIT = 240  # MAX_PATH is 260; stay below it, leaving room for the temp suffix
+
+_FORBIDDEN_CHARS = frozenset('<>:"|?*\\/')
+_RESERVED_NAMES = frozenset(
+    {"CON", "PRN", "AUX", "NUL", "CONIN$", "CONOUT$"}
+    | {f"{dev}{n}" for dev in ("COM", "LPT") for n in "0123456789\u00b9\u00b2\u00b3"}
+)
+
+
+class CopyError(Exception):
+    """A copy failed for a reason that is not an OSError (e.g. verification mismatch)."""
+
+
+@dataclass
+class CopySummary:
+    """What a ``--copy`` run did; ``failed`` holds ``("<person>/<rel>", reason)`` pairs.
+
+    ``renamed`` lists the destination-relative ('/'-separated) paths of copies that had to
+    get a ``" (n)"`` suffix because a different file already had the name, so the user can
+    be told exactly which files to look at.
+    """
+
+    copied: int = 0  # newly written files, including renamed ones
+    already_there: int = 0  # skipped because an identical file is already in DIR
+    renamed: list[str] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    bytes_copied: int = 0
+
+
+# --------------------------------------------------------------------------- names
+
+
+def safe_component(name: str) -> str:
+    """Map one path component to a name every OS and FAT/exFAT stick accepts.
+
+    The mapping is deterministic, so a re-run computes the same targets and finds its
+    earlier copies "already there". Rules, applied in this order:
+
+    1. each of ``< > : " | ? * \\ /``, every control character (U+0000-U+001F, U+007F) and
+       every lone surrogate (undecodable bytes of a Linux file name) becomes ``_``;
+    2. trailing dots and spaces (Windows silently strips them, so ``"a."`` and ``"a"``
+       would be one file) are removed and a single ``_`` is appended: ``"Mr. "`` ->
+       ``"Mr_"``, ``".."`` -> ``"_"``; an empty name becomes ``"_"``;
+    3. a reserved device name (CON, PRN, AUX, NUL, COM0-9, LPT0-9, CONIN$, CONOUT$; any
+       case, with or without extension, e.g. ``"con.txt"``) gets a ``_`` prefix:
+       ``"_con.txt"``.
+
+    Different names can map to the same result (``"a:b"`` and ``"a?b"``); that is harmless
+    because copying never overwrites: the second one is kept as ``"a_b (2)"``.
+    """
+    chars = []
+    for ch in name:
+        code = ord(ch)
+        bad = ch in _FORBIDDEN_CHARS or code < 0x20 or code == 0x7F or 0xD800 <= code <= 0xDFFF
+        chars.append("_" if bad else ch)
+    result = "".join(chars)
+    stripped = result.rstrip(". ")
+    if stripped != result or not stripped:
+        result = stripped + "_"
+    stem = result.split(".", 1)[0].rstrip(" ").upper()
+    if stem in _RESERVED_NAMES:
+        result = "_" + result
+    return result
+
+
+def _rel_parts(rel: str) -> list[str]:
+    """Split a '/'-separated rel path, refusing anything that could leave PHOTOS_DIR."""
+    parts = rel.split("/")
+    if any(part in ("", ".", "..") for part in parts):
+        raise CopyError(f"unsafe relative path {rel!r}")
+    if os.name == "nt" and any(":" in part or "\\" in part for part in parts):
+        raise CopyError(f"unsafe relative path {rel!r}")  # "C:x" would switch drives
+    return parts
+
+
+def _fs(path: Path) -> str:
+    """The string to hand to the OS: on Windows, long paths get the ``\\\\?\\`` prefix.
+
+    Deep photo folders copied under DIR/<person>/ easily pass Windows' 260-character limit,
+    which otherwise fails unless long paths are enabled in the registry. Names are already
+    sanitised, so skipping Win32 path normalisation via ``\\\\?\\`` changes nothing else.
+    """
+    text = os.fspath(path)
+    if os.name != "nt" or text.startswith("\\\\?\\"):
+        return text
+    text = os.path.abspath(text)
+    if len(text) < _WINDOWS_PATH_LIMIT:
+        return text
+    if text.startswith("\\\\"):
+        return "\\\\?\\UNC\\" + text[2:]
+    return "\\\\?\\" + text
+
+
+# --------------------------------------------------------------------------- file helpers
+
+
+def _sha256_file(path: Path) -> str:
+    """Hex sha256 of a file, read in chunks so big videos or RAWs do not fill memory."""
+    digest = hashlib.sha256()
+    with open(_fs(path), "rb") as handle:
+        while block := handle.read(CHUNK):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _remove_quietly(path: Path) -> None:
+    """Remove one of *our* temporary files; a failure must not hide the original error."""
+    with contextlib.suppress(OSError):
+        os.unlink(_fs(path))
+
+
+def _one_line(exc: BaseException) -> str:
+    """A short single-line reason, e.g. 'No space left on device', for the summary."""
+    if isinstance(exc, OSError) and exc.strerror:
+        text = exc.strerror
+    else:
+        text = str(exc) or type(exc).__name__
+    return " ".join(text.split())
+
+
+def _create_temp(folder: Path, name: str) -> tuple[int, Path]:
+    """Create a new hidden ``.name.partial-<random>`` file with O_EXCL; return (fd, path).
+
+    O_EXCL guarantees we never open somebody else's file; the name is truncated so the
+    temporary name stays within the 255-character limit even for long photo names.
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    for _ in range(100):
+        tmp = folder / f".{name[:64]}.partial-{secrets.token_hex(4)}"
+        try:
+            return os.open(_fs(tmp), flags, 0o666), tmp
+        except FileExistsError:
+            continue
+    raise CopyError("could not create a temporary file")
+
+
+# --------------------------------------------------------------------------- one copy
+
+
+class _Source:
+    """An open, read-only source photo plus its lazily computed sha256."""
+
+    def __init__(self, path: Path, hash_cache: dict[tuple[str, int, int], str]) -> None:
+        self.handle = open(_fs(path), "rb")  # noqa: SIM115 - closed by close(); read-only
+        try:
+            self.stat = os.fstat(self.handle.fileno())
+            if not stat.S_ISREG(self.stat.st_mode):
+                raise CopyError("not a regular file")
+        except BaseException:
+            self.handle.close()
+            raise
+        self._cache = hash_cache
+        self._key = (os.fspath(path), self.stat.st_size, self.stat.st_mtime_ns)
+
+    @property
+    def size(self) -> int:
+        return self.stat.st_size
+
+    def sha256(self) -> str:
+        """Hash the source once per run, however many people and candidates need it."""
+        cached = self._cache.get(self._key)
+        if cached is None:
+            self.handle.seek(0)
+            digest = hashlib.sha256()
+            while block := self.handle.read(CHUNK):
+                digest.update(block)
+            cached = self._cache[self._key] = digest.hexdigest()
+        return cached
+
+    def remember(self, hexdigest: str) -> None:
+        """Store the hash taken while copying, so a second person's copy need not re-read."""
+        self._cache[self._key] = hexdigest
+
+    def close(self) -> None:
+        self.handle.close()
+
+
+def _same_content(candidate: Path, source: _Source) -> bool:
+    """True if candidate is a regular file with the source's size and sha256."""
+    try:
+        info = os.stat(_fs(candidate))
+    except OSError:
+        return False  # e.g. a dangling symlink: it exists, so it is not ours to replace
+    if not stat.S_ISREG(info.st_mode) or info.st_size != source.size:
+        return False
+    return _sha256_file(candidate) == source.sha256()
+
+
+def _write_verified_temp(source: _Source, folder: Path, name: str) -> Path:
+    """Copy the source into a new temp file in folder, fsync it and verify it; return it.
+
+    The source is hashed while it is read and the written file is hashed again from disk,
+    so a flaky stick or a source that changed mid-copy is caught before the file gets a
+    real name. The modification time is copied (best effort: FAT cannot store everything
+    and some network drives refuse), the permission bits deliberately are not, because a
+    read-only original would otherwise give the user a read-only copy they cannot tidy up.
+    """
+    fd, tmp = _create_temp(folder, name)
+    try:
+        digest = hashlib.sha256()
+        written = 0
+        with os.fdopen(fd, "wb") as out:
+            source.handle.seek(0)
+            while block := source.handle.read(CHUNK):
+                digest.update(block)
+                out.write(block)
+                written += len(block)
+            out.flush()
+            os.fsync(out.fileno())
+        if written != source.size:
+            raise CopyError("the photo changed while it was being copied")
+        if os.stat(_fs(tmp)).st_size != written:
+            raise CopyError("verification failed: copy has the wrong size")
+        if _sha256_file(tmp) != digest.hexdigest():
+            raise CopyError("verification failed: copy differs from the original")
+        source.remember(digest.hexdigest())
+        with contextlib.suppress(OSError):
+            os.utime(_fs(tmp), ns=(source.stat.st_atime_ns, source.stat.st_mtime_ns))
+    except BaseException:
+        _remove_quietly(tmp)
+        raise
+    return tmp
+
+
+def _place(tmp: Path, target: Path) -> bool:
+    """Give tmp the name target unless target exists; False if it (now) exists.
+
+    os.link fails with EEXIST instead of replacing, which makes it the portable
+    no-clobber rename; the temp name is then dropped. FAT/exFAT and some network shares
+    cannot hard-link, so there we fall back to a rename that cannot replace either.
+    """
+    try:
+        os.link(_fs(tmp), _fs(target))
+    except FileExistsError:
+        return False
+    except OSError:
+        return _place_without_links(tmp, target)
+    _remove_quietly(tmp)  # the data now lives under target; tmp was only a second name
+    return True
+
+
+def _place_without_links(tmp: Path, target: Path) -> bool:
+    """No-clobber rename for filesystems without hard links.
+
+    Windows' rename refuses to replace an existing file, which is exactly what we want
+    (os.replace would overwrite, so it is not used there). POSIX rename always replaces,
+    so we first claim the name with an O_EXCL placeholder - which fails if anything is
+    there - and then replace only that empty placeholder of our own.
+    """
+    if os.name == "nt":
+        try:
+            os.rename(_fs(tmp), _fs(target))
+        except FileExistsError:
+            return False
+        return True
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
+    try:
+        os.close(os.open(_fs(target), flags, 0o666))
+    except FileExistsError:
+        return False
+    try:
+        os.replace(_fs(tmp), _fs(target))
+    except BaseException:
+        _remove_quietly(target)  # our own empty placeholder, never a user's file
+        raise
+    return True
+
+
+def _copy_one(source_path: Path, folder: Path, name: str, cache: dict) -> tuple[str, str, int]:
+    """Copy one photo into folder/name; return (outcome, final name, bytes written).
+
+    outcome is "copied", "renamed" or "already". Candidates are name, "stem (2).ext", ...;
+    each existing one is compared by size then sha256, the first free one is taken. If a
+    candidate appears between the check and the final link (another run, a sync tool), it
+    is simply checked again, and the verified temp file is reused rather than rewritten.
+    """
+    source = _Source(source_path, cache)
+    tmp: Path | None = None
+    try:
+        os.makedirs(_fs(folder), exist_ok=True)
+        stem, ext = os.path.splitext(name)
+        number = 1
+        for _ in range(MAX_RENAMES * 2):
+            candidate_name = name if number == 1 else f"{stem} ({number}){ext}"
+            candidate = folder / candidate_name
+            if os.path.lexists(_fs(candidate)):
+                if _same_content(candidate, source):
+                    return "already", candidate_name, 0
+                number += 1
+                if number > MAX_RENAMES:
+                    break
+                continue
+            if tmp is None:
+                tmp = _write_verified_temp(source, folder, name)
+            if _place(tmp, candidate):
+                tmp = None
+                return ("copied" if number == 1 else "renamed"), candidate_name, source.size
+            # Lost a race: the candidate appeared meanwhile; loop re-checks its content.
+        raise CopyError(f"too many different files already named like {name!r}")
+    finally:
+        if tmp is not None:
+            _remove_quietly(tmp)
+        source.close()
+
+
+# --------------------------------------------------------------------------- public API
+
+
+def copy_matches(
+    matches: Iterable[Match],
+    photos_root: Path,
+    dest: Path,
+    *,
+    on_event: Callable[[str], None] | None = None,
+) -> CopySummary:
+    """Copy each matched photo ``photos_root/rel`` to ``dest/<person>/<rel>``.
+
+    The folder path is kept so that two "IMG_0001.jpg" from different folders cannot
+    collide, and a photo with two people is copied into both person folders (separate
+    files, so editing one cannot change the other). Duplicate (rel, person) pairs are
+    copied once. Person names and every rel component go through :func:`safe_component`.
+
+    on_event receives one-line, human-readable messages for copies that had to be renamed
+    and for copies that failed; everything is also in the returned summary.
+    """
+    summary = CopySummary()
+    seen: set[tuple[str, str]] = set()
+    hash_cache: dict[tuple[str, int, int], str] = {}
+    photos_root = Path(photos_root)
+    dest = Path(dest)
+
+    def emit(message: str) -> None:
+        if on_event is not None:
+            on_event(message)
+
+    for match in matches:
+        key = (match.rel, match.person)
+        if key in seen:
+            continue
+        seen.add(key)
+        label = f"{match.person}/{match.rel}"
+        try:
+            parts = _rel_parts(match.rel)
+            source_path = photos_root.joinpath(*parts)
+            safe_dirs = [safe_component(match.person)] + [safe_component(p) for p in parts[:-1]]
+            folder = dest.joinpath(*safe_dirs)
+            outcome, final_name, nbytes = _copy_one(
+                source_path, folder, safe_component(parts[-1]), hash_cache
+            )
+        except (OSError, ValueError, CopyError) as exc:
+            # ValueError covers e.g. an embedded NUL or a name the filesystem cannot encode.
+            reason = _one_line(exc)
+            summary.failed.append((label, reason))
+            emit(f"Could not copy {match.rel} for {match.person}: {reason}")
+            continue
+        if outcome == "already":
+            summary.already_there += 1
+            continue
+        summary.copied += 1
+        summary.bytes_copied += nbytes
+        if outcome == "renamed":
+            dest_rel = "/".join([*safe_dirs, final_name])
+            summary.renamed.append(dest_rel)
+            emit(
+                f"{match.rel} ({match.person}): a different file already has that name, "
+                f"saved as {dest_rel}"
+            )
+    return summary
+
+
+__all__ = ["CopyError", "CopySummary", "copy_matches", "safe_component"]

@@ -1,0 +1,342 @@
+"""What the user reads (console listing and summary) and what machines read (CSV, JSON).
+
+Report files are written atomically (temporary file in the same folder, fsync, replace), so
+a crash or a pulled USB stick leaves either the old report or the new one, never half of
+one. Because the finder must never damage a photo, an existing file is only replaced if it
+looks like a report of the same kind (or is empty): pointing ``--csv`` at a photo by
+mistake raises FileExistsError instead of destroying it.
+
+Summary dict accepted by :func:`format_summary` (and stored as-is in the JSON report);
+every key is optional and a missing one just leaves its line out:
+
+``files_scanned``       int, every file seen under PHOTOS_DIR
+``images_read``         int, images decoded successfully
+``faces_found``         int, faces detected in those images
+``faces_skipped``       int, faces too small or too blurry to trust (not matched)
+``matches_per_person``  dict person -> int, photos in which that person was found
+``videos_skipped``      int, video files (not analysed)
+``other_files``         int, files that are neither images nor videos
+``unreadable``          list of (path, reason), files that could not be read
+``elapsed_s``           float, wall-clock seconds for the whole run
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import errno
+import json
+import os
+import secrets
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+from facefinder.records import Match
+
+CSV_COLUMNS = ("path", "person", "distance", "box", "model", "threshold")
+MAX_UNREADABLE_LINES = 20  # beyond this the console summary points to --json
+
+# How an existing report starts; anything else (a photo!) is never replaced.
+_CSV_SIGNATURE = ",".join(CSV_COLUMNS).encode("ascii")
+_UTF8_BOM = b"\xef\xbb\xbf"
+
+
+# --------------------------------------------------------------------------- atomic writes
+
+
+def _looks_like(path: Path, is_ours: Callable[[bytes], bool]) -> bool:
+    """True if path is missing, empty, or starts the way our report of this kind starts."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(256)
+    except FileNotFoundError:
+        return True
+    except IsADirectoryError:
+        return False
+    return not head.strip() or is_ours(head)
+
+
+def _atomic_write(
+    path: Path,
+    write: Callable[[TextIO], None],
+    *,
+    encoding: str,
+    newline: str,
+    errors: str,
+    is_ours: Callable[[bytes], bool],
+) -> None:
+    """Write via a hidden temp file in the same folder, fsync, then os.replace into place.
+
+    The temp file lives next to the target so the final replace is a same-filesystem
+    rename, which is atomic on Windows, macOS and Linux. On Windows the replace fails with
+    PermissionError while the old report is open in Excel; that error is passed on (the
+    temp file is removed) so the caller can tell the user to close it.
+    """
+    path = Path(path)
+    if not _looks_like(path, is_ours):
+        raise FileExistsError(
+            errno.EEXIST, "refusing to replace a file that is not a facefinder report", str(path)
+        )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    while True:
+        tmp = path.with_name(f".{path.name[:64]}.partial-{secrets.token_hex(4)}")
+        try:
+            fd = os.open(tmp, flags, 0o666)
+            break
+        except FileExistsError:
+            continue
+    try:
+        with os.fdopen(fd, "w", encoding=encoding, newline=newline, errors=errors) as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def _sorted_matches(matches: Sequence[Match]) -> list[Match]:
+    """Stable, reproducible order (path, then person) so reports diff cleanly between runs."""
+    return sorted(matches, key=lambda m: (m.rel, m.person))
+
+
+def _number(value: float) -> float:
+    """A plain Python float (numpy scalars break json and print as 'np.float32(...)')."""
+    return round(float(value), 6)
+
+
+# --------------------------------------------------------------------------- CSV
+
+
+def write_csv(path: Path, matches: Sequence[Match], *, model: str, threshold: float) -> None:
+    """Write one row per (file, person) match: ``path,person,distance,box,model,threshold``.
+
+    Encoding is UTF-8 *with* a BOM (``utf-8-sig``): without the BOM, Excel on Windows
+    decodes CSV files in the legacy ANSI code page and garbles every non-ASCII name and
+    path; with it Excel shows them correctly. Python reads it cleanly with
+    ``open(path, encoding="utf-8-sig", newline="")`` + ``csv.DictReader``, and pandas'
+    ``read_csv`` skips the BOM by itself. No ``sep=,`` hint line is written because it
+    breaks every CSV parser and makes Excel ignore the BOM; in locales whose list separator
+    is ';' use Excel's Data > From Text/CSV import instead.
+
+    Rows use the csv module's default Excel dialect (comma, CRLF, quoting only when
+    needed), so ``box`` = ``"x,y,w,h"`` is one quoted field. ``path`` is the exact
+    '/'-separated path relative to PHOTOS_DIR; it is not prefixed against Excel formula
+    interpretation because machines need the exact path. Names that are not valid Unicode
+    (possible on Linux) are written with ``\\udcXX`` escapes instead of crashing.
+    """
+
+    def write(handle: TextIO) -> None:
+        writer = csv.writer(handle)
+        writer.writerow(CSV_COLUMNS)
+        for match in _sorted_matches(matches):
+            writer.writerow(
+                [
+                    match.rel,
+                    match.person,
+                    f"{float(match.distance):.4f}",
+                    ",".join(str(int(v)) for v in match.box),
+                    model,
+                    repr(_number(threshold)),
+                ]
+            )
+
+    _atomic_write(
+        path,
+        write,
+        encoding="utf-8-sig",
+        newline="",  # the csv module writes its own CRLF line ends
+        errors="backslashreplace",
+        is_ours=lambda head: head.removeprefix(_UTF8_BOM).startswith(_CSV_SIGNATURE),
+    )
+
+
+# --------------------------------------------------------------------------- JSON
+
+
+def _json_default(value: Any) -> Any:
+    """Make numpy scalars/arrays, paths and sets in the summary serialisable."""
+    if hasattr(value, "tolist"):  # numpy scalar or array
+        return value.tolist()
+    if isinstance(value, (set, frozenset)):
+        return sorted(value, key=str)
+    return str(value)
+
+
+def write_json(
+    path: Path,
+    *,
+    matches: Sequence[Match],
+    unreadable: Sequence[tuple[str, str]],
+    summary: dict,
+    model: str,
+    threshold: float,
+) -> None:
+    """Write the machine-readable report, UTF-8 without BOM (JSON forbids one), indent=2.
+
+    Layout: ``{"model", "threshold", "matches": [{"path", "person", "distance",
+    "box": [x, y, w, h]}], "unreadable": [{"path", "reason"}], "summary": {...}}``.
+    ``ensure_ascii=False`` keeps names readable; the only characters UTF-8 cannot encode
+    (lone surrogates from undecodable Linux file names) are written as ``\\udcXX`` JSON
+    escapes, so the file stays valid JSON and Python's json.load gives back the exact str
+    that os.listdir returned.
+    """
+    document = {
+        "model": model,
+        "threshold": _number(threshold),
+        "matches": [
+            {
+                "path": match.rel,
+                "person": match.person,
+                "distance": round(float(match.distance), 4),
+                "box": [int(v) for v in match.box],
+            }
+            for match in _sorted_matches(matches)
+        ],
+        "unreadable": [{"path": rel, "reason": reason} for rel, reason in unreadable],
+        "summary": summary,
+    }
+
+    def write(handle: TextIO) -> None:
+        json.dump(document, handle, ensure_ascii=False, indent=2, default=_json_default)
+        handle.write("\n")
+
+    _atomic_write(
+        path,
+        write,
+        encoding="utf-8",
+        newline="\n",  # identical bytes on every OS
+        errors="backslashreplace",  # inside a JSON string this *is* a valid \\uXXXX escape
+        is_ours=lambda head: head.lstrip().startswith(b"{"),
+    )
+
+
+# --------------------------------------------------------------------------- console text
+
+
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}" if count == 1 else f"{count} {word}s"
+
+
+def format_results(matches: Sequence[Match], people: Sequence[str], *, show_distance: bool) -> str:
+    """The per-person listing printed after a run.
+
+    Every person in ``people`` gets a heading with a count, even with zero matches, so the
+    user can see that "Grandma: 0 photos" was searched for rather than forgotten. People
+    that appear only in matches are listed after them. Paths are sorted case-insensitively
+    (as file managers show them); a path listed twice for a person is shown once with its
+    best distance. With show_distance each line ends with the distance (lower = more alike).
+    """
+    found: dict[str, dict[str, float]] = {person: {} for person in people}
+    for match in matches:
+        per_person = found.setdefault(match.person, {})
+        distance = float(match.distance)
+        if match.rel not in per_person or distance < per_person[match.rel]:
+            per_person[match.rel] = distance
+
+    blocks = []
+    for person, paths in found.items():
+        lines = [f"{person}: {_plural(len(paths), 'photo')}"]
+        for rel in sorted(paths, key=lambda r: (r.casefold(), r)):
+            lines.append(f"  {rel}  ({paths[rel]:.3f})" if show_distance else f"  {rel}")
+        if not paths:
+            lines.append("  (not found in any photo)")
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks)
+
+
+def _duration(seconds: float) -> str:
+    """'42.1 s', '3 min 05 s' or '2 h 07 min': precise when short, readable when long."""
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    whole = round(seconds)
+    if whole < 3600:
+        return f"{whole // 60} min {whole % 60:02d} s"
+    return f"{whole // 3600} h {whole % 3600 // 60:02d} min"
+
+
+def format_summary(summary: dict) -> str:
+    """A short end-of-run block; see the module docstring for the keys (all optional).
+
+    Unreadable files are listed as ``  path: reason`` up to MAX_UNREADABLE_LINES, then
+    ``  ... and N more (see --json)`` so one broken folder cannot scroll everything else off
+    the screen. The speed is images read per second (the work the user waited for),
+    falling back to files scanned when no image count is given.
+    """
+    lines: list[str] = []
+
+    def count(key: str, label: str) -> None:
+        if summary.get(key) is not None:
+            lines.append(f"{label}: {summary[key]}")
+
+    count("files_scanned", "Files scanned")
+    count("images_read", "Images read")
+    count("faces_found", "Faces found")
+    count("faces_skipped", "Faces too small/blurry to trust")
+    per_person = summary.get("matches_per_person")
+    if per_person is not None:
+        lines.append("Matches per person:")
+        lines.extend(f"  {person}: {n}" for person, n in per_person.items())
+        if not per_person:
+            lines.append("  (no people)")
+    count("videos_skipped", "Videos skipped")
+    count("other_files", "Other files ignored")
+
+    unreadable = summary.get("unreadable")
+    if unreadable is not None:
+        unreadable = list(unreadable)
+        lines.append(f"Files that could not be read: {len(unreadable)}")
+        for rel, reason in unreadable[:MAX_UNREADABLE_LINES]:
+            lines.append(f"  {rel}: {' '.join(str(reason).split())}")
+        if len(unreadable) > MAX_UNREADABLE_LINES:
+            lines.append(f"  ... and {len(unreadable) - MAX_UNREADABLE_LINES} more (see --json)")
+
+    elapsed = summary.get("elapsed_s")
+    if elapsed is not None:
+        elapsed = float(elapsed)
+        text = f"Time: {_duration(elapsed)}"
+        done = summary.get("images_read", summary.get("files_scanned"))
+        if done is not None and elapsed > 0:
+            text += f" ({done / elapsed:.1f} photos/s)"
+        lines.append(text)
+    return "\n".join(lines)
+
+
+def safe_print(text: str, stream: TextIO | None = None) -> None:
+    """print() that cannot crash on a legacy Windows code page (or a surrogate in a name).
+
+    Python writes Unicode to a real Windows console, but when output is redirected, or the
+    console uses cp437/cp1252 via some wrapper, encoding "Zoë/写真.jpg" raises
+    UnicodeEncodeError - and a report must never kill the run at the very end. Then the
+    text is re-encoded with errors="replace" ('?' for what cannot be shown). stream
+    defaults to sys.stdout *at call time*, so redirection and test capture work; with no
+    stream at all (pythonw.exe) nothing is printed.
+    """
+    if stream is None:
+        stream = sys.stdout
+    if stream is None:
+        return
+    line = text + "\n"
+    try:
+        stream.write(line)
+    except UnicodeEncodeError:
+        encoding = getattr(stream, "encoding", None) or "ascii"
+        stream.write(line.encode(encoding, errors="replace").decode(encoding, errors="replace"))
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        stream.flush()
+
+
+__all__ = [
+    "CSV_COLUMNS",
+    "MAX_UNREADABLE_LINES",
+    "format_results",
+    "format_summary",
+    "safe_print",
+    "write_csv",
+    "write_json",
+]

@@ -1,0 +1,222 @@
+"""Reports: exact CSV/JSON formats, atomic writes, console text that never crashes."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from facefinder.records import Match
+from facefinder.report import (
+    CSV_COLUMNS,
+    format_results,
+    format_summary,
+    safe_print,
+    write_csv,
+    write_json,
+)
+
+MATCHES = [
+    Match("2020/b.jpg", "Zoë", 0.3, (5, 6, 7, 8)),
+    Match('2019/Zoë, "beach".jpg', "Zoë", np.float32(0.123456), (10, 20, 30, 40)),
+    Match("2020/b.jpg", "Anna", 0.55557, (np.int64(1), 2, 3, 4)),
+]
+
+
+def leftovers(folder: Path) -> list[str]:
+    return [p.name for p in folder.iterdir() if ".partial-" in p.name]
+
+
+def test_csv_header_and_rows_exact(tmp_path: Path) -> None:
+    out = tmp_path / "matches.csv"
+    write_csv(out, MATCHES, model="facenet512", threshold=0.6)
+    raw = out.read_bytes()
+    assert raw.startswith(b"\xef\xbb\xbf")  # BOM, so Excel on Windows reads UTF-8
+    text = raw[3:].decode("utf-8")
+    assert text.split("\r\n") == [
+        "path,person,distance,box,model,threshold",
+        '"2019/Zoë, ""beach"".jpg",Zoë,0.1235,"10,20,30,40",facenet512,0.6',
+        '2020/b.jpg,Anna,0.5556,"1,2,3,4",facenet512,0.6',
+        '2020/b.jpg,Zoë,0.3000,"5,6,7,8",facenet512,0.6',
+        "",
+    ]
+    assert leftovers(tmp_path) == []
+
+
+def test_csv_round_trips_through_dictreader(tmp_path: Path) -> None:
+    out = tmp_path / "matches.csv"
+    write_csv(out, MATCHES, model="m", threshold=0.6)
+    with open(out, encoding="utf-8-sig", newline="") as handle:
+        reader = csv.DictReader(handle)
+        assert tuple(reader.fieldnames or ()) == CSV_COLUMNS
+        rows = list(reader)
+    assert [(r["path"], r["person"]) for r in rows] == sorted((m.rel, m.person) for m in MATCHES)
+    first = rows[0]
+    assert first["path"] == '2019/Zoë, "beach".jpg'
+    assert tuple(int(v) for v in first["box"].split(",")) == (10, 20, 30, 40)
+    assert float(first["distance"]) == 0.1235
+    assert float(first["threshold"]) == 0.6
+
+
+def test_csv_reads_with_pandas(tmp_path: Path) -> None:
+    pd = pytest.importorskip("pandas")
+    out = tmp_path / "matches.csv"
+    write_csv(out, MATCHES, model="m", threshold=0.6)
+    frame = pd.read_csv(out)
+    assert list(frame.columns) == list(CSV_COLUMNS)
+    assert len(frame) == 3
+
+
+def test_empty_csv_has_header_only(tmp_path: Path) -> None:
+    out = tmp_path / "matches.csv"
+    write_csv(out, [], model="m", threshold=0.5)
+    assert out.read_bytes() == b"\xef\xbb\xbfpath,person,distance,box,model,threshold\r\n"
+
+
+def test_reports_replace_old_reports_but_never_a_photo(tmp_path: Path) -> None:
+    out = tmp_path / "matches.csv"
+    write_csv(out, MATCHES, model="m", threshold=0.6)
+    write_csv(out, MATCHES[:1], model="m", threshold=0.6)  # a re-run replaces its own report
+    assert len(out.read_text(encoding="utf-8-sig").splitlines()) == 2
+
+    photo = tmp_path / "IMG_0001.jpg"
+    photo.write_bytes(b"\xff\xd8\xff\xe0 jpeg bytes")
+    with pytest.raises(FileExistsError):
+        write_csv(photo, MATCHES, model="m", threshold=0.6)
+    with pytest.raises(FileExistsError):
+        write_json(photo, matches=MATCHES, unreadable=[], summary={}, model="m", threshold=0.6)
+    assert photo.read_bytes() == b"\xff\xd8\xff\xe0 jpeg bytes"
+    assert leftovers(tmp_path) == []
+
+
+def test_crash_while_writing_keeps_old_report(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "report.json"
+    write_json(out, matches=MATCHES, unreadable=[], summary={}, model="m", threshold=0.6)
+    before = out.read_bytes()
+
+    def boom(fd: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", boom)
+    with pytest.raises(OSError):
+        write_json(out, matches=[], unreadable=[], summary={}, model="m", threshold=0.6)
+    assert out.read_bytes() == before
+    assert leftovers(tmp_path) == []
+
+
+def test_json_layout(tmp_path: Path) -> None:
+    out = tmp_path / "sub" / "report.json"
+    unreadable = [("broken/x.heic", "cannot identify image file"), ("bad\udcff.jpg", "truncated")]
+    summary = {
+        "files_scanned": np.int64(10),
+        "matches_per_person": {"Zoë": 2, "Anna": 1},
+        "unreadable": unreadable,
+        "elapsed_s": np.float64(1.5),
+    }
+    write_json(
+        out, matches=MATCHES, unreadable=unreadable, summary=summary, model="m", threshold=0.6
+    )
+    raw = out.read_bytes()
+    assert not raw.startswith(b"\xef\xbb\xbf")
+    assert "Zoë".encode() in raw  # ensure_ascii=False
+    doc = json.loads(raw.decode("utf-8"))
+    assert list(doc) == ["model", "threshold", "matches", "unreadable", "summary"]
+    assert doc["model"] == "m" and doc["threshold"] == 0.6
+    assert doc["matches"][0] == {
+        "path": '2019/Zoë, "beach".jpg',
+        "person": "Zoë",
+        "distance": 0.1235,
+        "box": [10, 20, 30, 40],
+    }
+    assert doc["unreadable"] == [
+        {"path": "broken/x.heic", "reason": "cannot identify image file"},
+        {"path": "bad\udcff.jpg", "reason": "truncated"},  # undecodable name survives exactly
+    ]
+    assert doc["summary"]["files_scanned"] == 10
+    assert doc["summary"]["matches_per_person"] == {"Zoë": 2, "Anna": 1}
+    assert leftovers(out.parent) == []
+
+
+def test_format_results_lists_everyone() -> None:
+    text = format_results(MATCHES, ["Anna", "Ben", "Zoë"], show_distance=False)
+    assert text.splitlines() == [
+        "Anna: 1 photo",
+        "  2020/b.jpg",
+        "",
+        "Ben: 0 photos",
+        "  (not found in any photo)",
+        "",
+        "Zoë: 2 photos",
+        '  2019/Zoë, "beach".jpg',
+        "  2020/b.jpg",
+    ]
+
+
+def test_format_results_with_distance_and_unknown_person() -> None:
+    text = format_results(MATCHES, ["Zoë"], show_distance=True)
+    lines = text.splitlines()
+    assert lines[0] == "Zoë: 2 photos"
+    assert lines[1].endswith("(0.123)")
+    assert lines[2] == "  2020/b.jpg  (0.300)"
+    assert "Anna: 1 photo" in lines  # matched but not in people: still shown
+
+
+def test_format_summary_full() -> None:
+    unreadable = [(f"bad/{i:02d}.jpg", f"broken\nfile {i}") for i in range(25)]
+    text = format_summary(
+        {
+            "files_scanned": 1234,
+            "images_read": 1200,
+            "faces_found": 3400,
+            "faces_skipped": 120,
+            "matches_per_person": {"Anna": 12, "Ben": 0},
+            "videos_skipped": 3,
+            "other_files": 31,
+            "unreadable": unreadable,
+            "elapsed_s": 83.0,
+        }
+    )
+    lines = text.splitlines()
+    assert lines[:10] == [
+        "Files scanned: 1234",
+        "Images read: 1200",
+        "Faces found: 3400",
+        "Faces too small/blurry to trust: 120",
+        "Matches per person:",
+        "  Anna: 12",
+        "  Ben: 0",
+        "Videos skipped: 3",
+        "Other files ignored: 31",
+        "Files that could not be read: 25",
+    ]
+    assert lines[10] == "  bad/00.jpg: broken file 0"
+    assert lines[29] == "  bad/19.jpg: broken file 19"
+    assert lines[30] == "  ... and 5 more (see --json)"
+    assert lines[31] == "Time: 1 min 23 s (14.5 photos/s)"
+    assert len(lines) == 32
+
+
+def test_format_summary_tolerates_missing_keys() -> None:
+    assert format_summary({}) == ""
+    assert format_summary({"files_scanned": 5, "elapsed_s": 0}) == "Files scanned: 5\nTime: 0.0 s"
+    assert "Files that could not be read: 0" in format_summary({"unreadable": []})
+
+
+def test_safe_print_survives_legacy_code_page() -> None:
+    raw = io.BytesIO()
+    stream = io.TextIOWrapper(raw, encoding="cp1252", errors="strict")
+    safe_print("Zoë 写真 \udcff", stream)
+    stream.flush()
+    assert raw.getvalue() == "Zoë ?? ?\n".encode("cp1252")
+
+
+def test_safe_print_defaults_to_current_stdout(capsys: pytest.CaptureFixture[str]) -> None:
+    safe_print("Zoë: 2 photos")
+    assert capsys.readouterr().out == "Zoë: 2 photos\n"
