@@ -1,0 +1,267 @@
+"""Read one image file into upright RGB pixels, small enough for face detection.
+
+This runs for every photo (about 2,000 a minute), so it decodes JPEGs at reduced size
+(libjpeg's DCT scaling via ``Image.draft``) instead of decoding 24 megapixels and then
+throwing most of them away. It is also the place where broken files surface, so every
+failure becomes a :class:`DecodeError` whose text is one short line for the user.
+
+Files are opened read-only and only read; Pillow's global switches
+(``LOAD_TRUNCATED_IMAGES``, ``MAX_IMAGE_PIXELS``) are left as they are, so a truncated
+photo is reported instead of silently half-decoded.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+MAX_MEGAPIXELS = 250  # a 250 MP RGB bitmap is already ~750 MB; refuse anything bigger
+
+# Formats photos come in, each recognised by a signature. Letting Pillow try all of its
+# formats means magic-less ones (TGA, for example) "recognise" random bytes and decode
+# garbage instead of saying "not an image".
+_WANTED_FORMATS = (
+    "JPEG", "MPO", "PNG", "WEBP", "BMP", "DIB", "TIFF", "GIF", "HEIF", "AVIF", "JPEG2000",
+)
+
+# ISO-BMFF brands (bytes 8..12 after "ftyp") that mean HEIF/HEIC or AVIF.
+_HEIF_BRANDS = {b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1"}
+_AVIF_BRANDS = {b"avif", b"avis"}
+
+# EXIF Orientation value -> transpose that makes the stored pixels upright.
+_UPRIGHT = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+_ORIENTATION_TAG = 0x0112
+
+# We enforce our own pixel limit, so Pillow's "possible decompression bomb" warning for
+# 90-180 MP images would only be noise in the user's console.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+
+
+class DecodeError(Exception):
+    """A file that cannot be turned into pixels; ``str()`` is the one-line user reason."""
+
+
+@dataclass
+class DecodedImage:
+    """Pixels for detection plus what is needed to map boxes back to the original."""
+
+    rgb: np.ndarray  # HxWx3 uint8, C-contiguous, upright (EXIF orientation applied); read-only
+    orig_size: tuple[int, int]  # upright (w, h) of the full-resolution image
+    scale: float  # rgb width / orig width (<= 1)
+
+
+_formats: tuple[str, ...] | None = None
+_heif_available = False
+
+
+def _open_formats() -> tuple[str, ...]:
+    """Register pillow-heif once, then the wanted formats this Pillow can actually open.
+
+    Done lazily on the first decode rather than at import, so importing this module (in
+    the main process, or to read ``DecodeError``) stays cheap.
+    """
+    global _formats, _heif_available
+    if _formats is None:
+        try:
+            import pillow_heif
+        except ImportError:
+            pass
+        else:
+            pillow_heif.register_heif_opener()
+            _heif_available = True
+            if "AVIF" not in Image.OPEN and hasattr(pillow_heif, "register_avif_opener"):
+                pillow_heif.register_avif_opener()  # older Pillow: AVIF via pillow-heif
+        Image.init()
+        _formats = tuple(name for name in _WANTED_FORMATS if name in Image.OPEN)
+    return _formats
+
+
+def _one_line(error: BaseException, limit: int = 120) -> str:
+    """First line of an exception's text, shortened; the type name if it has no text."""
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _unreadable_reason(handle: object) -> str:
+    """Why Pillow did not recognise the file: a missing HEIF/AVIF plugin, or not an image."""
+    try:
+        handle.seek(0)  # type: ignore[attr-defined]
+        head = handle.read(12)  # type: ignore[attr-defined]
+    except OSError:
+        head = b""
+    if len(head) == 12 and head[4:8] == b"ftyp":
+        brand = head[8:12]
+        if brand in _HEIF_BRANDS and not _heif_available:
+            return "HEIC support not installed (pillow-heif)"
+        if brand in _AVIF_BRANDS and "AVIF" not in Image.OPEN:
+            return "AVIF support not installed (needs Pillow 11.2 or newer)"
+    return "not an image (or an unsupported format)"
+
+
+def _too_large(pixels: int) -> DecodeError:
+    return DecodeError(f"image too large ({round(pixels / 1e6)} megapixels)")
+
+
+def _bomb_error(error: Exception) -> DecodeError:
+    """Pillow's own bomb check fired (its limit may be below ours); keep our wording."""
+    found = re.search(r"\((\d+) pixels\)", str(error))
+    return _too_large(int(found.group(1))) if found else DecodeError("image too large")
+
+
+def _orientation(image: Image.Image) -> int:
+    """EXIF orientation 1..8; anything missing, odd or unparsable counts as upright."""
+    try:
+        value = image.getexif().get(_ORIENTATION_TAG, 1)
+    except Exception:  # broken EXIF must not cost the photo itself
+        return 1
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
+def _scale_high_depth(image: Image.Image) -> Image.Image:
+    """16-bit, 32-bit integer and float greyscale -> 8-bit ``L``.
+
+    ``convert("L")`` clips rather than scales these (a 16-bit PNG would come out almost
+    white), so the value range is mapped explicitly: full 16-bit range for integer data
+    that exceeds 8 bits, 0..1 for floats that fit it, else the data's own min..max.
+    """
+    values = np.asarray(image)
+    if values.ndim != 2:
+        return image.convert("L")
+    data = values.astype(np.float32, copy=False)
+    finite = data[np.isfinite(data)] if values.dtype.kind == "f" else data
+    if finite.size == 0:
+        return Image.new("L", image.size, 0)
+    low, high = float(finite.min()), float(finite.max())
+    if image.mode == "F":
+        if low >= 0.0 and high <= 1.0:
+            low, high = 0.0, 1.0
+        elif low >= 0.0 and high <= 255.0:
+            low, high = 0.0, 255.0
+    elif low >= 0.0 and high <= 255.0:
+        low, high = 0.0, 255.0
+    elif low >= 0.0 and high <= 65535.0:
+        low, high = 0.0, 65535.0
+    span = high - low or 1.0
+    scaled = np.nan_to_num((data - low) * (255.0 / span), nan=0.0, posinf=255.0, neginf=0.0)
+    return Image.fromarray(np.clip(scaled + 0.5, 0, 255).astype(np.uint8), "L")
+
+
+def _working_mode(image: Image.Image) -> Image.Image:
+    """Convert to RGB, RGBA or L — the modes that resize well and map simply to RGB.
+
+    Alpha is kept through the resize (Pillow resizes RGBA premultiplied) and composited
+    on white afterwards on the smaller image.
+    """
+    mode = image.mode
+    if mode in ("RGB", "RGBA", "L"):
+        return image
+    if mode in ("P", "PA"):
+        has_alpha = mode == "PA" or "transparency" in image.info
+        return image.convert("RGBA" if has_alpha else "RGB")
+    if mode in ("LA", "La", "RGBa", "RGBX"):
+        return image.convert("RGB" if mode == "RGBX" else "RGBA")
+    if mode == "1":
+        return image.convert("L")
+    if mode.startswith("I") or mode == "F":
+        return _scale_high_depth(image)
+    return image.convert("RGB")  # CMYK, YCbCr, HSV, ...
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    if image.mode == "RGB":
+        return image
+    if image.mode == "RGBA":
+        background = Image.new("RGB", image.size, (255, 255, 255))
+        background.paste(image, mask=image.getchannel("A"))
+        return background
+    return image.convert("RGB")
+
+
+def _decode(image: Image.Image, max_side: int) -> DecodedImage:
+    width, height = image.size  # as stored, before any EXIF rotation
+    if width <= 0 or height <= 0:
+        raise DecodeError("image has no pixels")
+    if width * height > MAX_MEGAPIXELS * 1_000_000:
+        raise _too_large(width * height)
+
+    long_side = max(width, height)
+    target = (width, height)
+    if long_side > max_side:
+        ratio = max_side / long_side
+        target = (max(1, round(width * ratio)), max(1, round(height * ratio)))
+        if image.format in ("JPEG", "MPO"):
+            # Ask for at least the target size: draft picks the largest power-of-2 DCT
+            # reduction that still gives >= this, so only a small resize remains.
+            image.draft("RGB", (max(1, -(-width * max_side // long_side)),
+                                max(1, -(-height * max_side // long_side))))
+    image.load()
+    orientation = _orientation(image)
+
+    image = _working_mode(image)
+    if image.size != target:
+        image = image.resize(target, Image.Resampling.BILINEAR, reducing_gap=2.0)
+    transpose = _UPRIGHT.get(orientation)
+    if transpose is not None:
+        image = image.transpose(transpose)
+    image = _to_rgb(image)
+
+    upright = (height, width) if orientation in (5, 6, 7, 8) else (width, height)
+    rgb = np.asarray(image)
+    return DecodedImage(rgb=rgb, orig_size=upright, scale=rgb.shape[1] / upright[0])
+
+
+def load_image(path: Path, max_side: int = 1600) -> DecodedImage:
+    """Decode ``path`` by content (not by its suffix), upright, long side <= ``max_side``.
+
+    Raises :class:`DecodeError` with a one-line reason for anything that is not a fully
+    readable image: empty, unreadable, not an image, truncated/corrupt, or too large.
+    Multi-frame files (GIF, TIFF, WebP, MPO) give their first frame.
+    """
+    formats = _open_formats()
+    try:
+        handle = open(path, "rb")  # noqa: SIM115 - closed in the finally below
+    except OSError as error:
+        raise DecodeError(f"cannot read file: {error.strerror or _one_line(error)}") from None
+    try:
+        if os.fstat(handle.fileno()).st_size == 0:
+            raise DecodeError("empty file")
+        try:
+            image = Image.open(handle, formats=formats)
+        except UnidentifiedImageError:
+            raise DecodeError(_unreadable_reason(handle)) from None
+        try:
+            return _decode(image, max_side)
+        finally:
+            image.close()
+    except DecodeError:
+        raise
+    except Image.DecompressionBombError as error:
+        raise _bomb_error(error) from None
+    except MemoryError:
+        raise DecodeError("not enough memory to decode this image") from None
+    except OSError as error:
+        if error.errno is not None:  # a real I/O failure (bad sector, stick pulled out)
+            raise DecodeError(f"cannot read file: {error.strerror or _one_line(error)}") from None
+        # Pillow signals bad data with errno-less OSErrors ("image file is truncated",
+        # "broken data stream", "decoder error -2").
+        raise DecodeError("truncated or corrupt image data") from None
+    except (SyntaxError, EOFError, ValueError, IndexError, TypeError, KeyError) as error:
+        raise DecodeError(f"corrupt image data ({_one_line(error, 80)})") from None
+    except Exception as error:
+        raise DecodeError(f"cannot decode image: {_one_line(error)}") from None
+    finally:
+        handle.close()

@@ -1,0 +1,371 @@
+"""Tests for facefinder.decode, on real photos written out in every format we accept."""
+
+from __future__ import annotations
+
+import io
+import os
+import struct
+import subprocess
+import sys
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageFile
+
+from facefinder.decode import DecodedImage, DecodeError, load_image
+
+try:  # pytest puts tests/ on sys.path while tests/ has no __init__.py
+    from testdata import celebrity_dataset, face_crop, group_photo
+except ImportError:  # tests/ imported as a package
+    from tests.testdata import celebrity_dataset, face_crop, group_photo
+
+try:
+    import pillow_heif
+except ImportError:  # pragma: no cover - it is a runtime dependency
+    pillow_heif = None
+
+# Stored pixels = inverse of the transpose that EXIF orientation N asks for.
+STORED_AS = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_90,  # viewer turns it back with ROTATE_270
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_270,
+}
+
+
+@pytest.fixture(scope="module")
+def portrait() -> Image.Image:
+    """A real celebrity photo, RGB and not square (so rotations change its shape)."""
+    for path in sorted((celebrity_dataset() / "train").rglob("*.jpg")):
+        with Image.open(path) as image:
+            if image.format == "JPEG" and image.mode == "RGB" and image.width < image.height:
+                return image.convert("RGB")
+    raise AssertionError("no portrait-shaped RGB JPEG in the celebrity dataset")
+
+
+@pytest.fixture(scope="module")
+def group() -> Image.Image:
+    with Image.open(group_photo()) as image:
+        return image.convert("RGB")
+
+
+def check(decoded: DecodedImage) -> np.ndarray:
+    """The invariants every decode must meet; returns the pixels."""
+    rgb = decoded.rgb
+    assert isinstance(rgb, np.ndarray)
+    assert rgb.dtype == np.uint8 and rgb.ndim == 3 and rgb.shape[2] == 3
+    assert rgb.flags["C_CONTIGUOUS"]
+    assert 0 < decoded.scale <= 1
+    assert decoded.scale == pytest.approx(rgb.shape[1] / decoded.orig_size[0])
+    return rgb
+
+
+def diff(a: np.ndarray | Image.Image, b: np.ndarray | Image.Image) -> float:
+    """Mean absolute pixel difference of two same-shaped images."""
+    a, b = np.asarray(a, dtype=np.float32), np.asarray(b, dtype=np.float32)
+    assert a.shape == b.shape
+    return float(np.abs(a - b).mean())
+
+
+def reason(path: Path, **kwargs: object) -> str:
+    with pytest.raises(DecodeError) as caught:
+        load_image(path, **kwargs)
+    text = str(caught.value)
+    assert text and "\n" not in text and "Traceback" not in text
+    return text
+
+
+FORMATS = [
+    # suffix, save arguments, allowed mean difference from the source
+    (".jpg", {"format": "JPEG", "quality": 95}, 3.0),
+    (".png", {"format": "PNG"}, 0.0),
+    (".webp", {"format": "WEBP", "lossless": True}, 0.0),
+    (".webp", {"format": "WEBP", "quality": 90}, 4.0),
+    (".bmp", {"format": "BMP"}, 0.0),
+    (".tif", {"format": "TIFF", "compression": "tiff_lzw"}, 0.0),
+    (".gif", {"format": "GIF"}, 12.0),
+    (".heic", {"format": "HEIF", "quality": 95}, 4.0),
+    (".avif", {"format": "AVIF", "quality": 95}, 4.0),
+]
+
+
+@pytest.mark.parametrize(("suffix", "options", "tolerance"), FORMATS)
+def test_formats(tmp_path: Path, portrait: Image.Image, suffix, options, tolerance) -> None:
+    if options["format"] == "HEIF":
+        if pillow_heif is None:
+            pytest.skip("pillow-heif not installed")
+        pillow_heif.register_heif_opener()
+    Image.init()
+    if options["format"] not in Image.SAVE:
+        pytest.skip(f"this Pillow cannot write {options['format']}")
+    path = tmp_path / f"copy{suffix}"
+    portrait.save(path, **options)
+    before = path.read_bytes()
+    decoded = load_image(path)
+    rgb = check(decoded)
+    assert decoded.orig_size == portrait.size and decoded.scale == 1.0
+    assert diff(rgb, portrait) <= tolerance
+    assert path.read_bytes() == before  # never modified
+
+
+def test_real_group_photo_and_face_crop() -> None:
+    decoded = load_image(group_photo())
+    assert check(decoded).shape == (886, 1280, 3)
+    assert decoded.orig_size == (1280, 886)
+    crop = load_image(face_crop())
+    assert check(crop).shape == (112, 112, 3)
+
+
+def test_png_named_jpg_is_read_by_content(tmp_path: Path, portrait: Image.Image) -> None:
+    path = tmp_path / "really_a_png.jpg"
+    portrait.save(path, format="PNG")
+    assert diff(check(load_image(path)), portrait) == 0.0
+
+
+def test_real_png_named_jpg_with_alpha_from_the_dataset() -> None:
+    """The celebrity dataset itself holds an RGBA PNG saved as .jpg (the web does that)."""
+    found = []
+    for path in sorted(celebrity_dataset().rglob("*.jpg")):
+        with Image.open(path) as image:
+            if image.format == "PNG":
+                found.append((path, image.size))
+    assert found
+    for path, size in found:
+        decoded = load_image(path)
+        assert check(decoded).shape[:2] == (size[1], size[0])
+
+
+@pytest.mark.parametrize("orientation", sorted(STORED_AS))
+def test_exif_orientation_makes_it_upright(
+    tmp_path: Path, portrait: Image.Image, orientation: int
+) -> None:
+    stored = portrait.transpose(STORED_AS[orientation])
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    path = tmp_path / f"rotated{orientation}.jpg"
+    stored.save(path, quality=95, exif=exif.tobytes())
+    decoded = load_image(path)
+    rgb = check(decoded)
+    assert decoded.orig_size == portrait.size
+    assert diff(rgb, portrait) < 4.0
+    if stored.size == portrait.size:  # the stored pixels alone would not have passed
+        assert diff(stored, portrait) > 10.0
+
+
+def test_heic_with_rotation_is_upright(tmp_path: Path, portrait: Image.Image) -> None:
+    if pillow_heif is None:
+        pytest.skip("pillow-heif not installed")
+    pillow_heif.register_heif_opener()
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    path = tmp_path / "phone.heic"
+    portrait.transpose(STORED_AS[6]).save(path, quality=95, exif=exif.tobytes())
+    decoded = load_image(path)
+    assert decoded.orig_size == portrait.size
+    assert diff(check(decoded), portrait) < 4.0
+
+
+def big_copy(group: Image.Image, size: tuple[int, int]) -> Image.Image:
+    return group.resize(size, Image.Resampling.BILINEAR)
+
+
+def test_big_jpeg_is_decoded_small(tmp_path: Path, group: Image.Image) -> None:
+    big = big_copy(group, (6000, 4000))
+    path = tmp_path / "camera.jpg"
+    big.save(path, quality=90)
+    decoded = load_image(path, max_side=1600)
+    rgb = check(decoded)
+    assert rgb.shape == (1067, 1600, 3)
+    assert decoded.orig_size == (6000, 4000)
+    assert decoded.scale == pytest.approx(1600 / 6000)
+    expected = big.resize((1600, 1067), Image.Resampling.BILINEAR)
+    assert diff(rgb, expected) < 4.0
+
+
+def test_big_rotated_jpeg_scale_is_relative_to_upright_original(
+    tmp_path: Path, group: Image.Image
+) -> None:
+    upright = big_copy(group, (6000, 4000)).transpose(Image.Transpose.ROTATE_90)  # 4000x6000
+    exif = Image.Exif()
+    exif[0x0112] = 8  # stored = upright turned by ROTATE_270
+    path = tmp_path / "portrait.jpg"
+    upright.transpose(STORED_AS[8]).save(path, quality=90, exif=exif.tobytes())
+    decoded = load_image(path, max_side=1000)
+    rgb = check(decoded)
+    assert decoded.orig_size == (4000, 6000)
+    assert rgb.shape == (1000, 667, 3)
+    assert decoded.scale == pytest.approx(667 / 4000)
+    assert diff(rgb, upright.resize((667, 1000), Image.Resampling.BILINEAR)) < 4.0
+
+
+def test_big_png_is_reduced_too(tmp_path: Path, group: Image.Image) -> None:
+    path = tmp_path / "scan.png"
+    big_copy(group, (4000, 2770)).save(path, compress_level=1)
+    decoded = load_image(path, max_side=800)
+    assert check(decoded).shape == (554, 800, 3)
+    assert decoded.orig_size == (4000, 2770)
+    assert decoded.scale == pytest.approx(0.2)
+
+
+def test_small_image_is_not_enlarged(tmp_path: Path) -> None:
+    decoded = load_image(face_crop(), max_side=1600)
+    assert decoded.scale == 1.0 and decoded.orig_size == (112, 112)
+
+
+def test_empty_file(tmp_path: Path) -> None:
+    path = tmp_path / "empty.jpg"
+    path.touch()
+    assert reason(path) == "empty file"
+
+
+def test_text_file_named_jpg(tmp_path: Path) -> None:
+    path = tmp_path / "notes.jpg"
+    path.write_text("shopping list: eggs, milk\n" * 20, encoding="utf-8")
+    assert reason(path) == "not an image (or an unsupported format)"
+
+
+@pytest.mark.parametrize("source", ["group", "portrait"])
+def test_truncated_jpeg_is_refused(tmp_path: Path, source: str, request) -> None:
+    original = group_photo().read_bytes() if source == "group" else None
+    if original is None:
+        buffer = io.BytesIO()
+        request.getfixturevalue("portrait").save(buffer, format="JPEG", quality=90)
+        original = buffer.getvalue()
+    path = tmp_path / "half.jpg"
+    path.write_bytes(original[: len(original) // 2])
+    assert reason(path) == "truncated or corrupt image data"
+    assert ImageFile.LOAD_TRUNCATED_IMAGES is False
+
+
+def test_truncated_png_is_refused(tmp_path: Path, portrait: Image.Image) -> None:
+    buffer = io.BytesIO()
+    portrait.save(buffer, format="PNG")
+    path = tmp_path / "half.png"
+    path.write_bytes(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+    assert "corrupt" in reason(path)
+
+
+def test_missing_file_and_folder(tmp_path: Path) -> None:
+    assert reason(tmp_path / "gone.jpg").startswith("cannot read file: ")
+    assert reason(tmp_path).startswith("cannot read file: ")
+
+
+def png_header_claiming(width: int, height: int) -> bytes:
+    """A PNG whose header claims a huge size, with a token IDAT: a decompression bomb."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(
+            ">I", zlib.crc32(kind + data)
+        )
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
+            + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
+
+
+def test_decompression_bomb_is_a_decode_error(tmp_path: Path) -> None:
+    path = tmp_path / "bomb.png"
+    path.write_bytes(png_header_claiming(20000, 20000))
+    assert reason(path) == "image too large (400 megapixels)"
+    path.write_bytes(png_header_claiming(30000, 10000))
+    assert reason(path) == "image too large (300 megapixels)"
+
+
+def test_palette_with_transparency_goes_on_white(tmp_path: Path) -> None:
+    image = Image.new("P", (64, 32), 0)
+    image.putpalette([200, 30, 30, 20, 40, 220] + [0, 0, 0] * 254)
+    image.paste(1, (32, 0, 64, 32))
+    for suffix in (".png", ".gif"):
+        path = tmp_path / f"palette{suffix}"
+        image.save(path, transparency=1)
+        rgb = check(load_image(path))
+        assert (rgb[:, :32] == (200, 30, 30)).all()
+        assert (rgb[:, 32:] == 255).all()
+
+
+def test_rgba_and_la_go_on_white(tmp_path: Path, portrait: Image.Image) -> None:
+    rgba = portrait.convert("RGBA")
+    alpha = Image.new("L", portrait.size, 255)
+    alpha.paste(0, (0, 0, portrait.width // 2, portrait.height))
+    rgba.putalpha(alpha)
+    rgba.save(tmp_path / "half.png")
+    rgb = check(load_image(tmp_path / "half.png"))
+    assert (rgb[:, : portrait.width // 2] == 255).all()
+    assert diff(rgb[:, portrait.width // 2 :], np.asarray(portrait)[:, portrait.width // 2 :]) == 0
+    la = portrait.convert("LA")
+    la.putalpha(alpha)
+    la.save(tmp_path / "la.png")
+    rgb = check(load_image(tmp_path / "la.png"))
+    assert (rgb[:, : portrait.width // 2] == 255).all()
+
+
+def test_16bit_greyscale_png_is_scaled_not_clipped(tmp_path: Path, portrait: Image.Image) -> None:
+    grey = np.asarray(portrait.convert("L"))
+    Image.fromarray(grey.astype(np.uint16) * 257).save(tmp_path / "deep.png")
+    with Image.open(tmp_path / "deep.png") as reopened:
+        assert reopened.mode.startswith("I")  # really stored as 16-bit
+    rgb = check(load_image(tmp_path / "deep.png"))
+    assert np.abs(rgb[:, :, 0].astype(int) - grey).max() <= 1
+    assert (rgb[:, :, 0] == rgb[:, :, 1]).all()
+
+
+def test_other_modes(tmp_path: Path, portrait: Image.Image) -> None:
+    grey = portrait.convert("L")
+    cases = {
+        "cmyk.jpg": (portrait.convert("CMYK"), np.asarray(portrait), 6.0),
+        "grey.jpg": (grey, np.asarray(grey.convert("RGB")), 3.0),
+        "bw.png": (portrait.convert("1"), None, None),
+        "float.tif": (
+            Image.fromarray(np.asarray(grey, dtype=np.float32) / 255.0, "F"),
+            np.asarray(grey.convert("RGB")),
+            1.0,
+        ),
+    }
+    for name, (image, expected, tolerance) in cases.items():
+        image.save(tmp_path / name)
+        rgb = check(load_image(tmp_path / name))
+        assert rgb.shape[:2] == (portrait.height, portrait.width), name
+        if expected is not None:
+            assert diff(rgb, expected) <= tolerance, name
+
+
+def test_first_frame_of_animations(tmp_path: Path, portrait: Image.Image) -> None:
+    second = portrait.transpose(Image.Transpose.ROTATE_180)
+    for suffix, options in ((".gif", {}), (".webp", {"lossless": True}), (".tif", {})):
+        path = tmp_path / f"anim{suffix}"
+        portrait.save(path, save_all=True, append_images=[second], **options)
+        with Image.open(path) as image:
+            assert getattr(image, "n_frames", 1) == 2
+        rgb = check(load_image(path))
+        tolerance = 12.0 if suffix == ".gif" else 0.0
+        assert diff(rgb, portrait) <= tolerance, suffix
+
+
+def test_heic_without_pillow_heif_says_so(tmp_path: Path, portrait: Image.Image) -> None:
+    """Run in a fresh interpreter where ``import pillow_heif`` fails, as on a bare install."""
+    if pillow_heif is None:
+        pytest.skip("pillow-heif not installed, so no HEIC file can be written")
+    pillow_heif.register_heif_opener()
+    path = tmp_path / "phone.heic"
+    portrait.save(path, format="HEIF")
+    script = (
+        "import sys; sys.modules['pillow_heif'] = None\n"
+        "from pathlib import Path\n"
+        "from facefinder.decode import DecodeError, load_image\n"
+        "try:\n"
+        "    load_image(Path(sys.argv[1]))\n"
+        "except DecodeError as error:\n"
+        "    print(error)\n"
+    )
+    repo = Path(__file__).resolve().parent.parent
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(path)],
+        cwd=repo, capture_output=True, text=True, timeout=60,
+        env={**os.environ, "PYTHONPATH": str(repo)},
+    )
+    assert done.stdout.strip() == "HEIC support not installed (pillow-heif)", done.stderr
