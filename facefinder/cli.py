@@ -43,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     from facefinder.recognizers import RECOGNIZERS
 
     models = ", ".join(f"{c.name} ({c.description})" for c in RECOGNIZERS.values())
+    thresholds = ", ".join(f"{c.name} {c.default_threshold:g}" for c in RECOGNIZERS.values())
     p = argparse.ArgumentParser(
         prog="finder.py",
         description="Find every photo that shows the people in reference/, offline.",
@@ -61,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"face model: {models}. e.g. --model dlib")
     p.add_argument("--threshold", type=float, metavar="X",
                    help="largest cosine distance that still counts as the same person; lower "
-                        "= stricter (default per model: Facenet 0.40, dlib 0.07), "
+                        f"= stricter (default per model: {thresholds}), "
                         "e.g. --threshold 0.35")
     p.add_argument("--jobs", type=int, metavar="N",
                    help="worker processes (default: all cores), e.g. --jobs 2")

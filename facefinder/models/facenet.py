@@ -38,8 +38,17 @@ class FaceNet(OnnxModel):
     def __init__(self, path: Path, threads: int = 1) -> None:
         super().__init__(path, threads)
 
-    def embed(self, crops: np.ndarray) -> np.ndarray:
-        """(N, 160, 160, 3) uint8 crops -> (N, 128) float32 unit vectors."""
+    def embed(self, crops: np.ndarray, flip: bool = True) -> np.ndarray:
+        """(N, 160, 160, 3) uint8 crops -> (N, 128) float32 unit vectors.
+
+        With ``flip`` each crop is embedded together with its mirror image and the two
+        vectors are averaged: on the devset this cut missed matches by a third at the same
+        precision, for twice the network time (still the cheaper half of a photo's cost).
+        """
         if len(crops) == 0:
             return np.zeros((0, 128), dtype=np.float32)
-        return l2_normalise(self.run(standardise(crops))[0])
+        if not flip:
+            return l2_normalise(self.run(standardise(crops))[0])
+        both = np.concatenate([crops, crops[:, :, ::-1]])
+        vectors = l2_normalise(self.run(standardise(both))[0])
+        return l2_normalise(vectors[: len(crops)] + vectors[len(crops):])

@@ -86,7 +86,7 @@ def convert(h5_path: Path, onnx_path: Path) -> None:
     """
     with h5py.File(h5_path, "r") as f:
         config = json.loads(f.attrs["model_config"])
-        weights = f["model_weights"] if "model_weights" in f else f
+        weights = f.get("model_weights", f)
         layers = config["config"]["layers"]
         unknown = {layer["class_name"] for layer in layers} - SUPPORTED
         if unknown:
@@ -108,7 +108,7 @@ def convert(h5_path: Path, onnx_path: Path) -> None:
     tmp.replace(onnx_path)
 
 
-def _build(layers: list[dict], weights: h5py.Group, config: dict):  # noqa: C901
+def _build(layers: list[dict], weights: h5py.Group, config: dict):
     """Emit ONNX nodes for each Keras layer, tracking the tensor name each layer produced."""
     g = _Graph()
     produced: dict[str, str] = {}
