@@ -88,6 +88,7 @@ class ToolRun:
     unreadable: dict[str, str] = field(default_factory=dict)  # path -> reason
     lost: list[str] = field(default_factory=list)  # never looked at because of a crash
     crashes: list[str] = field(default_factory=list)  # one-line description per crash
+    warnings: list[str] = field(default_factory=list)  # e.g. reference photos it ignored
     invocations: int = 0
     startup_s: float | None = None  # one run's fixed cost (peer: the known-people scan)
     available: bool = True
@@ -247,8 +248,8 @@ def run_peer(
     collection = album / "collection"
     known = workdir / "known"
     labels = build_known_dir(album / "reference", known)
-    # Unbuffered so the lines printed by pool workers reach us as on a terminal even when a
-    # crash ends the run; it costs nothing measurable.
+    # Unbuffered so every answer a pool worker printed reaches us even when a crash kills the
+    # pool (block-buffered output would be lost), as it would on a terminal; see answer_re.
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     folders: list[tuple[Path, list[str]]] = []
     for dirpath, dirnames, filenames in os.walk(collection):
@@ -266,11 +267,18 @@ def run_peer(
     empty = workdir / "empty"
     empty.mkdir()
     start = time.perf_counter()
-    subprocess.run(
-        [*peer_cmd, "--cpus", str(jobs), str(known), str(empty)], capture_output=True, env=env
+    probe = subprocess.run(
+        [*peer_cmd, "--cpus", str(jobs), str(known), str(empty)],
+        capture_output=True,
+        text=True,
+        env=env,
     )
     run.startup_s = time.perf_counter() - start
     print(f"  one run's fixed cost (known-people scan): {run.startup_s:.1f} s", flush=True)
+    # The CLI silently drops reference photos in which its HOG detector finds no face.
+    run.warnings = [ln for ln in probe.stdout.splitlines() if ln.startswith("WARNING")]
+    for warning in run.warnings:
+        print(f"  {warning.replace(str(known) + os.sep, 'known/')}", flush=True)
 
     for folder, listed in folders:
         cmd = [*peer_cmd, "--cpus", str(jobs), "--tolerance", str(tolerance), str(known)]
@@ -389,6 +397,7 @@ def score(run: ToolRun, truth: list[TruthRow], n_images: int) -> dict[str, objec
         "lost_to_crash_count": len(lost),
         "lost_to_crash": lost,
         "crashes": run.crashes,
+        "warnings": run.warnings,
         "recall_by_kind": dict(sorted(by_kind.items())),
     }
 
