@@ -1,0 +1,56 @@
+"""Quantise FaceNet to 8-bit integers once, at fetch time, calibrated on real faces.
+
+Why: FaceNet is ~80% of a photo's cost. Static INT8 quantisation (weights and activations)
+made it 3.6x faster on the benchmark machine with the same precision and recall on the
+devset. Calibration needs real face crops to learn each layer's activation range; the
+package that ships FaceNet also ships 118 labelled celebrity photos, so those are used
+(no extra download, and never the user's photos).
+
+``reduce_range`` keeps weights in 7 bits: on x86 CPUs without VNNI (most PCs before
+~2020), onnxruntime's u8s8 kernels can saturate with full-range weights; the 7-bit range
+avoids that at no measured accuracy cost.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+
+def quantize_facenet(fp32: Path, out: Path, calibration: np.ndarray) -> None:
+    """Write an INT8 (QDQ) copy of ``fp32`` calibrated on standardised crops (N,160,160,3)."""
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.batches: Iterator[dict[str, np.ndarray]] = (
+                {"input": calibration[i : i + 1]} for i in range(len(calibration))
+            )
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self.batches, None)
+
+    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
+        prepared = Path(tmp) / "prepared.onnx"
+        quant_pre_process(str(fp32), str(prepared))
+        partial = Path(tmp) / "int8.onnx"
+        quantize_static(
+            str(prepared), str(partial), Reader(),
+            quant_format=QuantFormat.QDQ,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            per_channel=True,
+            reduce_range=True,
+            calibrate_method=CalibrationMethod.MinMax,
+        )
+        partial.replace(out)
