@@ -7,6 +7,8 @@ from these records without decoding a photo again.
 
 from __future__ import annotations
 
+import datetime as dt
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +32,32 @@ class Settings:
     detect_side: int = 800  # long side the detector sees; faces under ~12 px there are lost
     min_face: int = 40  # faces smaller than this (original pixels) are not trusted
     min_sharpness: float = 0.0  # Laplacian variance of the crop below which it is too blurry
+    video_fps: float = 1.0  # video frames sampled per second
+
+
+# Bump when a change in this pipeline (decode, detect, crop, embed) changes the faces or
+# embeddings it produces: the face index then re-reads every file instead of mixing old
+# and new vectors. Settings that change them are part of the index key too.
+PIPELINE_VERSION = 1
+EMBED_CHUNK = 64  # crops per embedding call for videos (bounded memory)
+
+
+def analysis_key(settings: Settings, kind: FileKind) -> str:
+    """What an analysis of a ``kind`` file depends on, as a short stable string.
+
+    Two runs with equal keys would compute the same faces and embeddings, so the index
+    answers one from the other. The recogniser's crop geometry (margin, rotation) is
+    included because it changes embeddings without changing the model's name; the video
+    sampling rate only matters for videos, so changing --video-fps re-reads no photo.
+    """
+    cls = recognizer_class(settings.model)
+    crop = f"{getattr(cls, 'margin', '-')}/{getattr(cls, 'rotate', '-')}"
+    key = (f"v{PIPELINE_VERSION} {cls.name} crop={crop} decode={settings.decode_side} "
+           f"detect={settings.detect_side} minface={settings.min_face} "
+           f"sharp={settings.min_sharpness:g}")
+    if kind == "video":
+        key += f" fps={settings.video_fps:g}"
+    return key
 
 
 _cache: dict[Settings, Recognizer] = {}
@@ -61,25 +89,19 @@ def _detect(rec: Recognizer, rgb: np.ndarray, detect_side: int):
     return found
 
 
-def analyse_image(path: Path, rel: str, settings: Settings) -> tuple[FileResult, list[np.ndarray]]:
-    """Decode and detect one image; returns its record and the crops still to be embedded.
-
-    The record's faces appear in the same order as the crops for those faces that are
-    trusted (not skipped), so the caller can fill in embeddings after one batched call.
-    """
-    rec = recognizer_for(settings)
-    try:
-        image = load_image(path, settings.decode_side)
-    except DecodeError as exc:
-        return FileResult(rel=rel, kind="image", error=str(exc)), []
-    result = FileResult(rel=rel, kind="image", size=image.orig_size)
-    pil = Image.fromarray(image.rgb)
+def _faces_in(
+    rec: Recognizer, rgb: np.ndarray, scale: float, settings: Settings, when: float | None
+) -> tuple[list[Face], list[np.ndarray]]:
+    """Detect faces in decoded pixels; returns them (original coordinates) and the crops
+    of those trusted enough to embed, in the same order as the unskipped faces."""
+    pil = Image.fromarray(rgb)
+    faces: list[Face] = []
     crops: list[np.ndarray] = []
-    back = 1.0 / image.scale
-    for det in _detect(rec, image.rgb, settings.detect_side):
+    back = 1.0 / scale
+    for det in _detect(rec, rgb, settings.detect_side):
         x1, y1, x2, y2 = (float(v) * back for v in det.box)
         box = (round(x1), round(y1), round(x2 - x1), round(y2 - y1))
-        face = Face(box=box, landmarks=det.landmarks * back, score=det.score)
+        face = Face(box=box, landmarks=det.landmarks * back, score=det.score, time=when)
         if min(box[2], box[3]) < settings.min_face:
             face.skipped = "too small"
         else:
@@ -88,35 +110,111 @@ def analyse_image(path: Path, rel: str, settings: Settings) -> tuple[FileResult,
                 face.skipped = "too blurry"
             else:
                 crops.append(crop)
-        result.faces.append(face)
+        faces.append(face)
+    return faces, crops
+
+
+def file_time(path: Path) -> str | None:
+    """The file's modification time as local "YYYY-MM-DD HH:MM:SS" (fallback capture time)."""
+    try:
+        stamp = os.stat(path).st_mtime
+        return dt.datetime.fromtimestamp(stamp).strftime("%Y-%m-%d %H:%M:%S")
+    except (OSError, ValueError, OverflowError):
+        return None
+
+
+def analyse_image(path: Path, rel: str, settings: Settings) -> tuple[FileResult, list[np.ndarray]]:
+    """Decode and detect one image; returns its record and the crops still to be embedded.
+
+    The record's faces appear in the same order as the crops for those faces that are
+    trusted (not skipped), so the caller can fill in embeddings after one batched call.
+    The capture time is read from EXIF while the file is open for decoding anyway.
+    """
+    rec = recognizer_for(settings)
+    try:
+        image = load_image(path, settings.decode_side)
+    except DecodeError as exc:
+        return FileResult(rel=rel, kind="image", error=str(exc)), []
+    taken, source = (image.taken, "exif") if image.taken else (file_time(path), "file time")
+    result = FileResult(rel=rel, kind="image", size=image.orig_size, taken=taken,
+                        taken_from=source)
+    result.faces, crops = _faces_in(rec, image.rgb, image.scale, settings, None)
     return result, crops
+
+
+def _embed_into(rec: Recognizer, faces: list[Face], crops: list[np.ndarray]) -> None:
+    """Fill in the embeddings of the unskipped ``faces`` from their ``crops`` (same order)."""
+    if not crops:
+        return
+    vectors = rec.embed(np.stack(crops))
+    trusted = [face for face in faces if face.skipped is None]
+    for face, vector in zip(trusted, vectors, strict=True):
+        face.embedding = vector
+
+
+def analyse_video(path: Path, rel: str, settings: Settings) -> FileResult:
+    """Sample a video's frames and detect and embed faces in each, like photos.
+
+    Crops are embedded in chunks of EMBED_CHUNK so a two-hour film does not hold
+    thousands of crops in memory at once.
+    """
+    from facefinder.video import VideoError, sample_frames
+
+    rec = recognizer_for(settings)
+    try:
+        info, frames = sample_frames(path, settings.video_fps, settings.decode_side)
+        created = info.created
+        result = FileResult(
+            rel=rel, kind="video", size=info.size, duration=info.duration,
+            taken=created or file_time(path), taken_from="video" if created else "file time",
+        )
+        faces: list[Face] = []
+        crops: list[np.ndarray] = []
+        for frame in frames:
+            result.frames += 1
+            found, found_crops = _faces_in(rec, frame.rgb, frame.scale, settings, frame.time)
+            faces.extend(found)
+            crops.extend(found_crops)
+            if len(crops) >= EMBED_CHUNK:
+                _embed_into(rec, faces, crops)
+                result.faces.extend(faces)
+                faces, crops = [], []
+        _embed_into(rec, faces, crops)
+        result.faces.extend(faces)
+    except VideoError as exc:
+        return FileResult(rel=rel, kind="video", error=str(exc))
+    if result.frames == 0:
+        return FileResult(rel=rel, kind="video", error="video has no frames")
+    return result
 
 
 def analyse_files(items: list[tuple[Path, str, FileKind]], settings: Settings) -> list[FileResult]:
     """Analyse a batch of files; all their faces go through the embedding net in one call."""
     rec = recognizer_for(settings)
     results: list[FileResult] = []
-    pending: list[tuple[FileResult, int]] = []  # (result, number of crops it contributed)
-    all_crops: list[np.ndarray] = []
+    pending: list[tuple[FileResult, list[np.ndarray]]] = []
     for path, rel, kind in items:
-        if kind != "image":
+        if kind == "other":
             results.append(FileResult(rel=rel, kind=kind))
             continue
         try:
+            if kind == "video":
+                results.append(analyse_video(path, rel, settings))
+                continue
             result, crops = analyse_image(path, rel, settings)
         except Exception as exc:  # one strange file must never end the run
-            result, crops = FileResult(rel=rel, kind="image", error=_one_line(exc)), []
+            result, crops = FileResult(rel=rel, kind=kind, error=_one_line(exc)), []
         results.append(result)
-        pending.append((result, len(crops)))
-        all_crops.extend(crops)
+        pending.append((result, crops))
+    all_crops = [crop for _, crops in pending for crop in crops]
     if all_crops:
         vectors = rec.embed(np.stack(all_crops))
         at = 0
-        for result, count in pending:
+        for result, crops in pending:
             trusted = [face for face in result.faces if face.skipped is None]
-            for face, vector in zip(trusted, vectors[at:at + count], strict=True):
+            for face, vector in zip(trusted, vectors[at:at + len(crops)], strict=True):
                 face.embedding = vector
-            at += count
+            at += len(crops)
     return results
 
 

@@ -45,6 +45,9 @@ _UPRIGHT = {
     8: Image.Transpose.ROTATE_90,
 }
 _ORIENTATION_TAG = 0x0112
+_EXIF_IFD = 0x8769
+_DATE_TAGS = (0x9003, 0x9004)  # DateTimeOriginal, then DateTimeDigitized
+_EXIF_DATE = re.compile(r"(\d{4})[:-](\d{2})[:-](\d{2})[ T](\d{2}):(\d{2}):(\d{2})")
 
 # We enforce our own pixel limit, so Pillow's "possible decompression bomb" warning for
 # 90-180 MP images would only be noise in the user's console.
@@ -62,6 +65,7 @@ class DecodedImage:
     rgb: np.ndarray  # HxWx3 uint8, C-contiguous, upright (EXIF orientation applied); read-only
     orig_size: tuple[int, int]  # upright (w, h) of the full-resolution image
     scale: float  # rgb width / orig width (<= 1)
+    taken: str | None = None  # EXIF capture time "YYYY-MM-DD HH:MM:SS" (camera's local time)
 
 
 _formats: tuple[str, ...] | None = None
@@ -129,6 +133,29 @@ def _orientation(image: Image.Image) -> int:
     except Exception:  # broken EXIF must not cost the photo itself
         return 1
     return value if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
+def capture_time(image: Image.Image) -> str | None:
+    """EXIF DateTimeOriginal (or DateTimeDigitized) as "YYYY-MM-DD HH:MM:SS", else None.
+
+    Read while the file is open for decoding anyway, so knowing when a photo was taken
+    costs no extra read. Cameras write local time without a zone, and that is what a user
+    means by "photos from 2004", so it is kept as written. Placeholder dates
+    ("0000:00:00 00:00:00") and unparsable values count as missing.
+    """
+    try:
+        exif = image.getexif().get_ifd(_EXIF_IFD)
+    except Exception:  # broken EXIF must not cost the photo itself
+        return None
+    for tag in _DATE_TAGS:
+        value = exif.get(tag)
+        if isinstance(value, bytes):
+            value = value.decode("ascii", "replace")
+        found = _EXIF_DATE.match(value.strip()) if isinstance(value, str) else None
+        if found and found.group(1) != "0000" and found.group(2) != "00":
+            y, mo, d, h, mi, sec = found.groups()
+            return f"{y}-{mo}-{d} {h}:{mi}:{sec}"
+    return None
 
 
 def _scale_high_depth(image: Image.Image) -> Image.Image:
@@ -210,6 +237,7 @@ def _decode(image: Image.Image, max_side: int) -> DecodedImage:
                                 max(1, -(-height * max_side // long_side))))
     image.load()
     orientation = _orientation(image)
+    taken = capture_time(image)
 
     image = _working_mode(image)
     if image.size != target:
@@ -221,7 +249,9 @@ def _decode(image: Image.Image, max_side: int) -> DecodedImage:
 
     upright = (height, width) if orientation in (5, 6, 7, 8) else (width, height)
     rgb = np.asarray(image)
-    return DecodedImage(rgb=rgb, orig_size=upright, scale=rgb.shape[1] / upright[0])
+    return DecodedImage(
+        rgb=rgb, orig_size=upright, scale=rgb.shape[1] / upright[0], taken=taken
+    )
 
 
 def load_image(path: Path, max_side: int = 1600) -> DecodedImage:

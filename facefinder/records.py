@@ -24,6 +24,7 @@ class Face:
     score: float  # detector confidence 0..1
     embedding: np.ndarray | None = None  # L2-normalised float32 vector; None when skipped
     skipped: str | None = None  # why not embedded: "too small", "too blurry"
+    time: float | None = None  # seconds into a video (the sampled frame); None for photos
 
 
 @dataclass
@@ -35,6 +36,13 @@ class FileResult:
     size: tuple[int, int] | None = None  # upright width, height of the original image
     faces: list[Face] = field(default_factory=list)
     error: str | None = None  # one-line reason the file could not be read
+    # When it was taken, "YYYY-MM-DD HH:MM:SS" local time: EXIF DateTimeOriginal (or a
+    # video's creation time) when the file has one, else the file's modification time.
+    taken: str | None = None
+    taken_from: str | None = None  # "exif", "video" or "file time"
+    frames: int = 0  # video frames sampled (0 for photos)
+    duration: float | None = None  # video length in seconds
+    from_index: bool = False  # answered from the face index, not decoded in this run
 
 
 @dataclass
@@ -45,3 +53,8 @@ class Match:
     person: str
     distance: float
     box: tuple[int, int, int, int]
+    taken: str | None = None  # capture time of the file, for sorting by date
+    # Videos only: when the person is seen (seconds) and in how many sampled frames.
+    first: float | None = None
+    last: float | None = None
+    frames: int | None = None

@@ -15,6 +15,9 @@ every key is optional and a missing one just leaves its line out:
 ``faces_skipped``       int, faces too small or too blurry to trust (not matched)
 ``matches_per_person``  dict person -> int, photos in which that person was found
 ``videos_skipped``      int, video files (not analysed)
+``videos_read``         int, videos whose frames were sampled and searched
+``files_decoded``       int, files analysed in this run (not answered by the face index)
+``from_index``          int, files answered from the face index without decoding
 ``other_files``         int, files that are neither images nor videos
 ``unreadable``          list of (path, reason), files that could not be read
 ``elapsed_s``           float, wall-clock seconds for the whole run
@@ -36,6 +39,9 @@ from typing import Any, TextIO
 from facefinder.records import Match
 
 CSV_COLUMNS = ("path", "person", "distance", "box", "model", "threshold")
+# Added after CSV_COLUMNS only when some match is in a video: seconds of the first and last
+# sampled frame showing the person, and how many sampled frames show them.
+CSV_VIDEO_COLUMNS = ("first_s", "last_s", "frames")
 MAX_UNREADABLE_LINES = 20  # beyond this the console summary points to --json
 
 # How an existing report starts; anything else (a photo!) is never replaced.
@@ -101,8 +107,13 @@ def _atomic_write(
 
 
 def _sorted_matches(matches: Sequence[Match]) -> list[Match]:
-    """Stable, reproducible order (path, then person) so reports diff cleanly between runs."""
-    return sorted(matches, key=lambda m: (m.rel, m.person))
+    """Stable, reproducible order - capture time (when known), path, person - so reports
+    read like an album and diff cleanly between runs."""
+    return sorted(matches, key=lambda m: (m.taken or "", m.rel, m.person))
+
+
+def _seconds(value: float | None) -> str:
+    return "" if value is None else f"{float(value):.1f}"
 
 
 def _number(value: float) -> float:
@@ -131,20 +142,24 @@ def write_csv(path: Path, matches: Sequence[Match], *, model: str, threshold: fl
     (possible on Linux) are written with ``\\udcXX`` escapes instead of crashing.
     """
 
+    videos = any(match.frames is not None for match in matches)
+
     def write(handle: TextIO) -> None:
         writer = csv.writer(handle)
-        writer.writerow(CSV_COLUMNS)
+        writer.writerow(CSV_COLUMNS + CSV_VIDEO_COLUMNS if videos else CSV_COLUMNS)
         for match in _sorted_matches(matches):
-            writer.writerow(
-                [
-                    match.rel,
-                    match.person,
-                    f"{float(match.distance):.4f}",
-                    ",".join(str(int(v)) for v in match.box),
-                    model,
-                    repr(_number(threshold)),
-                ]
-            )
+            row = [
+                match.rel,
+                match.person,
+                f"{float(match.distance):.4f}",
+                ",".join(str(int(v)) for v in match.box),
+                model,
+                repr(_number(threshold)),
+            ]
+            if videos:
+                row += [_seconds(match.first), _seconds(match.last),
+                        "" if match.frames is None else str(match.frames)]
+            writer.writerow(row)
 
     _atomic_write(
         path,
@@ -168,6 +183,22 @@ def _json_default(value: Any) -> Any:
     return str(value)
 
 
+def _json_match(match: Match) -> dict:
+    entry: dict[str, Any] = {
+        "path": match.rel,
+        "person": match.person,
+        "distance": round(float(match.distance), 4),
+        "box": [int(v) for v in match.box],
+    }
+    if match.taken is not None:
+        entry["taken"] = match.taken
+    if match.frames is not None:
+        entry["first_s"] = None if match.first is None else round(float(match.first), 3)
+        entry["last_s"] = None if match.last is None else round(float(match.last), 3)
+        entry["frames"] = int(match.frames)
+    return entry
+
+
 def write_json(
     path: Path,
     *,
@@ -181,6 +212,8 @@ def write_json(
 
     Layout: ``{"model", "threshold", "matches": [{"path", "person", "distance",
     "box": [x, y, w, h]}], "unreadable": [{"path", "reason"}], "summary": {...}}``.
+    A match also has ``"taken"`` (capture time) when known, and for a video
+    ``"first_s"``, ``"last_s"`` and ``"frames"`` (when and in how many sampled frames).
     ``ensure_ascii=False`` keeps names readable; the only characters UTF-8 cannot encode
     (lone surrogates from undecodable Linux file names) are written as ``\\udcXX`` JSON
     escapes, so the file stays valid JSON and Python's json.load gives back the exact str
@@ -189,15 +222,7 @@ def write_json(
     document = {
         "model": model,
         "threshold": _number(threshold),
-        "matches": [
-            {
-                "path": match.rel,
-                "person": match.person,
-                "distance": round(float(match.distance), 4),
-                "box": [int(v) for v in match.box],
-            }
-            for match in _sorted_matches(matches)
-        ],
+        "matches": [_json_match(match) for match in _sorted_matches(matches)],
         "unreadable": [{"path": rel, "reason": reason} for rel, reason in unreadable],
         "summary": summary,
     }
@@ -228,26 +253,47 @@ def format_results(matches: Sequence[Match], people: Sequence[str], *, show_dist
 
     Every person in ``people`` gets a heading with a count, even with zero matches, so the
     user can see that "Grandma: 0 photos" was searched for rather than forgotten. People
-    that appear only in matches are listed after them. Paths are sorted case-insensitively
-    (as file managers show them); a path listed twice for a person is shown once with its
-    best distance. With show_distance each line ends with the distance (lower = more alike).
+    that appear only in matches are listed after them. Paths are sorted by capture time
+    when the matches carry one, then case-insensitively (as file managers show them); a
+    path listed twice for a person is shown once with its best distance. With
+    show_distance each line ends with the distance (lower = more alike); a video line
+    ends with when the person is seen, e.g. ``[seen 0:03-0:07, 5 frames]``.
     """
     found: dict[str, dict[str, float]] = {person: {} for person in people}
+    taken: dict[str, str] = {}
+    seen: dict[tuple[str, str], str] = {}  # (person, video) -> when they are seen
     for match in matches:
         per_person = found.setdefault(match.person, {})
         distance = float(match.distance)
         if match.rel not in per_person or distance < per_person[match.rel]:
             per_person[match.rel] = distance
+        if match.taken:
+            taken[match.rel] = match.taken
+        if match.frames is not None:
+            seen[match.person, match.rel] = (
+                f"seen {_clock(match.first)}-{_clock(match.last)}, "
+                f"{_plural(match.frames, 'frame')}")
 
     blocks = []
     for person, paths in found.items():
         lines = [f"{person}: {_plural(len(paths), 'photo')}"]
-        for rel in sorted(paths, key=lambda r: (r.casefold(), r)):
-            lines.append(f"  {rel}  ({paths[rel]:.3f})" if show_distance else f"  {rel}")
+        for rel in sorted(paths, key=lambda r: (taken.get(r, ""), r.casefold(), r)):
+            line = f"  {rel}  ({paths[rel]:.3f})" if show_distance else f"  {rel}"
+            if (person, rel) in seen:
+                line += f"  [{seen[person, rel]}]"
+            lines.append(line)
         if not paths:
             lines.append("  (not found in any photo)")
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks)
+
+
+def _clock(seconds: float | None) -> str:
+    """Seconds into a video as m:ss (or h:mm:ss), cut (not rounded) like video players."""
+    whole = int(float(seconds or 0.0))
+    if whole >= 3600:
+        return f"{whole // 3600}:{whole % 3600 // 60:02d}:{whole % 60:02d}"
+    return f"{whole // 60}:{whole % 60:02d}"
 
 
 def _duration(seconds: float) -> str:
@@ -285,6 +331,9 @@ def format_summary(summary: dict) -> str:
         if not per_person:
             lines.append("  (no people)")
     count("videos_skipped", "Videos skipped")
+    count("videos_read", "Videos searched")
+    count("from_index", "Files answered from the face index")
+    count("files_decoded", "Files read and analysed in this run")
     count("other_files", "Other files ignored")
 
     unreadable = summary.get("unreadable")

@@ -67,3 +67,13 @@ def read_truth(album: Path) -> dict[str, str]:
     """{path: person} of an album made by ``celeb_album``."""
     lines = (album / "truth.csv").read_text(encoding="utf-8").splitlines()[1:]
     return {line.split(",")[0]: line.split(",")[1] for line in lines}
+
+
+@pytest.fixture(autouse=True)
+def _private_face_index(tmp_path_factory: pytest.TempPathFactory, monkeypatch) -> None:
+    """Every test gets its own face index instead of index.sqlite beside finder.py.
+
+    The finder's default index lives on the stick (the repository here); tests must not
+    fill it, nor see each other's results. Subprocesses inherit the variable too.
+    """
+    monkeypatch.setenv("FACEFINDER_INDEX", str(tmp_path_factory.mktemp("index") / "t.sqlite"))

@@ -1,0 +1,548 @@
+"""The face index: one SQLite file that remembers what is in every file ever analysed.
+
+Storage only: this module knows tables and rows, not scanning, workers or matching
+(``facefinder.indexed`` decides what to look up and what to analyse).
+
+Layout, and why:
+
+* ``contents`` - one row per distinct file *content*, keyed by :func:`content_key`, a
+  blake2b hash of the size and three 64 KiB samples (start, middle, end). A copy of the
+  collection on another drive or PC has the same key, so it is never decoded again.
+  Collisions: two different files of equal size that agree in all three samples, which
+  photos and videos (compressed data, EXIF with timestamps and camera serials in the
+  first block) essentially never do; an edit in the unsampled middle of a file that keeps
+  its size exactly is the one realistic miss, and editors rewrite the whole file. The
+  price of a collision would be one file reported with another's faces; hashing whole
+  files instead would read every byte of a 200 GB collection on each new drive.
+* ``paths`` - (root, path relative to root) -> content, with size and mtime_ns. When size
+  and mtime are unchanged the file is not even hashed: that shortcut is what makes a warm
+  re-run cost one stat per file. Paths are relative to the scanned folder (the root is
+  recorded separately), so D:\\Photos seen as E:\\Photos later is re-hashed once, never
+  re-decoded. Paths are stored as UTF-8 bytes with surrogate escapes, so any name works.
+* ``settings`` - one row per analysis key (model, crop, sizes, pipeline version;
+  ``analyse.analysis_key``); changing any of them re-analyses instead of mixing vectors.
+* ``analyses`` - (content, settings) was analysed: the marker that also records files with
+  no face and the reason a file could not be read.
+* ``faces`` - box, landmarks, detector score, float32 embedding, skipped reason and, for
+  videos, the frame time; ordered by ``n`` so results come back exactly as computed.
+
+Robustness: WAL journal (readers never block, a killed writer leaves the last committed
+state), a busy timeout for a second finder on the same index, ``application_id`` and
+``user_version`` to recognise our file and its schema, and a header check that turns a
+truncated or foreign file into :class:`IndexFileError` instead of a crash - the file is
+never replaced or repaired silently. Only the main process opens the index.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from facefinder.records import Face, FileResult
+
+APPLICATION_ID = 0x46414346  # "FACF" in the SQLite header: this file is a face index
+SCHEMA_VERSION = 1
+SAMPLE = 64 * 1024
+BUSY_TIMEOUT_S = 30.0
+SQL_CHUNK = 400  # host parameters per IN (...) query; SQLite allows 999 on old builds
+
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+
+SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE roots (id INTEGER PRIMARY KEY, path BLOB NOT NULL UNIQUE);
+CREATE TABLE contents (
+    id INTEGER PRIMARY KEY,
+    key BLOB NOT NULL UNIQUE,
+    bytes INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    width INTEGER, height INTEGER,
+    taken TEXT, taken_from TEXT,
+    duration REAL
+);
+CREATE TABLE paths (
+    root INTEGER NOT NULL REFERENCES roots(id),
+    rel BLOB NOT NULL,
+    bytes INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    content INTEGER NOT NULL REFERENCES contents(id),
+    PRIMARY KEY (root, rel)
+) WITHOUT ROWID;
+CREATE INDEX paths_content ON paths(content);
+CREATE TABLE settings (id INTEGER PRIMARY KEY, key TEXT NOT NULL UNIQUE);
+CREATE TABLE analyses (
+    content INTEGER NOT NULL REFERENCES contents(id),
+    settings INTEGER NOT NULL REFERENCES settings(id),
+    error TEXT,
+    frames INTEGER NOT NULL DEFAULT 0,
+    faces INTEGER NOT NULL DEFAULT 0,
+    at REAL NOT NULL,
+    PRIMARY KEY (content, settings)
+) WITHOUT ROWID;
+CREATE TABLE faces (
+    content INTEGER NOT NULL,
+    settings INTEGER NOT NULL,
+    n INTEGER NOT NULL,
+    time REAL,
+    x INTEGER NOT NULL, y INTEGER NOT NULL, w INTEGER NOT NULL, h INTEGER NOT NULL,
+    score REAL NOT NULL,
+    landmarks BLOB NOT NULL,
+    embedding BLOB,
+    skipped TEXT,
+    PRIMARY KEY (content, settings, n)
+) WITHOUT ROWID;
+"""
+
+
+class IndexFileError(Exception):
+    """The index file is damaged, truncated or not ours; ``str()`` names the file."""
+
+
+class IndexLockedError(Exception):
+    """Another finder run holds the index longer than the busy timeout."""
+
+
+def content_key(path: Path | str, size: int) -> bytes:
+    """16-byte blake2b of the size and the first, middle and last 64 KiB of the file.
+
+    Reads at most 192 KiB whatever the file's size (the whole file when it is smaller),
+    so recognising a moved or copied file costs a fraction of decoding it. Raises OSError.
+    """
+    digest = hashlib.blake2b(size.to_bytes(8, "little"), digest_size=16)
+    with open(path, "rb") as handle:
+        if size <= 3 * SAMPLE:
+            digest.update(handle.read())
+        else:
+            digest.update(handle.read(SAMPLE))
+            handle.seek((size - SAMPLE) // 2)
+            digest.update(handle.read(SAMPLE))
+            handle.seek(size - SAMPLE)
+            digest.update(handle.read(SAMPLE))
+    return digest.digest()
+
+
+def encode_rel(text: str) -> bytes:
+    """A path as stored: UTF-8, undecodable name bytes kept via surrogate escapes."""
+    return text.encode("utf-8", "surrogateescape")
+
+
+def decode_rel(data: bytes) -> str:
+    return bytes(data).decode("utf-8", "surrogateescape")
+
+
+def _chunks(values: Sequence, size: int = SQL_CHUNK) -> Iterable[Sequence]:
+    for start in range(0, len(values), size):
+        yield values[start:start + size]
+
+
+def _check_header(path: Path) -> None:
+    """Refuse files that are not a complete SQLite database before SQLite touches them.
+
+    SQLite itself only notices a truncated file when a query reaches a missing page,
+    possibly mid-run; the header's page count (valid when its change counters agree)
+    tells at once whether pages are missing.
+    """
+    try:
+        size = path.stat().st_size
+        if size == 0:
+            return  # a new, empty file: SQLite will create the database in it
+        with open(path, "rb") as handle:
+            header = handle.read(100)
+    except OSError as exc:
+        raise IndexFileError(f"cannot read the face index {path}: {exc.strerror or exc}") from None
+    if len(header) < 100 or not header.startswith(_SQLITE_MAGIC):
+        raise IndexFileError(
+            f"{path} is not a face index (not an SQLite database, or damaged); "
+            "move it away or pass --index with another file"
+        )
+    page_size = int.from_bytes(header[16:18], "big")
+    page_size = 65536 if page_size == 1 else page_size
+    pages = int.from_bytes(header[28:32], "big")
+    counters_agree = header[24:28] == header[92:96]
+    if counters_agree and pages and size < pages * page_size:
+        raise IndexFileError(
+            f"the face index {path} is truncated ({size} of {pages * page_size} bytes); "
+            "move it away (the next run builds a new one) or restore a copy"
+        )
+
+
+@dataclass
+class IndexInfo:
+    """What ``--index-info`` shows."""
+
+    path: Path
+    bytes_on_disk: int
+    roots: list[tuple[str, int]]  # (root folder, paths under it)
+    contents: int
+    unreadable: int
+    settings: list[tuple[str, int, int]]  # (analysis key, files analysed, faces)
+    last_run: dict | None
+    created: str | None
+
+
+class FaceIndex:
+    """An open face index. Use :meth:`open`; writes go through :meth:`store`/:meth:`commit`."""
+
+    def __init__(self, path: Path, conn: sqlite3.Connection, read_only: bool) -> None:
+        self.path = path
+        self.conn = conn
+        self.read_only = read_only
+        self._settings_ids: dict[str, int] = {}
+        self._root_ids: dict[str, int] = {}
+
+    # ------------------------------------------------------------------ opening
+
+    @classmethod
+    def open(cls, path: Path, *, read_only: bool = False) -> FaceIndex:
+        """Open (creating if missing) the index at ``path``.
+
+        Raises IndexFileError for a file that is not a complete face index of a schema
+        this version knows, IndexLockedError when another run keeps it locked, and OSError
+        (or sqlite3.OperationalError) when it cannot be opened for writing at all.
+        """
+        path = Path(path)
+        if path.exists():
+            _check_header(path)
+        elif read_only:
+            raise FileNotFoundError(path)
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            if read_only:
+                uri = path.resolve().as_uri() + "?mode=ro"
+                conn = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_S,
+                                       isolation_level=None, check_same_thread=True)
+            else:
+                conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_S,
+                                       isolation_level=None)
+        except sqlite3.OperationalError as exc:
+            raise OSError(f"cannot open {path}: {exc}") from None
+        index = cls(path, conn, read_only)
+        try:
+            index._prepare()
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            if _is_locked(exc):
+                raise IndexLockedError(_locked_message(path)) from None
+            if isinstance(exc, sqlite3.OperationalError) and "readonly" in str(exc).lower():
+                raise OSError(f"cannot write {path}: {exc}") from None
+            raise IndexFileError(f"the face index {path} is damaged ({exc}); "
+                                 "move it away or pass --index with another file") from None
+        except BaseException:
+            conn.close()
+            raise
+        return index
+
+    def _prepare(self) -> None:
+        conn = self.conn
+        conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+        app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+        if app_id == 0 and version == 0 and tables == 0:
+            if self.read_only:
+                raise sqlite3.DatabaseError("empty file")
+            self._create()
+            return
+        if app_id != APPLICATION_ID:
+            raise IndexFileError(
+                f"{self.path} is an SQLite database of another program, not a face index; "
+                "it was left untouched - pass --index with another file"
+            )
+        if version > SCHEMA_VERSION:
+            raise IndexFileError(
+                f"the face index {self.path} was written by a newer finder "
+                f"(schema {version}, this one reads {SCHEMA_VERSION}); update the finder"
+            )
+        if version < SCHEMA_VERSION:
+            raise IndexFileError(
+                f"the face index {self.path} has an old schema ({version}); "
+                "move it away and the next run builds a new one"
+            )
+        if not self.read_only:
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")
+
+    def _create(self) -> None:
+        conn = self.conn
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in SCHEMA.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            conn.execute("INSERT INTO meta VALUES ('created', ?)",
+                         (time.strftime("%Y-%m-%d %H:%M:%S"),))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    def close(self) -> None:
+        """Commit what is pending and close; a no-op when already closed."""
+        with contextlib.suppress(sqlite3.Error):
+            if self.conn.in_transaction:
+                self.conn.execute("COMMIT")
+        with contextlib.suppress(sqlite3.Error):
+            self.conn.close()
+
+    # ------------------------------------------------------------------ ids
+
+    def settings_id(self, key: str) -> int | None:
+        """Id of an analysis key; created when writable, None if unknown and read-only."""
+        if key in self._settings_ids:
+            return self._settings_ids[key]
+        row = self.conn.execute("SELECT id FROM settings WHERE key = ?", (key,)).fetchone()
+        if row is None:
+            if self.read_only:
+                return None
+            with self._write():
+                row = (self.conn.execute("INSERT INTO settings (key) VALUES (?)",
+                                         (key,)).lastrowid,)
+        self._settings_ids[key] = row[0]
+        return row[0]
+
+    def root_id(self, root: str) -> int | None:
+        """Id of a scanned folder (absolute path); created when writable."""
+        if root in self._root_ids:
+            return self._root_ids[root]
+        data = encode_rel(root)
+        row = self.conn.execute("SELECT id FROM roots WHERE path = ?", (data,)).fetchone()
+        if row is None:
+            if self.read_only:
+                return None
+            with self._write():
+                row = (self.conn.execute("INSERT INTO roots (path) VALUES (?)",
+                                         (data,)).lastrowid,)
+        self._root_ids[root] = row[0]
+        return row[0]
+
+    # ------------------------------------------------------------------ lookups
+
+    def paths(self, root: int, rels: Sequence[str]) -> dict[str, tuple[int, int, int]]:
+        """{rel: (bytes, mtime_ns, content id)} for the rels of ``root`` in the index."""
+        found: dict[str, tuple[int, int, int]] = {}
+        for chunk in _chunks([encode_rel(r) for r in rels]):
+            sql = ("SELECT rel, bytes, mtime_ns, content FROM paths WHERE root = ? AND rel IN ("
+                   + ",".join("?" * len(chunk)) + ")")
+            for rel, size, mtime, content in self.conn.execute(sql, (root, *chunk)):
+                found[decode_rel(rel)] = (size, mtime, content)
+        return found
+
+    def contents_by_key(self, keys: Sequence[bytes]) -> dict[bytes, int]:
+        """{content key: content id} for the keys already in the index."""
+        found: dict[bytes, int] = {}
+        for chunk in _chunks(list(keys)):
+            sql = "SELECT key, id FROM contents WHERE key IN (" + ",".join("?" * len(chunk)) + ")"
+            for key, content in self.conn.execute(sql, chunk):
+                found[bytes(key)] = content
+        return found
+
+    def load(self, settings: int, contents: Sequence[int]) -> dict[int, FileResult]:
+        """Stored analyses of ``contents`` under ``settings``, as FileResults (rel left empty).
+
+        Two queries per chunk of ids whatever the number of faces, which is what keeps a
+        warm re-run at thousands of files per second.
+        """
+        results: dict[int, FileResult] = {}
+        for chunk in _chunks(list(dict.fromkeys(contents))):
+            marks = ",".join("?" * len(chunk))
+            rows = self.conn.execute(
+                "SELECT a.content, a.error, a.frames, c.kind, c.width, c.height, c.taken, "
+                "c.taken_from, c.duration FROM analyses a JOIN contents c ON c.id = a.content "
+                f"WHERE a.settings = ? AND a.content IN ({marks})", (settings, *chunk))
+            for content, error, frames, kind, width, height, taken, taken_from, duration in rows:
+                results[content] = FileResult(
+                    rel="", kind=kind, error=error, frames=frames,
+                    size=(width, height) if width is not None else None,
+                    taken=taken, taken_from=taken_from, duration=duration, from_index=True,
+                )
+            rows = self.conn.execute(
+                "SELECT content, time, x, y, w, h, score, landmarks, embedding, skipped "
+                f"FROM faces WHERE settings = ? AND content IN ({marks}) ORDER BY content, n",
+                (settings, *chunk))
+            for content, when, x, y, w, h, score, marks_blob, vector, skipped in rows:
+                result = results.get(content)
+                if result is None:  # faces without their analysis row cannot happen; skip
+                    continue
+                result.faces.append(Face(
+                    box=(x, y, w, h),
+                    landmarks=np.frombuffer(marks_blob, dtype=np.float32).reshape(-1, 2),
+                    score=score,
+                    embedding=None if vector is None else np.frombuffer(vector, np.float32),
+                    skipped=skipped, time=when,
+                ))
+        return results
+
+    # ------------------------------------------------------------------ writes
+
+    @contextlib.contextmanager
+    def _write(self):
+        """One short write transaction (used outside the batched writer)."""
+        if self.conn.in_transaction:
+            yield
+            return
+        try:
+            self.conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            if _is_locked(exc):
+                raise IndexLockedError(_locked_message(self.path)) from None
+            raise
+        try:
+            yield
+            self.conn.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                self.conn.execute("ROLLBACK")
+            raise
+
+    def begin(self) -> None:
+        """Start a write transaction unless one is open (batched writer)."""
+        if not self.conn.in_transaction:
+            try:
+                self.conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                if _is_locked(exc):
+                    raise IndexLockedError(_locked_message(self.path)) from None
+                raise
+
+    def commit(self) -> None:
+        if self.conn.in_transaction:
+            try:
+                self.conn.execute("COMMIT")
+            except sqlite3.OperationalError as exc:
+                if _is_locked(exc):
+                    raise IndexLockedError(_locked_message(self.path)) from None
+                raise
+
+    def set_path(self, root: int, rel: str, size: int, mtime_ns: int, content: int) -> None:
+        """Record (or move) a path onto a content; caller holds a transaction."""
+        self.conn.execute("INSERT OR REPLACE INTO paths VALUES (?, ?, ?, ?, ?)",
+                          (root, encode_rel(rel), size, mtime_ns, content))
+
+    def store(self, settings: int, key: bytes, size: int, result: FileResult) -> int:
+        """Store one analysed file's content row, analysis and faces; returns the content id.
+
+        Caller holds a transaction (``begin``/``commit``); the analysis row and its faces
+        go into the same transaction, so a kill can never leave half a file stored.
+        """
+        # A savepoint makes the file all-or-nothing even if Ctrl-C lands between two of
+        # its statements and the caller then commits the transaction.
+        self.conn.execute("SAVEPOINT one_file")
+        try:
+            content = self._store(settings, key, size, result)
+        except BaseException:
+            self.conn.execute("ROLLBACK TO one_file")
+            self.conn.execute("RELEASE one_file")
+            raise
+        self.conn.execute("RELEASE one_file")
+        return content
+
+    def _store(self, settings: int, key: bytes, size: int, result: FileResult) -> int:
+        conn = self.conn
+        width, height = result.size if result.size else (None, None)
+        row = conn.execute("SELECT id FROM contents WHERE key = ?", (key,)).fetchone()
+        if row is None:
+            content = conn.execute(
+                "INSERT INTO contents (key, bytes, kind, width, height, taken, taken_from, "
+                "duration) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (key, size, result.kind, width, height, result.taken, result.taken_from,
+                 result.duration)).lastrowid
+        else:
+            content = row[0]
+            if result.error is None:
+                conn.execute(
+                    "UPDATE contents SET kind = ?, width = ?, height = ?, taken = ?, "
+                    "taken_from = ?, duration = ? WHERE id = ?",
+                    (result.kind, width, height, result.taken, result.taken_from,
+                     result.duration, content))
+        conn.execute("DELETE FROM faces WHERE content = ? AND settings = ?", (content, settings))
+        conn.execute("INSERT OR REPLACE INTO analyses VALUES (?, ?, ?, ?, ?, ?)",
+                     (content, settings, result.error, result.frames, len(result.faces),
+                      time.time()))
+        conn.executemany(
+            "INSERT INTO faces VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (content, settings, n, face.time, *(int(v) for v in face.box),
+                 float(face.score),
+                 np.asarray(face.landmarks, dtype=np.float32).tobytes(),
+                 None if face.embedding is None
+                 else np.asarray(face.embedding, dtype=np.float32).tobytes(),
+                 face.skipped)
+                for n, face in enumerate(result.faces)
+            ],
+        )
+        return content
+
+    def set_meta(self, key: str, value: dict) -> None:
+        with self._write():
+            self.conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                              (key, json.dumps(value, ensure_ascii=False)))
+
+    # ------------------------------------------------------------------ housekeeping
+
+    def prune(self, root: str, exists) -> tuple[int, int]:
+        """Forget paths under ``root`` for which ``exists(rel)`` is False, then contents no
+        path refers to any more (with their analyses and faces).
+
+        Returns (paths removed, contents removed). Contents still referenced from another
+        root (a second copy of the collection, a drive not plugged in) are kept.
+        """
+        root_id = self.root_id(root)
+        if root_id is None:
+            return 0, 0
+        gone = [rel for (rel,) in self.conn.execute(
+            "SELECT rel FROM paths WHERE root = ?", (root_id,)) if not exists(decode_rel(rel))]
+        with self._write():
+            self.conn.executemany("DELETE FROM paths WHERE root = ? AND rel = ?",
+                                  [(root_id, rel) for rel in gone])
+            orphans = [c for (c,) in self.conn.execute(
+                "SELECT id FROM contents WHERE id NOT IN (SELECT content FROM paths)")]
+            for table in ("faces", "analyses"):
+                self.conn.executemany(f"DELETE FROM {table} WHERE content = ?",
+                                      [(c,) for c in orphans])
+            self.conn.executemany("DELETE FROM contents WHERE id = ?", [(c,) for c in orphans])
+        return len(gone), len(orphans)
+
+    def info(self) -> IndexInfo:
+        """Counts for ``--index-info``."""
+        conn = self.conn
+        roots = [(decode_rel(path), count) for path, count in conn.execute(
+            "SELECT r.path, count(p.rel) FROM roots r LEFT JOIN paths p ON p.root = r.id "
+            "GROUP BY r.id ORDER BY r.path")]
+        contents = conn.execute("SELECT count(*) FROM contents").fetchone()[0]
+        unreadable = conn.execute(
+            "SELECT count(DISTINCT content) FROM analyses WHERE error IS NOT NULL").fetchone()[0]
+        settings = [tuple(row) for row in conn.execute(
+            "SELECT s.key, count(a.content), coalesce(sum(a.faces), 0) FROM settings s "
+            "LEFT JOIN analyses a ON a.settings = s.id GROUP BY s.id ORDER BY s.key")]
+        meta = dict(conn.execute("SELECT key, value FROM meta"))
+        size = sum(
+            os.path.getsize(p) for p in (self.path, Path(f"{self.path}-wal"))
+            if os.path.exists(p)
+        )
+        last = json.loads(meta["last_run"]) if "last_run" in meta else None
+        return IndexInfo(self.path, size, roots, contents, unreadable, settings, last,
+                         meta.get("created"))
+
+
+def _is_locked(exc: sqlite3.Error) -> bool:
+    text = str(exc).lower()
+    return "locked" in text or "busy" in text
+
+
+def _locked_message(path: Path) -> str:
+    return (f"the face index {path} is locked by another finder run (waited "
+            f"{BUSY_TIMEOUT_S:.0f} s); let it finish, or use --index OTHER_FILE or --no-index")

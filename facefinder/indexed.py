@@ -1,0 +1,204 @@
+"""Answer "what is in this file?" from the face index when possible, from the workers if not.
+
+Main process only (SQLite never crosses into a worker). Scanned files are handled in
+chunks: one stat each, one query for the chunk's paths; a path whose size and mtime are
+unchanged is a hit without reading a byte. The others are hashed (``index.content_key``)
+and looked up by content, which is how a renamed, moved or copied file is recognised.
+Whatever is still unknown goes to the joblib workers, a few hundred files at a time, and
+each result is written to the index as it arrives, committed every COMMIT_FILES files or
+COMMIT_SECONDS seconds - so a run killed at any moment loses at most those few seconds
+of work and the next run carries on from there.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from facefinder.analyse import Settings, analysis_key
+from facefinder.index import FaceIndex, content_key
+from facefinder.records import FileKind, FileResult
+
+Item = tuple[Path, str, FileKind]
+
+SCAN_CHUNK = 256  # files stat'ed and looked up per query round
+DISPATCH = 256  # unknown files handed to the workers per round
+COMMIT_FILES = 50
+COMMIT_SECONDS = 2.0
+
+
+@dataclass
+class _Pending:
+    path: Path
+    rel: str
+    kind: FileKind
+    key: bytes
+    size: int
+    mtime_ns: int
+
+
+class Analyser:
+    """Turns scanned files into FileResults, using and filling the index (if any).
+
+    ``decoded`` counts files analysed by the pipeline in this run (what a warm re-run
+    should keep at zero) and ``from_index`` those answered from the index.
+    """
+
+    def __init__(self, index: FaceIndex | None, settings: Settings, jobs: int) -> None:
+        self.index = index
+        self.settings = settings
+        self.jobs = jobs
+        self.decoded = 0
+        self.from_index = 0
+        self._uncommitted = 0
+        self._last_commit = time.monotonic()
+        self._settings_ids: dict[str, int | None] = {}
+
+    # ------------------------------------------------------------------ public
+
+    def results(self, root: Path, items: Iterable[Item], jobs: int | None = None
+                ) -> Iterator[FileResult]:
+        """FileResults for ``items`` (files under ``root``), hits first within each chunk."""
+        jobs = self.jobs if jobs is None else jobs
+        if self.index is None:
+            yield from self._analyse(list(items), jobs, root_id=None, pending={})
+            return
+        root_id = self.index.root_id(os.path.abspath(root))
+        iterator = iter(items)
+        waiting: dict[str, _Pending] = {}
+        try:
+            while chunk := list(itertools.islice(iterator, SCAN_CHUNK)):
+                yield from self._lookup(root_id, chunk, waiting)
+                if len(waiting) >= DISPATCH:
+                    yield from self._analyse_waiting(waiting, jobs, root_id)
+            yield from self._analyse_waiting(waiting, jobs, root_id)
+        finally:
+            self.flush()
+
+    def flush(self) -> None:
+        """Commit what has been stored so far (also called on Ctrl-C and at the end)."""
+        if self.index is not None and not self.index.read_only:
+            self.index.commit()
+            self._uncommitted = 0
+            self._last_commit = time.monotonic()
+
+    # ------------------------------------------------------------------ internals
+
+    def _settings_id(self, kind: FileKind) -> int | None:
+        key = analysis_key(self.settings, kind)
+        if key not in self._settings_ids:
+            assert self.index is not None
+            self._settings_ids[key] = self.index.settings_id(key)
+        return self._settings_ids[key]
+
+    def _lookup(self, root_id: int | None, chunk: list[Item], waiting: dict[str, _Pending]
+                ) -> Iterator[FileResult]:
+        """Yield the chunk's hits; put the rest in ``waiting``."""
+        index = self.index
+        assert index is not None
+        stats: list[tuple[Path, str, FileKind, int, int]] = []
+        for path, rel, kind in chunk:
+            if kind == "other":
+                yield FileResult(rel=rel, kind="other")
+                continue
+            try:
+                info = os.stat(path)
+            except OSError as exc:
+                yield FileResult(rel=rel, kind=kind,
+                                 error=f"cannot read file: {exc.strerror or exc}")
+                continue
+            stats.append((path, rel, kind, info.st_size, info.st_mtime_ns))
+        known = index.paths(root_id, [s[1] for s in stats]) if root_id is not None else {}
+        content_of: dict[str, int] = {}
+        keys: dict[str, bytes] = {}
+        for _path, rel, _kind, size, mtime in stats:
+            row = known.get(rel)
+            if row is not None and row[0] == size and row[1] == mtime:
+                content_of[rel] = row[2]
+        to_hash = [s for s in stats if s[1] not in content_of]
+        for path, rel, _kind, size, _mtime in to_hash:
+            try:
+                keys[rel] = content_key(path, size)
+            except OSError:
+                keys[rel] = b""  # unreadable now: the worker says why, in its own words
+        by_key = index.contents_by_key([k for k in keys.values() if k])
+        moved: list[tuple[str, int, int, int]] = []
+        for _path, rel, _kind, size, mtime in to_hash:
+            content = by_key.get(keys[rel])
+            if content is not None:
+                content_of[rel] = content
+                moved.append((rel, size, mtime, content))
+
+        stored: dict[FileKind, dict[int, FileResult]] = {}
+        for kind in ("image", "video"):
+            ids = [content_of[s[1]] for s in stats if s[2] == kind and s[1] in content_of]
+            settings = self._settings_id(kind) if ids else None
+            stored[kind] = index.load(settings, ids) if settings is not None else {}
+        moved_known: list[tuple[str, int, int, int]] = []
+        for path, rel, kind, size, mtime in stats:
+            content = content_of.get(rel)
+            result = stored[kind].get(content) if content is not None else None
+            if result is None:
+                waiting[rel] = _Pending(path, rel, kind, keys.get(rel) or b"", size, mtime)
+                continue
+            self.from_index += 1
+            yield replace(result, rel=rel)  # two paths may share one content's record
+        for rel, size, mtime, content in moved:
+            if rel not in waiting:
+                moved_known.append((rel, size, mtime, content))
+        if moved_known and root_id is not None and not index.read_only:
+            index.begin()
+            for rel, size, mtime, content in moved_known:
+                index.set_path(root_id, rel, size, mtime, content)
+            self._count_write(len(moved_known))
+
+    def _analyse_waiting(self, waiting: dict[str, _Pending], jobs: int, root_id: int | None
+                         ) -> Iterator[FileResult]:
+        if not waiting:
+            return
+        batch = dict(waiting)
+        waiting.clear()
+        items = [(p.path, p.rel, p.kind) for p in batch.values()]
+        yield from self._analyse(items, jobs, root_id, batch)
+
+    def _analyse(self, items: list[Item], jobs: int, root_id: int | None,
+                 pending: dict[str, _Pending]) -> Iterator[FileResult]:
+        from facefinder.pipeline import analyse_all
+
+        if not items:
+            return
+        # A handful of files (a new reference person) is faster in this process than
+        # starting worker processes and loading the models in each.
+        workers = 1 if len(items) < 4 * jobs else jobs
+        for result in analyse_all(items, self.settings, workers):
+            if result.kind != "other":
+                self.decoded += 1
+            self._store(result, pending.get(result.rel), root_id)
+            yield result
+
+    def _store(self, result: FileResult, item: _Pending | None, root_id: int | None) -> None:
+        index = self.index
+        if index is None or index.read_only or item is None or root_id is None:
+            return
+        if result.error and result.error.startswith("cannot read file"):
+            return  # an I/O problem of this moment, not a property of the content
+        key = item.key
+        if not key:
+            return
+        settings = self._settings_id(item.kind)
+        if settings is None:
+            return
+        index.begin()
+        content = index.store(settings, key, item.size, result)
+        index.set_path(root_id, item.rel, item.size, item.mtime_ns, content)
+        self._count_write(1)
+
+    def _count_write(self, files: int) -> None:
+        self._uncommitted += files
+        if (self._uncommitted >= COMMIT_FILES
+                or time.monotonic() - self._last_commit >= COMMIT_SECONDS):
+            self.flush()

@@ -1,0 +1,112 @@
+"""Videos: frames sampled, faces matched only when seen in enough frames, time spans right."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from facefinder.cli import main
+from facefinder.sightings import confirmed
+
+DEVSET = Path("/work/shared/devset")
+FPS = 5
+
+
+def run(args: list, models_dir: Path) -> int:
+    return main([*map(str, args), "--models", str(models_dir), "--no-progress"])
+
+
+def make_video(path: Path, face: Image.Image | None, shown: set[int], seconds: int) -> None:
+    """An MPEG-4 clip at FPS frames/s: ``face`` on the seconds in ``shown``, grey elsewhere."""
+    import av
+
+    canvas = Image.new("RGB", (640, 480), (128, 128, 128))
+    with_face = canvas.copy()
+    if face is not None:
+        scaled = face.resize((face.width * 360 // face.height, 360))
+        with_face.paste(scaled, ((640 - scaled.width) // 2, 60))
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("mpeg4", rate=FPS)
+        stream.width, stream.height, stream.pix_fmt = 640, 480, "yuv420p"
+        stream.bit_rate = 4_000_000
+        stream.time_base = Fraction(1, FPS)
+        for n in range(seconds * FPS):
+            picture = with_face if n // FPS in shown else canvas
+            frame = av.VideoFrame.from_ndarray(np.asarray(picture), format="rgb24")
+            frame.pts = n
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+@pytest.fixture(scope="module")
+def clips(celebrities: Path, tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("clips")
+    refs = root / "reference" / "madonna"
+    refs.mkdir(parents=True)
+    photos = sorted((celebrities / "train" / "madonna").glob("*.jpg"))[:4]
+    for photo in photos:
+        shutil.copy(photo, refs / photo.name)
+    face = Image.open(photos[0]).convert("RGB")
+    videos = root / "videos"
+    (videos / "holiday").mkdir(parents=True)
+    make_video(videos / "holiday" / "clip.mp4", face, {3, 4, 5}, 8)  # seen 3 s - 5 s
+    make_video(videos / "stray.mp4", face, {2}, 6)  # one frame only: not trusted
+    make_video(videos / "empty.mov", None, set(), 3)
+    (videos / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"garbage" * 100)
+    return root
+
+
+def test_video_is_reported_with_the_right_time_span(clips, models_dir, tmp_path):
+    out, table, dest = tmp_path / "r.json", tmp_path / "r.csv", tmp_path / "found"
+    code = run([clips / "videos", "--reference", clips / "reference", "--json", out,
+                "--csv", table, "--copy", dest, "--jobs", "1"], models_dir)
+    assert code == 0
+    data = json.loads(out.read_text(encoding="utf-8"))
+    matches = data["matches"]
+    assert [(m["path"], m["person"]) for m in matches] == [("holiday/clip.mp4", "madonna")]
+    assert (matches[0]["first_s"], matches[0]["last_s"], matches[0]["frames"]) == (3.0, 5.0, 3)
+    assert [u["path"] for u in data["unreadable"]] == ["broken.mp4"]
+    assert data["summary"]["videos_read"] == 3
+    with table.open(encoding="utf-8-sig", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert list(rows[0])[:6] == ["path", "person", "distance", "box", "model", "threshold"]
+    assert (rows[0]["first_s"], rows[0]["last_s"], rows[0]["frames"]) == ("3.0", "5.0", "3")
+    copied = dest / "madonna" / "holiday" / "clip.mp4"
+    assert copied.read_bytes() == (clips / "videos" / "holiday" / "clip.mp4").read_bytes()
+
+
+def test_video_frame_rate_option_changes_the_sampling(clips, models_dir, tmp_path):
+    out = tmp_path / "r.json"
+    code = run([clips / "videos" / "holiday", "--reference", clips / "reference",
+                "--json", out, "--video-fps", "2", "--jobs", "1"], models_dir)
+    assert code == 0
+    (match,) = json.loads(out.read_text(encoding="utf-8"))["matches"]
+    # Frames come every 0.2 s, so the sample due at 5.5 s is the frame at 5.6 s.
+    assert (match["first_s"], match["last_s"], match["frames"]) == (3.0, 5.6, 6)
+
+
+def test_one_sighting_is_not_enough():
+    assert not confirmed([4.0], sampled=10, fps=1)
+    assert not confirmed([1.0, 9.0], sampled=10, fps=1)  # two strays far apart
+    assert confirmed([3.0, 4.0], sampled=10, fps=1)
+    assert confirmed([0.0], sampled=1, fps=1)  # a clip shorter than one sampling step
+
+
+@pytest.mark.skipif(not (DEVSET / "collection" / "Videos").is_dir(), reason="no devset here")
+def test_devset_crowd_video_gives_no_false_match(models_dir, tmp_path):
+    out = tmp_path / "r.json"
+    code = run([DEVSET / "collection" / "Videos", "--reference", DEVSET / "reference",
+                "--json", out, "--jobs", "1"], models_dir)
+    assert code == 0
+    data = json.loads(out.read_text(encoding="utf-8"))
+    assert data["matches"] == [] and data["unreadable"] == []
+    assert data["summary"]["videos_read"] == 1
