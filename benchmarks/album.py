@@ -11,6 +11,13 @@ a sampler adds up the resident memory of it and all its worker processes.
 Accuracy is over (file, person) pairs. Because each face's best person does not depend on
 the threshold, one run at a generous threshold gives the figures for every lower one:
 ``--sweep`` prints them, which is how the default thresholds were calibrated.
+
+The face index is measured with three runs on a fresh index in a temporary folder (the
+user's own index is never touched): a cold run with every person but one (the album is
+read), a warm re-run with the same people and another threshold, and a re-run with the
+held-out person added (only that person's reference photos are read). Each is reported in
+files/s, wall clock including start-up. Peak memory and photos/s come from the cold run,
+accuracy from the last one (all people; the index gives exactly what a fresh run gives).
 """
 
 from __future__ import annotations
@@ -19,7 +26,9 @@ import argparse
 import contextlib
 import csv
 import json
+import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -108,16 +117,21 @@ def score(truth: dict, found: set[tuple[str, str]], only_kind: str | None = None
 
 
 def run_finder(
-    album: Path, jobs: int, model: str, threshold: float | None
+    album: Path, jobs: int, model: str, threshold: float | None,
+    reference: Path | None = None, index: Path | None = None,
 ) -> tuple[dict, float, int]:
-    """Run finder.py on the album; returns (JSON report, seconds, peak RSS bytes)."""
+    """Run finder.py on the album; returns (JSON report, seconds, peak RSS bytes).
+
+    ``index`` None runs without the face index (--no-index).
+    """
     with tempfile.TemporaryDirectory() as tmp:
         report = Path(tmp) / "report.json"
         command = [
             sys.executable, str(ROOT / "finder.py"), str(album / "collection"),
-            "--reference", str(album / "reference"), "--jobs", str(jobs), "--model", model,
-            "--json", str(report), "--no-progress",
+            "--reference", str(reference or album / "reference"), "--jobs", str(jobs),
+            "--model", model, "--json", str(report), "--no-progress",
         ]
+        command += ["--index", str(index)] if index is not None else ["--no-index"]
         if threshold is not None:
             command += ["--threshold", str(threshold)]
         started = time.perf_counter()
@@ -143,9 +157,30 @@ def main() -> None:
     args = parser.parse_args()
 
     truth = read_truth(args.album)
+    files = sum(1 for p in (args.album / "collection").rglob("*") if p.is_file())
     images = sum(1 for p in truth if Path(p).suffix.lower() not in VIDEO)
     run_threshold = 0.60 if args.sweep else args.threshold
-    report, seconds, peak = run_finder(args.album, args.jobs, args.model, run_threshold)
+    with tempfile.TemporaryDirectory() as tmp:
+        people = sorted(p.name for p in (args.album / "reference").iterdir() if p.is_dir())
+        held_out = people[-1]
+        fewer = Path(tmp) / "reference"
+        shutil.copytree(args.album / "reference", fewer,
+                        ignore=lambda folder, names: [held_out] if Path(folder) == (
+                            args.album / "reference") else [])
+        index = Path(tmp) / "index.sqlite"
+        _, seconds, peak = run_finder(args.album, args.jobs, args.model, run_threshold,
+                                      fewer, index)
+        from facefinder.recognizers import recognizer_class
+
+        base = run_threshold if run_threshold is not None else (
+            recognizer_class(args.model).default_threshold)
+        other = base + 0.01  # "loosen the threshold a little": the warm re-run's question
+        warm, warm_seconds, _ = run_finder(args.album, args.jobs, args.model, other,
+                                           fewer, index)
+        report, person_seconds, _ = run_finder(args.album, args.jobs, args.model,
+                                               run_threshold, None, index)
+        index_mib = sum(os.path.getsize(p) for p in Path(tmp).glob("index.sqlite*")) / 2**20
+    decoded = (warm["summary"].get("files_decoded"), report["summary"].get("files_decoded"))
     threshold = args.threshold if args.threshold is not None else None
     if threshold is None:
         from facefinder.recognizers import recognizer_class
@@ -164,6 +199,13 @@ def main() -> None:
     print(f"time: {seconds:.1f} s  ->  {images / seconds:.1f} photos/s "
           "(wall clock, including start-up)")
     print(f"peak memory (RSS, all processes): {peak / 2**20:.0f} MiB")
+    print(f"face index ({files} files, {index_mib:.1f} MiB):")
+    print(f"  cold run, {len(people) - 1} people:        {files / seconds:8.1f} files/s "
+          f"({seconds:.1f} s)")
+    print(f"  warm re-run, threshold {other:.2f}:  {files / warm_seconds:8.1f} files/s "
+          f"({warm_seconds:.2f} s, {decoded[0]} files decoded)")
+    print(f"  re-run adding {held_out}: {files / person_seconds:8.1f} files/s "
+          f"({person_seconds:.2f} s, {decoded[1]} collection files decoded)")
     print(f"precision {overall.precision:.4f}  recall {overall.recall:.4f}  F1 {overall.f1:.4f}"
           f"  (tp {overall.tp}, fp {overall.fp}, fn {overall.fn})")
     print(f"false matches on no-face/broken files: {false_on_negatives}")
@@ -191,6 +233,11 @@ def main() -> None:
             "album": str(args.album), "files": len(truth), "images": images,
             "model": report["model"], "threshold": threshold, "jobs": args.jobs,
             "seconds": seconds, "photos_per_s": images / seconds, "peak_rss_mib": peak / 2**20,
+            "index": {"files": files, "cold_files_per_s": files / seconds,
+                      "warm_files_per_s": files / warm_seconds,
+                      "new_person_files_per_s": files / person_seconds,
+                      "held_out": held_out, "decoded_warm": decoded[0],
+                      "decoded_new_person": decoded[1], "index_mib": index_mib},
             "precision": overall.precision, "recall": overall.recall, "f1": overall.f1,
             "false_on_negatives": false_on_negatives, "recall_by_kind": by_kind,
             "sweep": sweep, "date": time.strftime("%Y-%m-%d"),

@@ -8,6 +8,9 @@ from these records without decoding a photo again.
 from __future__ import annotations
 
 import datetime as dt
+import functools
+import hashlib
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +45,25 @@ PIPELINE_VERSION = 1
 EMBED_CHUNK = 64  # crops per embedding call for videos (bounded memory)
 
 
+@functools.lru_cache(maxsize=8)
+def _weights_fingerprint(models_dir: Path, sources: tuple[str, ...]) -> str:
+    """12 hex digits naming the exact model files (from the models manifest's sha256s).
+
+    A model keeps its name when its weights change (e.g. a quantised FaceNet replacing the
+    float one), so the name alone would let the index mix old and new embeddings.
+    """
+    from facefinder.models import catalog
+
+    try:
+        data = json.loads((models_dir / catalog.MANIFEST).read_text(encoding="utf-8"))
+        files = data.get("files", {})
+    except (OSError, ValueError, AttributeError):
+        files = {}
+    names = [name for source in sources for name in catalog.SOURCES[source].produces]
+    digest = hashlib.sha256("|".join(f"{n}={files.get(n, '?')}" for n in names).encode())
+    return digest.hexdigest()[:12]
+
+
 def analysis_key(settings: Settings, kind: FileKind) -> str:
     """What an analysis of a ``kind`` file depends on, as a short stable string.
 
@@ -52,7 +74,9 @@ def analysis_key(settings: Settings, kind: FileKind) -> str:
     """
     cls = recognizer_class(settings.model)
     crop = f"{getattr(cls, 'margin', '-')}/{getattr(cls, 'rotate', '-')}"
-    key = (f"v{PIPELINE_VERSION} {cls.name} crop={crop} decode={settings.decode_side} "
+    weights = _weights_fingerprint(settings.models_dir, tuple(cls.sources))
+    key = (f"v{PIPELINE_VERSION} {cls.name} weights={weights} crop={crop} "
+           f"decode={settings.decode_side} "
            f"detect={settings.detect_side} minface={settings.min_face} "
            f"sharp={settings.min_sharpness:g}")
     if kind == "video":
