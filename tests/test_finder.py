@@ -46,8 +46,9 @@ def test_each_celebrity_found_from_train_references(celeb_album: Path, celeb_run
     found = found_pairs(celeb_run / "r.json")
     recall = len(found & truth) / len(truth)
     false = found - truth
-    assert recall >= 0.9, f"recall {recall:.2f}; missed {sorted(truth - found)}"
-    assert len(false) <= 1, f"cross-matches: {sorted(false)}"
+    # benchmarks/album.py on this album: recall 0.92, no false match at the default 0.32.
+    assert recall >= 0.85, f"recall {recall:.2f}; missed {sorted(truth - found)}"
+    assert not false, f"cross-matches: {sorted(false)}"
     people_found = {person for _, person in found & truth}
     assert people_found == {person for _, person in truth}
 
