@@ -64,8 +64,12 @@ class Analyser:
                 ) -> Iterator[FileResult]:
         """FileResults for ``items`` (files under ``root``), hits first within each chunk."""
         jobs = self.jobs if jobs is None else jobs
-        if self.index is None:
-            yield from self._analyse(list(items), jobs, root_id=None, pending={})
+        if self.index is None:  # stream straight to the workers, as before the index
+            from facefinder.pipeline import analyse_all
+
+            for result in analyse_all(items, self.settings, jobs):
+                self.decoded += result.kind != "other"
+                yield result
             return
         root_id = self.index.root_id(os.path.abspath(root))
         iterator = iter(items)

@@ -243,3 +243,25 @@ def test_sigkill_mid_run_resumes_to_the_same_results(slow_album, models_dir, tmp
     assert summary["files_decoded"] == total - summary["from_index"]
     assert exact(out) == exact(whole)
     assert _analysed(index) == refs + total
+
+
+def test_a_locked_index_gives_a_clear_message(album, models_dir, tmp_path, capsys,
+                                              monkeypatch):
+    import facefinder.index as index_module
+
+    index = tmp_path / "faces.sqlite"
+    assert run([album / "photos", "--reference", album / "reference"], models_dir, index) == 0
+    monkeypatch.setattr(index_module, "BUSY_TIMEOUT_S", 0.5)
+    other = sqlite3.connect(index, isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")  # another finder in the middle of a write
+        photos = tmp_path / "new"
+        shutil.copytree(album / "photos", photos)  # a new root: the run must write
+        capsys.readouterr()
+        code = run([photos, "--reference", album / "reference"], models_dir, index)
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    err = capsys.readouterr().err
+    assert code == 1 and "locked by another finder run" in err and str(index) in err
+    assert run([photos, "--reference", album / "reference"], models_dir, index) == 0
