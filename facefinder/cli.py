@@ -304,7 +304,8 @@ def _find(args, photos: Path, reference: Path, settings, threshold: float, jobs:
         if index is not None and not index.read_only:
             index.set_meta("last_run", {
                 "date": time.strftime("%Y-%m-%d %H:%M:%S"), "folder": str(photos),
-                "files": tally.files, "decoded": decoded, "from_index": analyser.from_index,
+                "files": tally.files, "decoded": decoded,
+                "from_index": analyser.from_index - refs_indexed,
                 "seconds": round(elapsed, 2), "model": settings.model,
                 "interrupted": interrupted,
             })
