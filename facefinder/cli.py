@@ -32,7 +32,7 @@ examples:
   python finder.py D:\\Photos               everyone in reference/ (beside finder.py)
   python finder.py ~/Pictures --person Grandma --person "Uncle Bob"
   python finder.py /media/backup --copy ~/found --csv found.csv
-  python finder.py Photos --threshold 0.35 --show-distance     stricter, with distances
+  python finder.py Photos --threshold 0.28 --show-distance     stricter, with distances
   python finder.py --fetch-models          fetch and verify the models, then exit
 
 questions (answered from the face index in seconds once a folder has been read once):
@@ -82,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold", type=float, metavar="X",
                    help="largest cosine distance that still counts as the same person; lower "
                         f"= stricter (default per model: {thresholds}), "
-                        "e.g. --threshold 0.35")
+                        "e.g. --threshold 0.28")
     p.add_argument("--jobs", type=int, metavar="N",
                    help="worker processes (default: all cores), e.g. --jobs 2")
     p.add_argument("--copy", type=Path, metavar="DIR",

