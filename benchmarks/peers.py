@@ -142,6 +142,9 @@ def run_ours(album: Path, jobs: int, workdir: Path) -> ToolRun:
         "--json",
         str(out_json),
         "--no-progress",
+        # A fresh face index: a cold run, as fair to the peer (which keeps nothing) as it gets.
+        "--index",
+        str(workdir / "cold-index.sqlite"),
     ]
     print("$ " + " ".join(_quote(c) for c in cmd), flush=True)
     start = time.perf_counter()
