@@ -42,7 +42,9 @@ def quantize_facenet(fp32: Path, out: Path, calibration: np.ndarray) -> None:
 
     with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
         prepared = Path(tmp) / "prepared.onnx"
-        quant_pre_process(str(fp32), str(prepared))
+        # Shapes are static but for the batch, so ONNX's own shape inference is enough and
+        # the symbolic pass (which would need sympy on the stick) is skipped.
+        quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
         partial = Path(tmp) / "int8.onnx"
         quantize_static(
             str(prepared), str(partial), Reader(),
