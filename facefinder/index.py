@@ -302,31 +302,32 @@ class FaceIndex:
 
     def settings_id(self, key: str) -> int | None:
         """Id of an analysis key; created when writable, None if unknown and read-only."""
-        if key in self._settings_ids:
-            return self._settings_ids[key]
-        row = self.conn.execute("SELECT id FROM settings WHERE key = ?", (key,)).fetchone()
-        if row is None:
-            if self.read_only:
-                return None
-            with self._write():
-                row = (self.conn.execute("INSERT INTO settings (key) VALUES (?)",
-                                         (key,)).lastrowid,)
-        self._settings_ids[key] = row[0]
-        return row[0]
+        return self._intern("settings", "key", key, key, self._settings_ids)
 
     def root_id(self, root: str) -> int | None:
         """Id of a scanned folder (absolute path); created when writable."""
-        if root in self._root_ids:
-            return self._root_ids[root]
-        data = encode_rel(root)
-        row = self.conn.execute("SELECT id FROM roots WHERE path = ?", (data,)).fetchone()
+        return self._intern("roots", "path", root, encode_rel(root), self._root_ids)
+
+    def _intern(
+        self, table: str, column: str, name: str, stored: object, cache: dict[str, int]
+    ) -> int | None:
+        """Id of the row of ``table`` whose ``column`` is ``stored``, inserted if missing.
+
+        ``table`` and ``column`` are this module's own constants, never user input.
+        """
+        if name in cache:
+            return cache[name]
+        row = self.conn.execute(
+            f"SELECT id FROM {table} WHERE {column} = ?", (stored,)
+        ).fetchone()
         if row is None:
             if self.read_only:
                 return None
             with self._write():
-                row = (self.conn.execute("INSERT INTO roots (path) VALUES (?)",
-                                         (data,)).lastrowid,)
-        self._root_ids[root] = row[0]
+                row = (self.conn.execute(
+                    f"INSERT INTO {table} ({column}) VALUES (?)", (stored,)
+                ).lastrowid,)
+        cache[name] = row[0]
         return row[0]
 
     # ------------------------------------------------------------------ lookups
