@@ -230,3 +230,50 @@ def test_find_runs_with_networking_disabled(celebrities, models_dir, tmp_path):
     )
     assert done.returncode == 0, done.stderr
     assert found_pairs(report) == {("a.jpg", "madonna")}
+
+
+def test_ctrl_c_stops_reports_and_the_next_run_resumes(celebrities, models_dir, tmp_path):
+    """SIGINT (what Ctrl-C sends) mid-run: exit 130, a report of what was done, and the
+    next run decodes only the files the first one did not finish."""
+    import re
+    import signal
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    source = Image.open(_one_photo(celebrities)).convert("RGB").resize((1200, 1200))
+    for i in range(400):  # big enough to take a while; one pixel differs so each file is
+        copy = source.copy()  # its own content (the index would rightly share duplicates)
+        copy.putpixel((i, 0), (i % 256, 7, 9))
+        copy.save(photos / f"IMG_{i:03d}.jpg")
+    refs = _refs(celebrities, tmp_path)
+    index = tmp_path / "index.sqlite"
+    report = tmp_path / "r.json"
+    command = [sys.executable, str(ROOT / "finder.py"), str(photos), "--reference", str(refs),
+               "--models", str(models_dir), "--index", str(index), "--json", str(report),
+               "--jobs", "2"]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stderr is not None
+    seen = ""
+    while not re.search(r"\b([1-9]\d+)/400\b", seen[-200:]):  # the progress bar: >= 10 done
+        char = proc.stderr.read(1)
+        assert char, f"the finder ended before it was interrupted: {seen[-500:]}"
+        seen += char
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        pytest.fail("the finder did not stop within 60 s of Ctrl-C")
+    assert proc.returncode == 130
+    first = json.loads(report.read_text(encoding="utf-8"))["summary"]
+    assert first["interrupted"] is True
+    done = first["files_decoded"]
+    assert 0 < done < 400, done
+
+    again = subprocess.run([*command, "--no-progress"], capture_output=True, text=True,
+                           timeout=600)
+    assert again.returncode == 0, again.stderr
+    second = json.loads(report.read_text(encoding="utf-8"))
+    assert second["summary"]["interrupted"] is False
+    assert second["summary"]["files_decoded"] <= 400 - done
+    assert {m["path"] for m in second["matches"]} == {f"IMG_{i:03d}.jpg" for i in range(400)}
