@@ -395,12 +395,7 @@ class FaceIndex:
         if self.conn.in_transaction:
             yield
             return
-        try:
-            self.conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as exc:
-            if _is_locked(exc):
-                raise IndexLockedError(_locked_message(self.path)) from None
-            raise
+        self.begin()
         try:
             yield
             self.conn.execute("COMMIT")
