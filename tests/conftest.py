@@ -65,6 +65,16 @@ def celeb_album(tmp_path_factory: pytest.TempPathFactory, celebrities: Path) -> 
     return album
 
 
+def copy_references(celebrities: Path, root: Path, people, count: int) -> Path:
+    """``root/reference/<person>/`` with each person's first ``count`` train photos."""
+    for person in people:
+        target = root / "reference" / person
+        target.mkdir(parents=True)
+        for photo in sorted((celebrities / "train" / person).glob("*.jpg"))[:count]:
+            shutil.copy(photo, target / photo.name)
+    return root / "reference"
+
+
 def read_truth(album: Path) -> dict[str, str]:
     """{path: person} of an album made by ``celeb_album``."""
     lines = (album / "truth.csv").read_text(encoding="utf-8").splitlines()[1:]

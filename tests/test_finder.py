@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT, read_truth
+from conftest import ROOT, copy_references, read_truth
 from PIL import Image
 
 from facefinder.cli import EXIT_USAGE, main
@@ -71,11 +71,7 @@ def _one_photo(celebrities: Path, person: str = "madonna") -> Path:
 
 
 def _refs(celebrities: Path, dest: Path, person: str = "madonna") -> Path:
-    target = dest / "reference" / person
-    target.mkdir(parents=True)
-    for photo in sorted((celebrities / "train" / person).glob("*.jpg"))[:5]:
-        shutil.copy(photo, target / photo.name)
-    return dest / "reference"
+    return copy_references(celebrities, dest, [person], 5)
 
 
 def test_face_found_in_rotated_png_webp_and_heic_copies(celebrities, models_dir, tmp_path):

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
+from conftest import ROOT, copy_references
 from PIL import Image
 
 from facefinder.cli import EXIT_USAGE, main
@@ -45,11 +45,7 @@ def exact(path: Path) -> list[tuple]:
 def album(celebrities: Path, tmp_path_factory) -> Path:
     """reference/ with two people, photos/ with the val photos of all five celebrities."""
     root = tmp_path_factory.mktemp("index_album")
-    for person in PEOPLE:
-        target = root / "reference" / person
-        target.mkdir(parents=True)
-        for photo in sorted((celebrities / "train" / person).glob("*.jpg"))[:4]:
-            shutil.copy(photo, target / photo.name)
+    copy_references(celebrities, root, PEOPLE, 4)
     for n, photo in enumerate(sorted((celebrities / "val").glob("*/*.jpg"))):
         target = root / "photos" / ("a" if n % 2 else "b") / f"IMG_{n:03d}.jpg"
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -184,11 +180,7 @@ def test_no_index_writes_nothing(album, models_dir, tmp_path):
 def slow_album(celebrities: Path, tmp_path_factory) -> Path:
     """~120 distinct, upscaled photos: a run long enough to be killed half-way."""
     root = tmp_path_factory.mktemp("slow_album")
-    for person in PEOPLE:
-        target = root / "reference" / person
-        target.mkdir(parents=True)
-        for photo in sorted((celebrities / "train" / person).glob("*.jpg"))[:3]:
-            shutil.copy(photo, target / photo.name)
+    copy_references(celebrities, root, PEOPLE, 3)
     photos = sorted(celebrities.glob("*/*/*.jpg"))
     for n, photo in enumerate(photos):
         image = Image.open(photo).convert("RGB")
