@@ -99,14 +99,18 @@ def recognizer_for(settings: Settings) -> Recognizer:
     return _cache[settings]
 
 
-def _detect(rec: Recognizer, rgb: np.ndarray, detect_side: int):
-    """Detections in ``rgb`` coordinates, found on a copy no larger than ``detect_side``."""
+def _detect(rec: Recognizer, rgb: np.ndarray, pil: Image.Image, detect_side: int):
+    """Detections in ``rgb`` coordinates, found on a copy no larger than ``detect_side``.
+
+    ``pil`` is the same pixels as a Pillow image, made once by the caller (who also crops
+    from it), so a big photo is not copied twice.
+    """
     h, w = rgb.shape[:2]
     factor = min(1.0, detect_side / max(h, w))
     if factor >= 1.0:
         return rec.detect(rgb)
     small = np.asarray(
-        Image.fromarray(rgb).resize(
+        pil.resize(
             (max(1, round(w * factor)), max(1, round(h * factor))), Image.Resampling.BILINEAR
         )
     )
@@ -126,7 +130,7 @@ def _faces_in(
     faces: list[Face] = []
     crops: list[np.ndarray] = []
     back = 1.0 / scale
-    for det in _detect(rec, rgb, settings.detect_side):
+    for det in _detect(rec, rgb, pil, settings.detect_side):
         x1, y1, x2, y2 = (float(v) * back for v in det.box)
         box = (round(x1), round(y1), round(x2 - x1), round(y2 - y1))
         face = Face(box=box, landmarks=det.landmarks * back, score=det.score, time=when)
