@@ -5,9 +5,11 @@ Usage: python finder.py PHOTOS_DIR   (python finder.py --help for all options)
 """
 
 import sys
+import time
 from pathlib import Path
 
 if __name__ == "__main__":
+    started = time.monotonic()  # the summary's wall clock includes start-up
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from facefinder.stick import keep_on_stick
 
@@ -15,4 +17,4 @@ if __name__ == "__main__":
     keep_on_stick(Path(__file__).resolve().parent)
     from facefinder.cli import main
 
-    sys.exit(main())
+    sys.exit(main(started=started))

@@ -145,6 +145,16 @@ def run_finder(
         return json.loads(report.read_text(encoding="utf-8")), seconds, peak
 
 
+def api_matches(album: Path, jobs: int, model: str, threshold: float | None
+                ) -> set[tuple[str, str, float]]:
+    """(path, person, distance) of a cold in-process run of the Python API."""
+    from facefinder import Finder
+
+    finder = Finder(album / "reference", model=model, jobs=jobs)
+    result = finder.find(album / "collection", threshold=threshold, keep_files=False)
+    return {(m.rel, m.person, round(float(m.distance), 4)) for m in result.matches}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("album", type=Path)
@@ -154,6 +164,9 @@ def main() -> None:
     parser.add_argument("--sweep", action="store_true",
                         help="also print scores for a range of thresholds (runs at 0.60)")
     parser.add_argument("--out", type=Path, help="write the figures as JSON here")
+    parser.add_argument("--api-check", action="store_true",
+                        help="also run the Python API (facefinder.Finder, no index) on the "
+                             "album and check it gives the CLI's matches exactly")
     args = parser.parse_args()
 
     truth = read_truth(args.album)
@@ -170,10 +183,10 @@ def main() -> None:
         index = Path(tmp) / "index.sqlite"
         _, seconds, peak = run_finder(args.album, args.jobs, args.model, run_threshold,
                                       fewer, index)
-        from facefinder.recognizers import recognizer_class
+        from facefinder.vision.registry import model_spec
 
         base = run_threshold if run_threshold is not None else (
-            recognizer_class(args.model).default_threshold)
+            model_spec(args.model).default_threshold)
         other = base + 0.01  # "loosen the threshold a little": the warm re-run's question
         warm, warm_seconds, _ = run_finder(args.album, args.jobs, args.model, other,
                                            fewer, index)
@@ -183,9 +196,9 @@ def main() -> None:
     decoded = (warm["summary"].get("files_decoded"), report["summary"].get("files_decoded"))
     threshold = args.threshold if args.threshold is not None else None
     if threshold is None:
-        from facefinder.recognizers import recognizer_class
+        from facefinder.vision.registry import model_spec
 
-        threshold = recognizer_class(args.model).default_threshold
+        threshold = model_spec(args.model).default_threshold
     pairs = [(m["path"], m["person"], m["distance"]) for m in report["matches"]]
     found = {(p, person) for p, person, d in pairs if d < threshold}
     overall = score(truth, found)
@@ -220,6 +233,11 @@ def main() -> None:
         s = score(truth, found, kind)
         by_kind[kind] = {"recall": s.recall, "positives": s.tp + s.fn, "false": s.fp}
         print(f"  {kind:28s} {s.recall:.3f}  ({s.tp}/{s.tp + s.fn}, {s.fp} false)")
+    if args.api_check:
+        same = api_matches(args.album, args.jobs, args.model, run_threshold) == {
+            (m["path"], m["person"], round(m["distance"], 4)) for m in report["matches"]}
+        print(f"Python API (Finder.find, no index) gives the CLI's matches: "
+              f"{'identical' if same else 'DIFFERENT'}")
     sweep = {}
     if args.sweep:
         print("threshold sweep:")

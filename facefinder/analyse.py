@@ -1,36 +1,39 @@
 """Turn files into faces with embeddings: decode -> detect -> align -> embed.
 
-This is the part that runs in worker processes. It knows nothing of people or thresholds:
-it only reports what is in each file, so that matching (and later a face index) can work
-from these records without decoding a photo again.
+This is the part that runs in executors (worker processes, or a cluster). It knows
+nothing of people or thresholds: it only reports what is in each file, so that matching
+(and the face index) can work from these records without decoding a photo again.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
-import functools
-import hashlib
 import json
 import os
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from facefinder.align import sharpness
 from facefinder.decode import DecodeError, load_image
-from facefinder.recognizers import Recognizer, recognizer_class
+from facefinder.models.catalog import weights_fingerprint
 from facefinder.records import Face, FileKind, FileResult
+from facefinder.vision.align import sharpness
+from facefinder.vision.registry import MODELS, FacePipeline, ModelSpec, load_pipeline
+
+EMBED_CHUNK = 64  # crops per embedding call for videos (bounded memory)
 
 
 @dataclass(frozen=True)
-class Settings:
-    """Knobs of the analysis; the same settings must be used for references and photos."""
+class AnalysisSettings:
+    """Knobs of the analysis that change its results (so they are part of the index key).
 
-    model: str = "Facenet"
-    models_dir: Path = Path("models")
-    threads: int = 1
+    The same settings must be used for references and photos.
+    """
+
     decode_side: int = 1600  # long side the photo is decoded at (JPEG draft makes it cheap)
     detect_side: int = 800  # long side the detector sees; faces under ~12 px there are lost
     min_face: int = 40  # faces smaller than this (original pixels) are not trusted
@@ -42,64 +45,125 @@ class Settings:
     video_fps: float = 1.0  # video frames sampled per second
 
 
-# Bump when a change in this pipeline (decode, detect, crop, embed) changes the faces or
-# embeddings it produces: the face index then re-reads every file instead of mixing old
-# and new vectors. Settings that change them are part of the index key too.
-PIPELINE_VERSION = 1
-EMBED_CHUNK = 64  # crops per embedding call for videos (bounded memory)
+@dataclass(frozen=True)
+class AnalysisJob:
+    """Everything an executor needs to analyse files exactly as the main process would."""
+
+    model: ModelSpec
+    models_dir: Path
+    settings: AnalysisSettings = AnalysisSettings()
+    threads: int = 1  # onnxruntime threads per model (1 when several workers share cores)
 
 
-@functools.lru_cache(maxsize=8)
-def _weights_fingerprint(models_dir: Path, sources: tuple[str, ...]) -> str:
-    """12 hex digits naming the exact model files (from the models manifest's sha256s).
+# --------------------------------------------------------------------------- index key
 
-    A model keeps its name when its weights change (e.g. a quantised FaceNet replacing the
-    float one), so the name alone would let the index mix old and new embeddings.
+
+def analysis_key(job: AnalysisJob, kind: FileKind) -> str:
+    """What an analysis of a ``kind`` file depends on, as canonical JSON.
+
+    Two runs with equal keys compute the same faces and embeddings, so the index answers
+    one from the other. The key is made of the model's part specs (every field of each),
+    the weight files' fingerprint and the analysis settings; the video sampling rate only
+    for videos, so changing --video-fps re-reads no photo.
     """
-    from facefinder.models import catalog
+    weights = weights_fingerprint(job.models_dir, job.model.files)
+    return _key(job.model, weights, job.settings, video=kind == "video")
 
+
+def _key(spec: ModelSpec, weights: str, settings: AnalysisSettings, *, video: bool) -> str:
+    values = dataclasses.asdict(settings)
+    fps = values.pop("video_fps")
+    key: dict[str, object] = {
+        "model": spec.name,
+        "detector": dataclasses.asdict(spec.detector),
+        "crop": dataclasses.asdict(spec.crop),
+        "embedder": dataclasses.asdict(spec.embedder),
+        "weights": weights,
+        **values,
+    }
+    if video:
+        key["video_fps"] = fps
+    return json.dumps(key, sort_keys=True, separators=(",", ":"))
+
+
+def upgrade_v1_key(old: str) -> str | None:
+    """The current key for an analysis key written by index schema 1, or None.
+
+    Schema 1 keys read ``v1 Facenet weights=89349... crop=0.1/True decode=1600 detect=800
+    minface=40 sharp=3 [fps=1]``. The pipeline has not changed since (revision 1 of
+    every part), so such an analysis is the same as one under today's key when the
+    model's crop geometry is still the one recorded.
+    """
+    fields = dict(part.split("=", 1) for part in old.split()[2:] if "=" in part)
+    words = old.split()
+    if len(words) < 2 or words[0] != "v1" or words[1].lower() not in MODELS:
+        return None
+    spec = MODELS[words[1].lower()]
+    crop = f"{spec.crop.margin:g}/{spec.crop.rotate}" if spec.name == "Facenet" else "-/-"
+    if fields.get("crop") != crop:
+        return None
     try:
-        data = json.loads((models_dir / catalog.MANIFEST).read_text(encoding="utf-8"))
-        files = data.get("files", {})
-    except (OSError, ValueError, AttributeError):
-        files = {}
-    names = [name for source in sources for name in catalog.SOURCES[source].produces]
-    digest = hashlib.sha256("|".join(f"{n}={files.get(n, '?')}" for n in names).encode())
-    return digest.hexdigest()[:12]
+        settings = AnalysisSettings(
+            decode_side=int(fields["decode"]), detect_side=int(fields["detect"]),
+            min_face=int(fields["minface"]), min_sharpness=float(fields["sharp"]),
+            video_fps=float(fields.get("fps", 1.0)),
+        )
+    except (KeyError, ValueError):
+        return None
+    return _key(spec, fields.get("weights", "?"), settings, video="fps" in fields)
 
 
-def analysis_key(settings: Settings, kind: FileKind) -> str:
-    """What an analysis of a ``kind`` file depends on, as a short stable string.
+def describe_key(key: str) -> str:
+    """An analysis key in plain words, for ``--index-info``."""
+    try:
+        data = json.loads(key)
+        crop, embedder = data["crop"], data["embedder"]
+        text = (f"{data['model']}: {data['detector']['name']} detector at "
+                f"{data['detect_side']} px on photos read at up to {data['decode_side']} px, "
+                f"faces from {data['min_face']} px, {crop['size']} px crops "
+                f"({crop['name']}), {embedder['name']} embeddings")
+        if "video_fps" in data:
+            text += f", videos at {data['video_fps']:g} frame/s"
+        return text
+    except (ValueError, KeyError, TypeError):
+        return f"older settings no longer used ({key[:60]})"
 
-    Two runs with equal keys would compute the same faces and embeddings, so the index
-    answers one from the other. The recogniser's crop geometry (margin, rotation) is
-    included because it changes embeddings without changing the model's name; the video
-    sampling rate only matters for videos, so changing --video-fps re-reads no photo.
+
+# --------------------------------------------------------------------------- loaded models
+
+
+class ModelCache:
+    """Loaded pipelines, keyed explicitly by (model spec, models folder, threads).
+
+    Loading costs about a second, so each process keeps what it loaded; a second
+    ``Finder`` with another model in the same process gets its own entry instead of
+    evicting the first one's on every call.
     """
-    cls = recognizer_class(settings.model)
-    crop = f"{getattr(cls, 'margin', '-')}/{getattr(cls, 'rotate', '-')}"
-    weights = _weights_fingerprint(settings.models_dir, tuple(cls.sources))
-    key = (f"v{PIPELINE_VERSION} {cls.name} weights={weights} crop={crop} "
-           f"decode={settings.decode_side} "
-           f"detect={settings.detect_side} minface={settings.min_face} "
-           f"sharp={settings.min_sharpness:g}")
-    if kind == "video":
-        key += f" fps={settings.video_fps:g}"
-    return key
+
+    def __init__(self, size: int = 4) -> None:
+        self.size = size
+        self._loaded: OrderedDict[tuple[ModelSpec, Path, int], FacePipeline] = OrderedDict()
+
+    def get(self, job: AnalysisJob) -> FacePipeline:
+        key = (job.model, Path(job.models_dir), job.threads)
+        if key in self._loaded:
+            self._loaded.move_to_end(key)
+        else:
+            self._loaded[key] = load_pipeline(job.model, Path(job.models_dir), job.threads)
+            while len(self._loaded) > self.size:
+                self._loaded.popitem(last=False)
+        return self._loaded[key]
 
 
-_cache: dict[Settings, Recognizer] = {}
+# One per worker process: executors' workers live across batches, and this is what lets
+# them load each model once. The main process's Finder owns its own ModelCache.
+WORKER_MODELS = ModelCache()
 
 
-def recognizer_for(settings: Settings) -> Recognizer:
-    """The loaded recogniser for these settings; loaded once per process and kept."""
-    if settings not in _cache:
-        _cache.clear()
-        _cache[settings] = recognizer_class(settings.model)(settings.models_dir, settings.threads)
-    return _cache[settings]
+# --------------------------------------------------------------------------- the analysis
 
 
-def _detect(rec: Recognizer, rgb: np.ndarray, pil: Image.Image, detect_side: int):
+def _detect(pipe: FacePipeline, rgb: np.ndarray, pil: Image.Image, detect_side: int):
     """Detections in ``rgb`` coordinates, found on a copy no larger than ``detect_side``.
 
     ``pil`` is the same pixels as a Pillow image, made once by the caller (who also crops
@@ -108,13 +172,13 @@ def _detect(rec: Recognizer, rgb: np.ndarray, pil: Image.Image, detect_side: int
     h, w = rgb.shape[:2]
     factor = min(1.0, detect_side / max(h, w))
     if factor >= 1.0:
-        return rec.detect(rgb)
+        return pipe.detector.detect(rgb)
     small = np.asarray(
         pil.resize(
             (max(1, round(w * factor)), max(1, round(h * factor))), Image.Resampling.BILINEAR
         )
     )
-    found = rec.detect(small)
+    found = pipe.detector.detect(small)
     for det in found:
         det.box = det.box / factor
         det.landmarks = det.landmarks / factor
@@ -122,7 +186,8 @@ def _detect(rec: Recognizer, rgb: np.ndarray, pil: Image.Image, detect_side: int
 
 
 def _faces_in(
-    rec: Recognizer, rgb: np.ndarray, scale: float, settings: Settings, when: float | None
+    pipe: FacePipeline, rgb: np.ndarray, scale: float, settings: AnalysisSettings,
+    when: float | None,
 ) -> tuple[list[Face], list[np.ndarray]]:
     """Detect faces in decoded pixels; returns them (original coordinates) and the crops
     of those trusted enough to embed, in the same order as the unskipped faces."""
@@ -130,14 +195,14 @@ def _faces_in(
     faces: list[Face] = []
     crops: list[np.ndarray] = []
     back = 1.0 / scale
-    for det in _detect(rec, rgb, pil, settings.detect_side):
+    for det in _detect(pipe, rgb, pil, settings.detect_side):
         x1, y1, x2, y2 = (float(v) * back for v in det.box)
         box = (round(x1), round(y1), round(x2 - x1), round(y2 - y1))
         face = Face(box=box, landmarks=det.landmarks * back, score=det.score, time=when)
         if min(box[2], box[3]) < settings.min_face:
             face.skipped = "too small"
         else:
-            crop = rec.crop(pil, det)
+            crop = pipe.cropper.crop(pil, det)
             if settings.min_sharpness and sharpness(crop) < settings.min_sharpness:
                 face.skipped = "too blurry"
             else:
@@ -155,36 +220,36 @@ def file_time(path: Path) -> str | None:
         return None
 
 
-def analyse_image(path: Path, rel: str, settings: Settings) -> tuple[FileResult, list[np.ndarray]]:
+def analyse_image(path: Path, rel: str, job: AnalysisJob, pipe: FacePipeline
+                  ) -> tuple[FileResult, list[np.ndarray]]:
     """Decode and detect one image; returns its record and the crops still to be embedded.
 
     The record's faces appear in the same order as the crops for those faces that are
     trusted (not skipped), so the caller can fill in embeddings after one batched call.
     The capture time is read from EXIF while the file is open for decoding anyway.
     """
-    rec = recognizer_for(settings)
     try:
-        image = load_image(path, settings.decode_side)
+        image = load_image(path, job.settings.decode_side)
     except DecodeError as exc:
         return FileResult(rel=rel, kind="image", error=str(exc)), []
     taken, source = (image.taken, "exif") if image.taken else (file_time(path), "file time")
     result = FileResult(rel=rel, kind="image", size=image.orig_size, taken=taken,
                         taken_from=source)
-    result.faces, crops = _faces_in(rec, image.rgb, image.scale, settings, None)
+    result.faces, crops = _faces_in(pipe, image.rgb, image.scale, job.settings, None)
     return result, crops
 
 
-def _embed_into(rec: Recognizer, faces: list[Face], crops: list[np.ndarray]) -> None:
+def _embed_into(pipe: FacePipeline, faces: list[Face], crops: list[np.ndarray]) -> None:
     """Fill in the embeddings of the unskipped ``faces`` from their ``crops`` (same order)."""
     if not crops:
         return
-    vectors = rec.embed(np.stack(crops))
+    vectors = pipe.embedder.embed(np.stack(crops))
     trusted = [face for face in faces if face.skipped is None]
     for face, vector in zip(trusted, vectors, strict=True):
         face.embedding = vector
 
 
-def analyse_video(path: Path, rel: str, settings: Settings) -> FileResult:
+def analyse_video(path: Path, rel: str, job: AnalysisJob, pipe: FacePipeline) -> FileResult:
     """Sample a video's frames and detect and embed faces in each, like photos.
 
     Crops are embedded in chunks of EMBED_CHUNK so a two-hour film does not hold
@@ -192,7 +257,7 @@ def analyse_video(path: Path, rel: str, settings: Settings) -> FileResult:
     """
     from facefinder.video import VideoError, sample_frames
 
-    rec = recognizer_for(settings)
+    settings = job.settings
     try:
         info, frames = sample_frames(path, settings.video_fps, settings.decode_side)
         created = info.created
@@ -204,14 +269,14 @@ def analyse_video(path: Path, rel: str, settings: Settings) -> FileResult:
         crops: list[np.ndarray] = []
         for frame in frames:
             result.frames += 1
-            found, found_crops = _faces_in(rec, frame.rgb, frame.scale, settings, frame.time)
+            found, found_crops = _faces_in(pipe, frame.rgb, frame.scale, settings, frame.time)
             faces.extend(found)
             crops.extend(found_crops)
             if len(crops) >= EMBED_CHUNK:
-                _embed_into(rec, faces, crops)
+                _embed_into(pipe, faces, crops)
                 result.faces.extend(faces)
                 faces, crops = [], []
-        _embed_into(rec, faces, crops)
+        _embed_into(pipe, faces, crops)
         result.faces.extend(faces)
     except VideoError as exc:
         return FileResult(rel=rel, kind="video", error=str(exc))
@@ -220,9 +285,13 @@ def analyse_video(path: Path, rel: str, settings: Settings) -> FileResult:
     return result
 
 
-def analyse_files(items: list[tuple[Path, str, FileKind]], settings: Settings) -> list[FileResult]:
-    """Analyse a batch of files; all their faces go through the embedding net in one call."""
-    rec = recognizer_for(settings)
+def analyse_files(items: list[tuple[Path, str, FileKind]], job: AnalysisJob,
+                  models: ModelCache | None = None) -> list[FileResult]:
+    """Analyse a batch of files; all their faces go through the embedding net in one call.
+
+    ``models`` is the caller's cache of loaded models (a worker process uses its own).
+    """
+    pipe = (models or WORKER_MODELS).get(job)
     results: list[FileResult] = []
     pending: list[tuple[FileResult, list[np.ndarray]]] = []
     for path, rel, kind in items:
@@ -231,16 +300,16 @@ def analyse_files(items: list[tuple[Path, str, FileKind]], settings: Settings) -
             continue
         try:
             if kind == "video":
-                results.append(analyse_video(path, rel, settings))
+                results.append(analyse_video(path, rel, job, pipe))
                 continue
-            result, crops = analyse_image(path, rel, settings)
+            result, crops = analyse_image(path, rel, job, pipe)
         except Exception as exc:  # one strange file must never end the run
             result, crops = FileResult(rel=rel, kind=kind, error=_one_line(exc)), []
         results.append(result)
         pending.append((result, crops))
     all_crops = [crop for _, crops in pending for crop in crops]
     if all_crops:
-        vectors = rec.embed(np.stack(all_crops))
+        vectors = pipe.embedder.embed(np.stack(all_crops))
         at = 0
         for result, crops in pending:
             trusted = [face for face in result.faces if face.skipped is None]

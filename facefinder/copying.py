@@ -345,6 +345,25 @@ def _copy_one(source_path: Path, folder: Path, name: str, cache: dict) -> tuple[
 # --------------------------------------------------------------------------- public API
 
 
+def check_destination(dest: Path) -> str | None:
+    """Why copies cannot go to ``dest`` (one line), or None when they can.
+
+    Checked before the search starts: the folder is created if missing (the user asked
+    for it) and must take a new file; a file in its place is refused.
+    """
+    dest = Path(dest)
+    try:
+        if dest.exists() and not dest.is_dir():
+            return f"{dest} is a file, not a folder"
+        dest.mkdir(parents=True, exist_ok=True)
+        fd, probe = _create_temp(dest, "probe")
+        os.close(fd)
+        _remove_quietly(probe)
+    except OSError as exc:
+        return f"cannot write in {dest}: {exc.strerror or exc}"
+    return None
+
+
 def copy_matches(
     matches: Iterable[Match],
     photos_root: Path,
@@ -407,4 +426,4 @@ def copy_matches(
     return summary
 
 
-__all__ = ["CopyError", "CopySummary", "copy_matches", "safe_component"]
+__all__ = ["CopyError", "CopySummary", "check_destination", "copy_matches", "safe_component"]

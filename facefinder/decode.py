@@ -12,6 +12,7 @@ photo is reported instead of silently half-decoded.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import warnings
@@ -68,30 +69,31 @@ class DecodedImage:
     taken: str | None = None  # EXIF capture time "YYYY-MM-DD HH:MM:SS" (camera's local time)
 
 
-_formats: tuple[str, ...] | None = None
-_heif_available = False
-
-
+@functools.cache
 def _open_formats() -> tuple[str, ...]:
     """Register pillow-heif once, then the wanted formats this Pillow can actually open.
 
     Done lazily on the first decode rather than at import, so importing this module (in
-    the main process, or to read ``DecodeError``) stays cheap.
+    the main process, or to read ``DecodeError``) stays cheap. Registering an opener is
+    Pillow's own process-wide state and the same for every caller, hence one cache.
     """
-    global _formats, _heif_available
-    if _formats is None:
-        try:
-            import pillow_heif
-        except ImportError:
-            pass
-        else:
-            pillow_heif.register_heif_opener()
-            _heif_available = True
-            if "AVIF" not in Image.OPEN and hasattr(pillow_heif, "register_avif_opener"):
-                pillow_heif.register_avif_opener()  # older Pillow: AVIF via pillow-heif
-        Image.init()
-        _formats = tuple(name for name in _WANTED_FORMATS if name in Image.OPEN)
-    return _formats
+    if _heif_available():
+        import pillow_heif
+
+        pillow_heif.register_heif_opener()
+        if "AVIF" not in Image.OPEN and hasattr(pillow_heif, "register_avif_opener"):
+            pillow_heif.register_avif_opener()  # older Pillow: AVIF via pillow-heif
+    Image.init()
+    return tuple(name for name in _WANTED_FORMATS if name in Image.OPEN)
+
+
+@functools.cache
+def _heif_available() -> bool:
+    try:
+        import pillow_heif  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def _one_line(error: BaseException, limit: int = 120) -> str:
@@ -109,7 +111,7 @@ def _unreadable_reason(handle: object) -> str:
         head = b""
     if len(head) == 12 and head[4:8] == b"ftyp":
         brand = head[8:12]
-        if brand in _HEIF_BRANDS and not _heif_available:
+        if brand in _HEIF_BRANDS and not _heif_available():
             return "HEIC support not installed (pillow-heif)"
         if brand in _AVIF_BRANDS and "AVIF" not in Image.OPEN:
             return "AVIF support not installed (needs Pillow 11.2 or newer)"

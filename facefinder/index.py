@@ -1,7 +1,7 @@
 """The face index: one SQLite file that remembers what is in every file ever analysed.
 
 Storage only: this module knows tables and rows, not scanning, workers or matching
-(``facefinder.indexed`` decides what to look up and what to analyse).
+(``facefinder.cached`` decides what to look up and what to analyse).
 
 Layout, and why:
 
@@ -26,6 +26,15 @@ Layout, and why:
 * ``faces`` - box, landmarks, detector score, float32 embedding, skipped reason and, for
   videos, the frame time; ordered by ``n`` so results come back exactly as computed.
 
+* ``notices`` - (schema 2) reference notices already shown, so a note about a reference
+  photo ("3 faces, used ...") is printed once, not on every run.
+
+All SQL of the program lives here: reads, writes, transactions and the commit policy
+(:meth:`FaceIndex.record` commits every COMMIT_FILES files or COMMIT_SECONDS seconds),
+housekeeping and the integrity check. Schema versions are upgraded in place by
+:data:`MIGRATIONS`, one step per version, inside one transaction: an old index opens,
+is upgraded, and keeps every file, face and decision it held.
+
 Robustness: WAL journal (readers never block, a killed writer leaves the last committed
 state), a busy timeout for a second finder on the same index, ``application_id`` and
 ``user_version`` to recognise our file and its schema, and a header check that turns a
@@ -41,7 +50,7 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,10 +59,12 @@ import numpy as np
 from facefinder.records import Face, FileResult
 
 APPLICATION_ID = 0x46414346  # "FACF" in the SQLite header: this file is a face index
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 SAMPLE = 64 * 1024
 BUSY_TIMEOUT_S = 30.0
 SQL_CHUNK = 400  # host parameters per IN (...) query; SQLite allows 999 on old builds
+COMMIT_FILES = 50  # results committed at least this often ...
+COMMIT_SECONDS = 2.0  # ... or this often, so a kill loses seconds of work, not hours
 
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 
@@ -100,7 +111,30 @@ CREATE TABLE faces (
     skipped TEXT,
     PRIMARY KEY (content, settings, n)
 ) WITHOUT ROWID;
+CREATE TABLE notices (key TEXT PRIMARY KEY, shown REAL NOT NULL);
 """
+
+KeyUpgrade = Callable[[str], "str | None"]
+
+
+def _migrate_1_to_2(conn: sqlite3.Connection, upgrade_key: KeyUpgrade) -> None:
+    """Schema 2: analysis keys derived from the model's part specs; shown notices.
+
+    Each old key is rewritten to the key today's finder computes for the same analysis,
+    so its files are answered from the index instead of being read again; a key that
+    maps to nothing current is kept as it was (its rows stay, ``--prune`` keeps them).
+    """
+    for settings_id, key in conn.execute("SELECT id, key FROM settings").fetchall():
+        new = upgrade_key(key)
+        if new is not None and new != key:
+            conn.execute("UPDATE settings SET key = ? WHERE id = ?", (new, settings_id))
+    conn.execute("CREATE TABLE IF NOT EXISTS notices (key TEXT PRIMARY KEY, shown REAL NOT NULL)")
+
+
+# from version N to N + 1, applied in order inside one transaction
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection, KeyUpgrade], None]] = {
+    1: _migrate_1_to_2,
+}
 
 
 class IndexFileError(Exception):
@@ -192,18 +226,27 @@ class IndexInfo:
 class FaceIndex:
     """An open face index. Use :meth:`open`; writes go through :meth:`store`/:meth:`commit`."""
 
-    def __init__(self, path: Path, conn: sqlite3.Connection, read_only: bool) -> None:
+    def __init__(self, path: Path, conn: sqlite3.Connection, read_only: bool,
+                 upgrade_key: KeyUpgrade) -> None:
         self.path = path
         self.conn = conn
         self.read_only = read_only
+        self.migrated_from: int | None = None  # schema version upgraded from on open
+        self._upgrade_key = upgrade_key
         self._settings_ids: dict[str, int] = {}
         self._root_ids: dict[str, int] = {}
+        self._uncommitted = 0
+        self._last_commit = time.monotonic()
 
     # ------------------------------------------------------------------ opening
 
     @classmethod
-    def open(cls, path: Path, *, read_only: bool = False) -> FaceIndex:
-        """Open (creating if missing) the index at ``path``.
+    def open(cls, path: Path, *, read_only: bool = False,
+             upgrade_key: KeyUpgrade = lambda key: None) -> FaceIndex:
+        """Open (creating if missing) the index at ``path``, upgrading an older schema.
+
+        ``upgrade_key`` maps an analysis key of an older schema to today's (or None);
+        the analysis layer knows the key format, this module only applies it.
 
         Raises IndexFileError for a file that is not a complete face index of a schema
         this version knows, IndexLockedError when another run keeps it locked, and OSError
@@ -226,7 +269,7 @@ class FaceIndex:
                                        isolation_level=None)
         except sqlite3.OperationalError as exc:
             raise OSError(f"cannot open {path}: {exc}") from None
-        index = cls(path, conn, read_only)
+        index = cls(path, conn, read_only, upgrade_key)
         try:
             index._prepare()
         except sqlite3.DatabaseError as exc:
@@ -263,14 +306,39 @@ class FaceIndex:
                 f"the face index {self.path} was written by a newer finder "
                 f"(schema {version}, this one reads {SCHEMA_VERSION}); update the finder"
             )
-        if version < SCHEMA_VERSION:
+        if version < 1 or any(v not in MIGRATIONS for v in range(version, SCHEMA_VERSION)):
             raise IndexFileError(
-                f"the face index {self.path} has an old schema ({version}); "
-                "move it away and the next run builds a new one"
+                f"the face index {self.path} has a schema ({version}) this finder cannot "
+                "upgrade; move it away and the next run builds a new one"
             )
+        if version < SCHEMA_VERSION and self.read_only:
+            self._translate_old_keys()  # cannot upgrade a read-only file: map keys in memory
+        elif version < SCHEMA_VERSION:
+            self._migrate(version)
         if not self.read_only:
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = NORMAL")
+
+    def _migrate(self, version: int) -> None:
+        """Upgrade the schema step by step in one transaction (all or nothing)."""
+        conn = self.conn
+        self.begin()
+        try:
+            for step in range(version, SCHEMA_VERSION):
+                MIGRATIONS[step](conn, self._upgrade_key)
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            conn.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            raise
+        self.migrated_from = version
+
+    def _translate_old_keys(self) -> None:
+        for settings_id, key in self.conn.execute("SELECT id, key FROM settings").fetchall():
+            new = self._upgrade_key(key)
+            if new is not None:
+                self._settings_ids[new] = settings_id
 
     def _create(self) -> None:
         conn = self.conn
@@ -482,6 +550,59 @@ class FaceIndex:
         )
         return content
 
+    def record(self, settings: int, key: bytes, size: int, result: FileResult,
+               root: int, rel: str, mtime_ns: int) -> None:
+        """Store one analysed file and its path, committing per the commit policy."""
+        self.begin()
+        content = self.store(settings, key, size, result)
+        self.set_path(root, rel, size, mtime_ns, content)
+        self._written(1)
+
+    def record_paths(self, root: int, moved: Sequence[tuple[str, int, int, int]]) -> None:
+        """Point paths (rel, bytes, mtime_ns, content id) at known contents (moved files)."""
+        if not moved:
+            return
+        self.begin()
+        for rel, size, mtime, content in moved:
+            self.set_path(root, rel, size, mtime, content)
+        self._written(len(moved))
+
+    def _written(self, files: int) -> None:
+        self._uncommitted += files
+        if (self._uncommitted >= COMMIT_FILES
+                or time.monotonic() - self._last_commit >= COMMIT_SECONDS):
+            self.flush()
+
+    def flush(self) -> None:
+        """Commit what has been recorded so far (also on Ctrl-C and at the end)."""
+        if not self.read_only:
+            self.commit()
+        self._uncommitted = 0
+        self._last_commit = time.monotonic()
+
+    def new_notices(self, keys: Sequence[str]) -> set[str]:
+        """Those of ``keys`` not yet marked as shown; all of them when read-only and new."""
+        found: set[str] = set()
+        for chunk in _chunks(list(dict.fromkeys(keys))):
+            sql = "SELECT key FROM notices WHERE key IN (" + ",".join("?" * len(chunk)) + ")"
+            try:
+                found.update(k for (k,) in self.conn.execute(sql, chunk))
+            except sqlite3.OperationalError:  # schema 1 opened read-only: no such table
+                break
+        return set(keys) - found
+
+    def mark_notices(self, keys: Sequence[str]) -> None:
+        """Remember that these notices were shown (no-op when read-only)."""
+        if self.read_only or not keys:
+            return
+        with self._write():
+            self.conn.executemany("INSERT OR IGNORE INTO notices VALUES (?, ?)",
+                                  [(k, time.time()) for k in keys])
+
+    def quick_check(self) -> str:
+        """SQLite's own quick integrity check: 'ok' or the first problem found."""
+        return str(self.conn.execute("PRAGMA quick_check(1)").fetchone()[0])
+
     def set_meta(self, key: str, value: dict) -> None:
         with self._write():
             self.conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)",
@@ -521,7 +642,8 @@ class FaceIndex:
         contents = conn.execute("SELECT count(*) FROM contents").fetchone()[0]
         unreadable = conn.execute(
             "SELECT count(DISTINCT content) FROM analyses WHERE error IS NOT NULL").fetchone()[0]
-        settings = [tuple(row) for row in conn.execute(
+        settings = [(self._upgrade_key(key) or key, files, faces)
+                    for key, files, faces in conn.execute(
             "SELECT s.key, count(a.content), coalesce(sum(a.faces), 0) FROM settings s "
             "LEFT JOIN analyses a ON a.settings = s.id GROUP BY s.id ORDER BY s.key")]
         meta = dict(conn.execute("SELECT key, value FROM meta"))

@@ -54,6 +54,7 @@ class Match:
     distance: float
     box: tuple[int, int, int, int]
     taken: str | None = None  # capture time of the file, for sorting by date
+    taken_from: str | None = None  # where ``taken`` comes from: "exif", "video", "file time"
     # Videos only: when the person is seen (seconds) and in how many sampled frames.
     first: float | None = None
     last: float | None = None

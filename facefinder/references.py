@@ -1,21 +1,26 @@
-"""Read ``reference/<Person Name>/*`` into one embedding per usable reference photo.
+"""Read ``reference/<Person Name>/*`` into one reference face per usable photo.
 
-A reference photo may be a tight crop or a whole photo. With several faces we take the
-largest (the person the photo is about, almost always) and say so; with none we say so.
-A person left with no usable photo is an error that names the folder, because searching
-without them would silently find nothing.
+A reference photo may be a tight crop or a whole photo. With several faces, the face that
+agrees with the person's other (single-face) reference photos is taken; with no such
+photo to compare with, the largest is taken and the note says which (box), so the user
+can check it. The same face given for two people is an error naming both folders: one
+of them would otherwise silently be searched with the other's face. A person left with
+no usable photo is an error that names the folder, because searching without them would
+silently find nothing. Files lying directly in reference/ are reported, not ignored.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from facefinder.records import FileResult
+from facefinder.records import Face, FileResult
 from facefinder.walk import scan
+
+SAME_FACE = 0.02  # cosine distance under which two reference faces are the same face
 
 
 class ReferenceError(ValueError):
@@ -31,16 +36,43 @@ class Person:
     photos: list[tuple[Path, str]] = field(default_factory=list)  # (path, rel to reference/)
 
 
-def find_people(reference: Path, only: Sequence[str] = ()) -> list[Person]:
-    """People (subfolders) of ``reference`` with their image files, filtered by ``only``."""
+@dataclass(frozen=True)
+class ReferenceNote:
+    """Something the user should know about one reference photo (or stray file)."""
+
+    rel: str  # path relative to the reference folder
+    text: str  # one line, without the path
+    box: tuple[int, int, int, int] | None = None  # the face taken, when worth checking
+
+
+@dataclass(frozen=True)
+class ReferenceFace:
+    """A face searched for: whose, from which photo, where in it."""
+
+    person: str
+    rel: str
+    box: tuple[int, int, int, int]
+    embedding: np.ndarray
+
+
+def find_people(reference: Path, only: Sequence[str] = ()
+                ) -> tuple[list[Person], list[ReferenceNote]]:
+    """People (subfolders) of ``reference`` with their image files, filtered by ``only``,
+    and notes on files that are not in a person's folder or are not photos."""
     if not reference.is_dir():
         raise ReferenceError(
             f"reference folder not found: {reference} "
             "(make one subfolder per person, e.g. reference/Grandma/photo1.jpg)"
         )
     people: dict[str, Person] = {}
+    notes: list[ReferenceNote] = []
     for path, rel, kind in scan(reference):
-        if "/" not in rel or kind != "image":
+        if "/" not in rel:
+            notes.append(ReferenceNote(rel, "not in a person's folder, so not used (move it "
+                                            "into reference/<Name>/)"))
+            continue
+        if kind != "image":
+            notes.append(ReferenceNote(rel, "not a photo; ignored"))
             continue
         name = rel.split("/", 1)[0]
         person = people.setdefault(name, Person(name, reference / name))
@@ -52,54 +84,104 @@ def find_people(reference: Path, only: Sequence[str] = ()) -> list[Person]:
         raise ReferenceError(
             f"no people in {reference}: make one subfolder per person holding their photos"
         )
-    if only:
-        wanted = {name.casefold(): name for name in only}
-        chosen = [p for p in people.values() if p.name.casefold() in wanted]
-        missing = set(wanted) - {p.name.casefold() for p in chosen}
-        if missing:
-            names = ", ".join(wanted[m] for m in sorted(missing))
-            raise ReferenceError(
-                f"--person {names}: no such folder in {reference} "
-                f"(people there: {', '.join(sorted(people))})"
-            )
-        return sorted(chosen, key=lambda p: p.name.casefold())
-    return sorted(people.values(), key=lambda p: p.name.casefold())
+    everyone = sorted(people.values(), key=lambda p: p.name.casefold())
+    if not only:
+        return everyone, notes
+    wanted = {name.casefold(): name for name in only}
+    chosen = [p for p in everyone if p.name.casefold() in wanted]
+    missing = set(wanted) - {p.name.casefold() for p in chosen}
+    if missing:
+        names = ", ".join(wanted[m] for m in sorted(missing))
+        raise ReferenceError(
+            f"--person {names}: no such folder in {reference} "
+            f"(people there: {', '.join(p.name for p in everyone)})"
+        )
+    chosen_names = {p.name for p in chosen}
+    return chosen, [n for n in notes if n.rel.split("/", 1)[0] in chosen_names
+                    or "/" not in n.rel]
 
 
-def choose_embeddings(
-    people: Sequence[Person],
-    results: dict[str, FileResult],
-    say: Callable[[str], None],
-) -> dict[str, list[np.ndarray]]:
-    """One embedding per usable reference photo, per person; notes what was left out.
+def _box_text(box: tuple[int, int, int, int]) -> str:
+    x, y, w, h = box
+    return f"at x={x}, y={y}, {w}x{h} px"
+
+
+def choose_faces(people: Sequence[Person], results: dict[str, FileResult]
+                 ) -> tuple[dict[str, list[ReferenceFace]], list[ReferenceNote]]:
+    """One reference face per usable photo, per person, and notes on what was decided.
 
     ``results`` maps each photo's path relative to the reference folder to its analysis.
     """
-    chosen: dict[str, list[np.ndarray]] = {}
+    chosen: dict[str, list[ReferenceFace]] = {}
+    notes: list[ReferenceNote] = []
     for person in people:
-        vectors: list[np.ndarray] = []
+        faces: list[ReferenceFace] = []
+        crowded: list[tuple[str, list[Face]]] = []
         for _, rel in person.photos:
             result = results[rel]
             if result.error:
-                say(f"reference {rel}: cannot read it ({result.error}); skipped")
+                notes.append(ReferenceNote(rel, f"cannot read it ({result.error}); skipped"))
                 continue
             usable = [f for f in result.faces if f.embedding is not None]
             if not usable:
                 why = "no face found" if not result.faces else "face too small or blurry"
-                say(f"reference {rel}: {why}; skipped")
-                continue
-            largest = max(usable, key=lambda f: f.box[2] * f.box[3])
-            if len(result.faces) > 1:
-                say(f"reference {rel}: {len(result.faces)} faces, using the largest")
-            vectors.append(largest.embedding)
-        if not vectors:
+                notes.append(ReferenceNote(rel, f"{why}; skipped"))
+            elif len(usable) == 1:
+                faces.append(ReferenceFace(person.name, rel, usable[0].box, usable[0].embedding))
+            else:
+                crowded.append((rel, usable))
+        anchors = np.stack([f.embedding for f in faces]) if faces else None
+        for rel, usable in crowded:
+            face, note = _pick(person.name, rel, usable, anchors)
+            faces.append(face)
+            notes.append(note)
+        if not faces:
             tried = len(person.photos)
+            why = "; ".join(f"{n.rel}: {n.text}" for n in notes
+                            if n.rel.split("/", 1)[0] == person.name)
             raise ReferenceError(
                 f"no usable reference face for {person.name!r} in {person.folder} "
-                f"({tried} image file{'s' if tried != 1 else ''} tried): add a photo where "
+                f"({tried} image file{'s' if tried != 1 else ''} tried"
+                + (f" - {why}" if why else "") + "): add a photo where "
                 "their face is clear and at least 40 pixels wide"
             )
-        chosen[person.name] = vectors
-    return chosen
+        chosen[person.name] = faces
+    _refuse_shared_faces(people, chosen)
+    return chosen, notes
 
 
+def _pick(name: str, rel: str, usable: list[Face], anchors: np.ndarray | None
+          ) -> tuple[ReferenceFace, ReferenceNote]:
+    """The face of a several-face reference photo that is ``name``, and a note saying how."""
+    if anchors is not None:
+        vectors = np.stack([f.embedding for f in usable])
+        spread = (1.0 - vectors @ anchors.T).mean(axis=1)
+        face = usable[int(spread.argmin())]
+        text = (f"{len(usable)} faces; used the one most like {name}'s other reference "
+                f"photos ({_box_text(face.box)})")
+        return ReferenceFace(name, rel, face.box, face.embedding), ReferenceNote(rel, text)
+    face = max(usable, key=lambda f: f.box[2] * f.box[3])
+    text = (f"{len(usable)} faces and no single-face photo of {name} to tell which is them; "
+            f"took the largest ({_box_text(face.box)}) - check it, or add a portrait")
+    return (ReferenceFace(name, rel, face.box, face.embedding),
+            ReferenceNote(rel, text, box=face.box))
+
+
+def _refuse_shared_faces(people: Sequence[Person], chosen: dict[str, list[ReferenceFace]]
+                         ) -> None:
+    """ReferenceError when one face is a reference for two people."""
+    folders = {p.name: p.folder for p in people}
+    names = list(chosen)
+    for i, first in enumerate(names):
+        a = np.stack([f.embedding for f in chosen[first]])
+        for second in names[i + 1:]:
+            b = np.stack([f.embedding for f in chosen[second]])
+            distance = 1.0 - a @ b.T
+            at = np.unravel_index(int(distance.argmin()), distance.shape)
+            if distance[at] < SAME_FACE:
+                one, two = chosen[first][at[0]], chosen[second][at[1]]
+                raise ReferenceError(
+                    f"the same face is a reference for two people: {one.rel} in "
+                    f"{folders[first]} and {two.rel} in {folders[second]}; remove it from "
+                    "the folder of the one it is not (or crop the photo to their face)"
+                )

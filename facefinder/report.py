@@ -36,16 +36,21 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
+from facefinder.index import IndexInfo
 from facefinder.records import Match
+from facefinder.walk import printable
 
-CSV_COLUMNS = ("path", "person", "distance", "box", "model", "threshold")
+CSV_COLUMNS = ("path", "person", "distance", "box", "model", "threshold", "taken", "taken_from")
 # Added after CSV_COLUMNS only when some match is in a video: seconds of the first and last
 # sampled frame showing the person, and how many sampled frames show them.
 CSV_VIDEO_COLUMNS = ("first_s", "last_s", "frames")
 MAX_UNREADABLE_LINES = 20  # beyond this the console summary points to --json
+FILE_DATE_NOTE = "* no camera date in the file: the date is the file's own (copying may change it)"
+LIST_LINES = 10  # paths shown per person on the console unless --list says otherwise
 
 # How an existing report starts; anything else (a photo!) is never replaced.
-_CSV_SIGNATURE = ",".join(CSV_COLUMNS).encode("ascii")
+# The first six columns: reports of earlier versions (without ``taken``) are ours too.
+_CSV_SIGNATURE = ",".join(CSV_COLUMNS[:6]).encode("ascii")
 _UTF8_BOM = b"\xef\xbb\xbf"
 
 
@@ -62,6 +67,17 @@ def _looks_like(path: Path, is_ours: Callable[[bytes], bool]) -> bool:
     except IsADirectoryError:
         return False
     return not head.strip() or is_ours(head)
+
+
+def _is_our_csv(head: bytes) -> bool:
+    return head.removeprefix(_UTF8_BOM).startswith(_CSV_SIGNATURE)
+
+
+def _is_our_json(head: bytes) -> bool:
+    """Our JSON report: the marker, or (earlier versions) "model" then "threshold" first."""
+    text = b" ".join(head.split())
+    return text.startswith((b'{ "facefinder": "report"', b'{ "model": ')) and (
+        b'"threshold":' in text or b'"facefinder"' in text)
 
 
 def _atomic_write(
@@ -125,7 +141,13 @@ def _number(value: float) -> float:
 
 
 def write_csv(path: Path, matches: Sequence[Match], *, model: str, threshold: float) -> None:
-    """Write one row per (file, person) match: ``path,person,distance,box,model,threshold``.
+    """Write one row per (file, person) match:
+    ``path,person,distance,box,model,threshold,taken,taken_from``.
+
+    ``taken`` is the capture time used for sorting and --since/--until, and
+    ``taken_from`` says where it comes from: ``exif`` (the camera), ``video`` (the
+    video's creation time) or ``file time`` (no camera date: the file's modification
+    time, which a copy or an edit may have changed).
 
     Encoding is UTF-8 *with* a BOM (``utf-8-sig``): without the BOM, Excel on Windows
     decodes CSV files in the legacy ANSI code page and garbles every non-ASCII name and
@@ -155,6 +177,8 @@ def write_csv(path: Path, matches: Sequence[Match], *, model: str, threshold: fl
                 ",".join(str(int(v)) for v in match.box),
                 model,
                 repr(_number(threshold)),
+                match.taken or "",
+                match.taken_from or "",
             ]
             if videos:
                 row += [_seconds(match.first), _seconds(match.last),
@@ -167,7 +191,7 @@ def write_csv(path: Path, matches: Sequence[Match], *, model: str, threshold: fl
         encoding="utf-8-sig",
         newline="",  # the csv module writes its own CRLF line ends
         errors="backslashreplace",
-        is_ours=lambda head: head.removeprefix(_UTF8_BOM).startswith(_CSV_SIGNATURE),
+        is_ours=_is_our_csv,
     )
 
 
@@ -192,6 +216,7 @@ def _json_match(match: Match) -> dict:
     }
     if match.taken is not None:
         entry["taken"] = match.taken
+        entry["taken_from"] = match.taken_from
     if match.frames is not None:
         entry["first_s"] = None if match.first is None else round(float(match.first), 3)
         entry["last_s"] = None if match.last is None else round(float(match.last), 3)
@@ -220,6 +245,7 @@ def write_json(
     that os.listdir returned.
     """
     document = {
+        "facefinder": "report",  # the marker that lets a later run replace this file
         "model": model,
         "threshold": _number(threshold),
         "matches": [_json_match(match) for match in _sorted_matches(matches)],
@@ -237,8 +263,47 @@ def write_json(
         encoding="utf-8",
         newline="\n",  # identical bytes on every OS
         errors="backslashreplace",  # inside a JSON string this *is* a valid \\uXXXX escape
-        is_ours=lambda head: head.lstrip().startswith(b"{"),
+        is_ours=_is_our_json,
     )
+
+
+# --------------------------------------------------------------------------- before the run
+
+
+def check_writable(path: Path, kind: str) -> str | None:
+    """Why a report cannot be written to ``path`` (one line), or None when it can.
+
+    Checked before any photo is read, so a typo costs seconds, not a whole run: the
+    folder must exist and take a new file, and an existing file must be one of our own
+    reports (never a photo or another program's file). ``kind``: "csv" or "json".
+    """
+    path = Path(path)
+    folder = path.parent
+    try:
+        if path.is_dir():
+            return f"{path} is a folder; give a file name, e.g. {path / 'found.csv'}"
+        if not folder.is_dir():
+            return f"the folder {folder} does not exist"
+        ours = _looks_like(path, _is_our_csv if kind == "csv" else _is_our_json)
+        if path.exists() and not ours:
+            return f"{path} exists and is not a report of this finder; it is left untouched"
+    except OSError as exc:  # a name too long for the file system, for one
+        return f"cannot use {path}: {exc.strerror or exc}"
+    try:
+        probe = folder / f".{path.name[:64]}.probe-{secrets.token_hex(4)}"
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        return f"cannot write in {folder}: {exc.strerror or exc}"
+    return None
+
+
+def partial_path(path: Path) -> Path:
+    """Where the report of an interrupted run goes: ``found.partial.csv`` beside it, so a
+    partial report never replaces a complete one."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}.partial{path.suffix}")
 
 
 # --------------------------------------------------------------------------- console text
@@ -248,44 +313,79 @@ def _plural(count: int, word: str) -> str:
     return f"{count} {word}" if count == 1 else f"{count} {word}s"
 
 
-def format_results(matches: Sequence[Match], people: Sequence[str], *, show_distance: bool) -> str:
-    """The per-person listing printed after a run.
+def _date(taken: str | None, taken_from: str | None) -> str:
+    """The capture date for a listing; marked when it is only the file's own date."""
+    if not taken:
+        return "(no date)  "
+    day = taken[:10]
+    return f"{day}*" if taken_from == "file time" else f"{day} "
+
+
+def _when_seen(match: Match) -> str:
+    return (f"  [seen {_clock(match.first)}-{_clock(match.last)}, "
+            f"{_plural(match.frames or 0, 'frame')}]")
+
+
+def format_results(matches: Sequence[Match], people: Sequence[str], *, show_distance: bool,
+                   limit: int | None = LIST_LINES) -> str:
+    """The per-person listing printed after a run: a count and the first ``limit`` paths.
 
     Every person in ``people`` gets a heading with a count, even with zero matches, so the
-    user can see that "Grandma: 0 photos" was searched for rather than forgotten. People
-    that appear only in matches are listed after them. Paths are sorted by capture time
-    when the matches carry one, then case-insensitively (as file managers show them); a
-    path listed twice for a person is shown once with its best distance. With
-    show_distance each line ends with the distance (lower = more alike); a video line
-    ends with when the person is seen, e.g. ``[seen 0:03-0:07, 5 frames]``.
+    user can see that "Grandma: 0 photos" was searched for rather than forgotten. Paths
+    are sorted by capture date (oldest first; a date read from the file rather than the
+    camera is marked), then by name; ``limit`` None lists them all. With show_distance
+    each line ends with the distance (lower = more alike); a video line says when the
+    person is seen, e.g. ``[seen 0:03-0:07, 5 frames]``.
     """
-    found: dict[str, dict[str, float]] = {person: {} for person in people}
-    taken: dict[str, str] = {}
-    seen: dict[tuple[str, str], str] = {}  # (person, video) -> when they are seen
+    best: dict[str, dict[str, Match]] = {person: {} for person in people}
     for match in matches:
-        per_person = found.setdefault(match.person, {})
-        distance = float(match.distance)
-        if match.rel not in per_person or distance < per_person[match.rel]:
-            per_person[match.rel] = distance
-        if match.taken:
-            taken[match.rel] = match.taken
-        if match.frames is not None:
-            seen[match.person, match.rel] = (
-                f"seen {_clock(match.first)}-{_clock(match.last)}, "
-                f"{_plural(match.frames, 'frame')}")
-
+        per_person = best.setdefault(match.person, {})
+        if match.rel not in per_person or match.distance < per_person[match.rel].distance:
+            per_person[match.rel] = match
     blocks = []
-    for person, paths in found.items():
-        lines = [f"{person}: {_plural(len(paths), 'photo')}"]
-        for rel in sorted(paths, key=lambda r: (taken.get(r, ""), r.casefold(), r)):
-            line = f"  {rel}  ({paths[rel]:.3f})" if show_distance else f"  {rel}"
-            if (person, rel) in seen:
-                line += f"  [{seen[person, rel]}]"
+    for person, found in best.items():
+        lines = [f"{person}: {_plural(len(found), 'photo')}"]
+        ordered = sorted(found.values(), key=lambda m: (m.taken or "", m.rel.casefold(), m.rel))
+        for match in ordered[:limit]:
+            line = f"  {_date(match.taken, match.taken_from)}  {printable(match.rel)}"
+            if show_distance:
+                line += f"  ({match.distance:.3f})"
+            if match.frames is not None:
+                line += _when_seen(match)
             lines.append(line)
-        if not paths:
+        if limit is not None and len(ordered) > limit:
+            lines.append(f"  ... and {len(ordered) - limit} more (--list all shows every one; "
+                         "--csv writes them all)")
+        if not found:
             lines.append("  (not found in any photo)")
         blocks.append("\n".join(lines))
+    if any(m.taken_from == "file time" for m in matches):
+        blocks.append(FILE_DATE_NOTE)
     return "\n\n".join(blocks)
+
+
+def format_answer(matches: Sequence[Match], question: str, *, show_distance: bool) -> str:
+    """The answer to a question (--all/--any/--without): each file once, oldest first,
+    with everyone searched for who is in it."""
+    files: dict[str, list[Match]] = {}
+    for match in matches:
+        files.setdefault(match.rel, []).append(match)
+    lines = [f"{question}: {_plural(len(files), 'file')}"]
+    for rel, found in sorted(files.items(), key=lambda item: (item[1][0].taken or "",
+                                                              item[0].casefold(), item[0])):
+        first = found[0]
+        people = ", ".join(
+            f"{m.person} ({m.distance:.3f})" if show_distance else m.person
+            for m in sorted(found, key=lambda m: m.person.casefold()))
+        line = f"  {_date(first.taken, first.taken_from)}  {printable(rel)}  - {people}"
+        if first.frames is not None:
+            line += _when_seen(first)
+        lines.append(line)
+    if not files:
+        lines.append("  (no file matches)")
+    if any(m.taken_from == "file time" for m in matches):
+        lines.append(FILE_DATE_NOTE)
+    return "\n".join(lines)
 
 
 def _clock(seconds: float | None) -> str:
@@ -306,13 +406,13 @@ def _duration(seconds: float) -> str:
     return f"{whole // 3600} h {whole % 3600 // 60:02d} min"
 
 
-def format_summary(summary: dict) -> str:
+def format_summary(summary: dict, *, wall_s: float | None = None) -> str:
     """A short end-of-run block; see the module docstring for the keys (all optional).
 
     Unreadable files are listed as ``  path: reason`` up to MAX_UNREADABLE_LINES, then
     ``  ... and N more (see --json)`` so one broken folder cannot scroll everything else off
-    the screen. The speed is images read per second (the work the user waited for),
-    falling back to files scanned when no image count is given.
+    the screen. Time is wall clock (``wall_s``, the whole command, when given); the speed
+    is given only for files actually read in this run, never for index answers.
     """
     lines: list[str] = []
 
@@ -321,16 +421,9 @@ def format_summary(summary: dict) -> str:
             lines.append(f"{label}: {summary[key]}")
 
     count("files_scanned", "Files scanned")
-    count("images_read", "Images read")
+    count("images_read", "Images")
     count("faces_found", "Faces found")
     count("faces_skipped", "Faces too small/blurry to trust")
-    per_person = summary.get("matches_per_person")
-    if per_person is not None:
-        lines.append("Matches per person:")
-        lines.extend(f"  {person}: {n}" for person, n in per_person.items())
-        if not per_person:
-            lines.append("  (no people)")
-    count("videos_skipped", "Videos skipped")
     count("videos_read", "Videos searched")
     count("from_index", "Files answered from the face index")
     count("files_decoded", "Files read and analysed in this run")
@@ -341,18 +434,41 @@ def format_summary(summary: dict) -> str:
         unreadable = list(unreadable)
         lines.append(f"Files that could not be read: {len(unreadable)}")
         for rel, reason in unreadable[:MAX_UNREADABLE_LINES]:
-            lines.append(f"  {rel}: {' '.join(str(reason).split())}")
+            lines.append(f"  {printable(rel)}: {' '.join(str(reason).split())}")
         if len(unreadable) > MAX_UNREADABLE_LINES:
             lines.append(f"  ... and {len(unreadable) - MAX_UNREADABLE_LINES} more (see --json)")
 
-    elapsed = summary.get("elapsed_s")
+    elapsed = wall_s if wall_s is not None else summary.get("elapsed_s")
     if elapsed is not None:
         elapsed = float(elapsed)
-        text = f"Time: {_duration(elapsed)}"
-        done = summary.get("images_read", summary.get("files_scanned"))
-        if done is not None and elapsed > 0:
-            text += f" ({done / elapsed:.1f} photos/s)"
+        text = f"Time: {_duration(elapsed)} (wall clock)"
+        read = summary.get("files_decoded")
+        if read and elapsed > 0:
+            text += f"; {read} files read at {read / elapsed:.1f} files/s"
         lines.append(text)
+    return "\n".join(lines)
+
+
+def format_index_info(info: IndexInfo, check: str, describe: Callable[[str], str]) -> str:
+    """``--index-info`` in plain words (``describe`` turns an analysis key into words)."""
+    lines = [f"Face index: {info.path}",
+             f"Size on disk: {info.bytes_on_disk / 2**20:.1f} MB, created {info.created or '?'}",
+             "Integrity check: " + ("passed" if check == "ok" else f"FAILED ({check})"),
+             f"Files it knows (by content): {info.contents}, of which "
+             f"{info.unreadable} could not be read",
+             "Folders searched:"]
+    lines += [f"  {printable(root)}  ({count} files)" for root, count in info.roots] or [
+        "  (none yet)"]
+    lines.append("How files were analysed:")
+    lines += [f"  {describe(key)}: {files} files, {faces} faces"
+              for key, files, faces in info.settings] or ["  (nothing yet)"]
+    run = info.last_run
+    if run:
+        lines.append(
+            f"Last search: {run.get('date')} in {printable(str(run.get('folder')))}: "
+            f"{run.get('files')} files ({run.get('decoded')} read, "
+            f"{run.get('from_index')} answered from the index) in {run.get('seconds')} s"
+            + (", interrupted" if run.get("interrupted") else ""))
     return "\n".join(lines)
 
 
@@ -383,8 +499,12 @@ def safe_print(text: str, stream: TextIO | None = None) -> None:
 __all__ = [
     "CSV_COLUMNS",
     "MAX_UNREADABLE_LINES",
+    "check_writable",
+    "format_answer",
+    "format_index_info",
     "format_results",
     "format_summary",
+    "partial_path",
     "safe_print",
     "write_csv",
     "write_json",

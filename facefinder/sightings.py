@@ -59,6 +59,7 @@ def match_video(result: FileResult, gallery: Gallery, threshold: float, fps: flo
             continue
         distance, i = best[person]
         matches.append(Match(result.rel, gallery.people[person], distance, faces[i].box,
-                             taken=result.taken, first=times[0], last=times[-1],
+                             taken=result.taken,
+                             taken_from=result.taken_from, first=times[0], last=times[-1],
                              frames=len(times)))
     return matches

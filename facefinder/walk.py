@@ -95,11 +95,16 @@ def kind_of(path: Path) -> FileKind:
 
 
 def printable(rel: str) -> str:
-    """``rel`` with undecodable bytes (surrogate escapes) shown as U+FFFD, safe to print."""
+    """``rel`` safe to print: undecodable bytes (surrogate escapes) as U+FFFD and control
+    characters (newlines, terminal escapes) as visible ``\\xNN`` escapes, so a file name
+    can neither break a line of the report nor drive the terminal."""
     try:
         rel.encode("utf-8")
     except UnicodeEncodeError:
-        return rel.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+        rel = rel.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    if any(ord(ch) < 0x20 or 0x7F <= ord(ch) < 0xA0 for ch in rel):
+        rel = "".join(f"\\x{ord(ch):02x}" if ord(ch) < 0x20 or 0x7F <= ord(ch) < 0xA0 else ch
+                      for ch in rel)
     return rel
 
 

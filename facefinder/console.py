@@ -1,0 +1,118 @@
+"""What the terminal shows during and after a search: notices, progress, the answer.
+
+The API reports progress as events; this turns them into lines on stderr and a tqdm bar,
+and the finished :class:`~facefinder.api.RunResult` into the listing on stdout: per
+person a count and the first paths (``--list``), or, for a question (--all/--any/
+--without), the answer itself: each file once, oldest first, with who is in it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from facefinder.api import Event, FileDone, Finder, FinderError, Notice, RunResult, Started
+from facefinder.query import Query, QueryError, parse_date
+from facefinder.report import format_answer, format_results, format_summary, safe_print
+from facefinder.walk import printable
+
+
+def _say(text: str) -> None:
+    safe_print(text, sys.stderr)
+
+
+def query_of(args: argparse.Namespace) -> Query:
+    """The --all/--without/--since/... filters, checked before any work is done."""
+    try:
+        return Query(
+            all_of=list(args.all_of), without=list(args.without),
+            since=parse_date(args.since, "--since") if args.since else None,
+            until=parse_date(args.until, "--until") if args.until else None,
+            min_faces=args.min_faces, max_faces=args.max_faces,
+        )
+    except QueryError as exc:
+        raise FinderError(str(exc)) from None
+
+
+def question_of(args: argparse.Namespace) -> str | None:
+    """The question asked, in words, or None when none was (a plain per-person search)."""
+    if not (args.all_of or args.without or args.any_of):
+        return None
+    parts = []
+    if args.all_of:
+        parts.append(" and ".join(args.all_of) + (" together" if len(args.all_of) > 1 else ""))
+    if args.any_of:
+        parts.append(" or ".join(args.any_of))
+    text = "Files showing " + (", and ".join(parts) if parts else "anyone searched for")
+    if args.without:
+        text += ", without " + " or ".join(args.without)
+    return text
+
+
+class Console:
+    """Listens to one run's events and prints its result."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.query = query_of(args)
+        self.exclude = [args.copy] if args.copy else []
+        self._bar = None
+
+    def on_event(self, event: Event) -> None:
+        if isinstance(event, Notice):
+            _say(printable(event.text))
+        elif isinstance(event, Started):
+            from tqdm import tqdm
+
+            people = len(event.people)
+            _say(f"Looking for {people} {'person' if people == 1 else 'people'} "
+                 f"({event.reference_faces} reference faces) in {event.photos} with "
+                 f"{event.model}, threshold {event.threshold:g}, {event.jobs} "
+                 f"job{'s' * (event.jobs > 1)}")
+            self._bar = tqdm(total=event.total, unit="file", disable=self.args.no_progress,
+                             file=sys.stderr, dynamic_ncols=True, smoothing=0.1)
+        elif isinstance(event, FileDone) and self._bar is not None:
+            self._bar.update(1)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+    def print_result(self, result: RunResult, finder: Finder, *, wall_s: float,
+                     demo: Path | None) -> None:
+        args = self.args
+        question = question_of(args)
+        if question is not None:
+            safe_print(format_answer(result.matches, question, show_distance=args.show_distance))
+        else:
+            limit = None if args.list == "all" else int(args.list)
+            safe_print(format_results(result.matches, result.people,
+                                      show_distance=args.show_distance, limit=limit))
+        safe_print("")
+        safe_print(format_summary(result.summary.as_dict(), wall_s=wall_s))
+        if demo is not None:
+            _demo_score(result, demo)
+        if result.interrupted:
+            _say("Interrupted: the results above cover only the files read before Ctrl-C"
+                 + (" (the face index keeps them: run again to carry on)."
+                    if finder.index_path else "."))
+
+
+def _demo_score(result: RunResult, demo: Path) -> None:
+    """How many of the demo album's photos show each person, and how many were found."""
+    from facefinder.models.build.demo import read_truth
+
+    truth = read_truth(demo)
+    if not truth:
+        return
+    found = {(m.rel, m.person) for m in result.matches}
+    lines = ["Demo album: photos of each person, and how many of them were found:"]
+    for person in result.people:
+        theirs = [rel for rel, who in truth.items() if person in who]
+        hits = sum((rel, person) in found for rel in theirs)
+        lines.append(f"  {person}: {hits} of {len(theirs)} found")
+    wrong = sum(1 for rel, person in found if person not in truth.get(rel, []))
+    lines.append(f"  wrong matches: {wrong}. With only 3 reference photos each, some "
+                 "photos are missed; more references find more.")
+    safe_print("\n".join(lines))

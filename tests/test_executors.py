@@ -1,0 +1,65 @@
+"""Executors: the same analysis in this process or in worker processes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from facefinder.analyse import AnalysisJob, ModelCache, analyse_files
+from facefinder.executors import (
+    InlineExecutor,
+    ProcessExecutor,
+    analyse_all,
+    batches,
+    resolve_jobs,
+)
+from facefinder.vision.registry import model_spec
+
+
+def _items(celebrities: Path) -> list:
+    photos = sorted((celebrities / "val").rglob("*.jpg"))[:10]
+    return [(p, p.name, "image") for p in photos]
+
+
+def test_inline_and_process_executors_agree(celebrities: Path, models_dir: Path) -> None:
+    """Where the analysis runs changes nothing in what it finds."""
+    job = AnalysisJob(model_spec("Facenet"), models_dir)
+    items = _items(celebrities)
+    inline = {r.rel: r for r in analyse_all(items, job, InlineExecutor(ModelCache()))}
+    workers = {r.rel: r for r in analyse_all(items, job, ProcessExecutor(2))}
+    assert set(inline) == set(workers) == {rel for _, rel, _ in items}
+    for rel, result in inline.items():
+        other = workers[rel]
+        assert [f.box for f in result.faces] == [f.box for f in other.faces]
+        for a, b in zip(result.faces, other.faces, strict=True):
+            if a.embedding is not None:
+                assert np.allclose(a.embedding, b.embedding, atol=1e-5)
+
+
+def test_two_models_in_one_process_keep_their_own_cache(celebrities: Path,
+                                                       models_dir: Path) -> None:
+    """A second Finder (other threads or model) does not evict the first one's models."""
+    cache = ModelCache()
+    one = AnalysisJob(model_spec("Facenet"), models_dir, threads=1)
+    two = AnalysisJob(model_spec("Facenet"), models_dir, threads=2)
+    first = cache.get(one)
+    cache.get(two)
+    assert cache.get(one) is first
+    item = _items(celebrities)[:1]
+    assert analyse_files(item, one, cache)[0].faces
+
+
+def test_jobs_are_decided_in_one_place() -> None:
+    """--jobs: what was asked for, else one per core; nonsense is refused."""
+    assert resolve_jobs(3) == 3
+    assert resolve_jobs(None) >= 1
+    with pytest.raises(ValueError):
+        resolve_jobs(0)
+
+
+def test_batches_are_lazy_and_complete() -> None:
+    """A 500,000-file drive is never held as one list."""
+    made = batches(iter(range(19)), 8)
+    assert [len(b) for b in made] == [8, 8, 3]

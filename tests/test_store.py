@@ -1,0 +1,210 @@
+"""The face index as a store: schema migrations, read-only use, commit policy, notices.
+
+The old-format index is written by ``legacy_v1`` (a frozen copy of the v1 writer), from
+faces computed by the real pipeline, so the migration is tested against the format that
+users' sticks really hold.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import copy_references
+from legacy_v1 import (
+    FACENET_WEIGHT_FILES,
+    content_key,
+    v1_analysis_key,
+    v1_weights_fingerprint,
+    write_v1_index,
+)
+
+from facefinder.analyse import AnalysisJob, analyse_files, analysis_key, upgrade_v1_key
+from facefinder.cli import main
+from facefinder.index import SCHEMA_VERSION, FaceIndex, IndexFileError
+from facefinder.models.catalog import read_manifest
+from facefinder.records import Face, FileResult
+from facefinder.vision.registry import model_spec
+
+PEOPLE = ["madonna", "elton_john"]
+
+
+def _file_rows(root: Path, results: list[FileResult]) -> list[dict]:
+    rows = []
+    for result in results:
+        path = root / result.rel
+        info = os.stat(path)
+        rows.append({
+            "rel": result.rel, "root": str(root), "bytes": info.st_size,
+            "mtime_ns": info.st_mtime_ns, "key": content_key(path, info.st_size),
+            "kind": result.kind, "width": result.size[0] if result.size else None,
+            "height": result.size[1] if result.size else None, "taken": result.taken,
+            "taken_from": result.taken_from, "duration": result.duration,
+            "error": result.error, "frames": result.frames,
+            "faces": [{"box": f.box, "landmarks": f.landmarks, "score": f.score,
+                       "embedding": f.embedding, "skipped": f.skipped, "time": f.time}
+                      for f in result.faces],
+        })
+    return rows
+
+
+@pytest.fixture
+def v1_album(celebrities: Path, models_dir: Path, tmp_path: Path) -> tuple[Path, Path, Path]:
+    """(photos, reference, index): an album and a v1 index that already holds all of it."""
+    refs = copy_references(celebrities, tmp_path, PEOPLE, 3)
+    photos = tmp_path / "photos"
+    for person in PEOPLE:
+        for photo in sorted((celebrities / "val" / person).glob("*.jpg"))[:4]:
+            target = photos / person[:3] / photo.name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(photo.read_bytes())
+    job = AnalysisJob(model_spec("Facenet"), models_dir)
+    rows = []
+    for root in (refs, photos):
+        items = [(p, p.relative_to(root).as_posix(), "image")
+                 for p in sorted(root.rglob("*.jpg"))]
+        rows += _file_rows(root, analyse_files(items, job))
+    weights = v1_weights_fingerprint(read_manifest(models_dir), FACENET_WEIGHT_FILES)
+    index = tmp_path / "v1.sqlite"
+    write_v1_index(index, str(refs), rows, key=v1_analysis_key(weights=weights),
+                   last_run={"date": "2026-11-22 10:00:00", "folder": str(photos)})
+    return photos, refs, index
+
+
+def _dump(path: Path) -> dict[str, list]:
+    conn = sqlite3.connect(path)
+    try:
+        return {table: sorted(conn.execute(f"SELECT * FROM {table}").fetchall())
+                for table in ("roots", "contents", "paths", "faces")}
+    finally:
+        conn.close()
+
+
+def test_v1_index_migrates_and_answers_a_warm_run_without_decoding(
+        v1_album, models_dir: Path, tmp_path: Path, capsys) -> None:
+    """A stick's index from the previous version keeps every face and decodes nothing."""
+    photos, refs, index = v1_album
+    before = _dump(index)
+    out = tmp_path / "warm.json"
+    code = main([str(photos), "--reference", str(refs), "--index", str(index), "--json",
+                 str(out), "--models", str(models_dir), "--no-progress", "--jobs", "1"])
+    assert code == 0
+    assert "upgraded from schema 1" in capsys.readouterr().err
+    warm = json.loads(out.read_text(encoding="utf-8"))
+    assert warm["summary"]["files_decoded"] == 0
+    assert warm["summary"]["references_decoded"] == 0
+    assert warm["summary"]["from_index"] == 8
+    after = _dump(index)
+    assert after == before  # nothing lost, nothing re-read
+    conn = sqlite3.connect(index)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    (key,) = conn.execute("SELECT key FROM settings").fetchone()
+    conn.close()
+    job = AnalysisJob(model_spec("Facenet"), models_dir)
+    assert key == analysis_key(job, "image")
+    fresh = tmp_path / "fresh.json"
+    assert main([str(photos), "--reference", str(refs), "--no-index", "--json", str(fresh),
+                 "--models", str(models_dir), "--no-progress", "--jobs", "1"]) == 0
+    cold = json.loads(fresh.read_text(encoding="utf-8"))
+    assert warm["matches"] == cold["matches"] and cold["matches"]
+
+
+def test_read_only_v1_index_is_answered_without_being_changed(v1_album, models_dir) -> None:
+    """An old index on a write-protected stick is still used, in memory, unchanged."""
+    _photos, _refs, index = v1_album
+    data = index.read_bytes()
+    job = AnalysisJob(model_spec("Facenet"), models_dir)
+    opened = FaceIndex.open(index, read_only=True, upgrade_key=upgrade_v1_key)
+    try:
+        settings = opened.settings_id(analysis_key(job, "image"))
+        assert settings is not None
+        contents = [c for (c,) in opened.conn.execute("SELECT id FROM contents")]
+        assert len(opened.load(settings, contents)) == len(contents) == 14
+        assert opened.new_notices(["x"]) == {"x"}  # v1 has no notices table: all are new
+    finally:
+        opened.close()
+    assert index.read_bytes() == data
+
+
+def test_key_of_today_and_v1_key_agree(models_dir: Path) -> None:
+    """The v1 key the old finder wrote maps to exactly the key computed today."""
+    weights = v1_weights_fingerprint(read_manifest(models_dir), FACENET_WEIGHT_FILES)
+    job = AnalysisJob(model_spec("Facenet"), models_dir)
+    assert upgrade_v1_key(v1_analysis_key(weights=weights)) == analysis_key(job, "image")
+    assert upgrade_v1_key(v1_analysis_key(weights=weights, fps=1.0)) == analysis_key(job, "video")
+    assert upgrade_v1_key(v1_analysis_key(weights=weights, margin=0.2)) is None  # other crop
+    assert upgrade_v1_key("something else") is None
+
+
+def test_failed_migration_leaves_the_old_index_as_it_was(v1_album) -> None:
+    """A migration that fails half-way changes nothing (one transaction)."""
+    _photos, _refs, index = v1_album
+    before = _dump(index)
+
+    def broken(key: str) -> str:
+        raise RuntimeError("power cut")
+
+    with pytest.raises(RuntimeError):
+        FaceIndex.open(index, upgrade_key=broken)
+    conn = sqlite3.connect(index)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+    assert conn.execute("SELECT key FROM settings").fetchone()[0].startswith("v1 Facenet")
+    conn.close()
+    assert _dump(index) == before
+
+
+def test_newer_or_unknown_schema_is_refused(tmp_path: Path) -> None:
+    """An index from a newer finder is never touched."""
+    path = tmp_path / "i.sqlite"
+    FaceIndex.open(path).close()
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA user_version = 99")
+    conn.close()
+    with pytest.raises(IndexFileError, match="newer finder"):
+        FaceIndex.open(path)
+
+
+def _result(n: int) -> FileResult:
+    face = Face(box=(1, 2, 3, 4), landmarks=np.zeros((5, 2), np.float32), score=0.9,
+                embedding=np.full(128, n, np.float32))
+    return FileResult(rel=f"{n}.jpg", kind="image", size=(10, 10), faces=[face])
+
+
+def test_records_are_committed_every_few_files_and_on_flush(tmp_path: Path) -> None:
+    """A kill loses at most the last few seconds: results are committed as they come."""
+    path = tmp_path / "i.sqlite"
+    index = FaceIndex.open(path)
+    settings = index.settings_id("k")
+    root = index.root_id("/photos")
+    assert settings is not None and root is not None
+    reader = sqlite3.connect(path)
+
+    def committed() -> int:
+        return reader.execute("SELECT count(*) FROM analyses").fetchone()[0]
+
+    for n in range(49):
+        index.record(settings, bytes([n]) * 16, 10, _result(n), root, f"{n}.jpg", 1)
+    assert committed() == 0
+    index.record(settings, b"\xff" * 16, 10, _result(99), root, "99.jpg", 1)
+    assert committed() == 50
+    index.record(settings, b"\xfe" * 16, 10, _result(98), root, "98.jpg", 1)
+    index.flush()
+    assert committed() == 51
+    stored = index.load(settings, [c for (c,) in index.conn.execute("SELECT id FROM contents")])
+    assert all(len(r.faces) == 1 and r.faces[0].embedding is not None for r in stored.values())
+    reader.close()
+    index.close()
+
+
+def test_notices_are_new_once(tmp_path: Path) -> None:
+    """A note about a reference photo is shown once, not on every run."""
+    index = FaceIndex.open(tmp_path / "i.sqlite")
+    assert index.new_notices(["a", "b"]) == {"a", "b"}
+    index.mark_notices(["a"])
+    assert index.new_notices(["a", "b"]) == {"b"}
+    assert index.quick_check() == "ok"
+    index.close()
