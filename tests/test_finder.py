@@ -246,9 +246,13 @@ def test_ctrl_c_stops_reports_and_the_next_run_resumes(celebrities, models_dir, 
     refs = _refs(celebrities, tmp_path)
     index = tmp_path / "index.sqlite"
     report = tmp_path / "r.json"
+    complete_csv = tmp_path / "r.csv"  # a complete report of an earlier run: must survive
+    complete_csv.write_bytes(b"\xef\xbb\xbfpath,person,distance,box,model,threshold\r\n")
+    before = complete_csv.read_bytes()
+    copies = tmp_path / "copies"
     command = [sys.executable, str(ROOT / "finder.py"), str(photos), "--reference", str(refs),
                "--models", str(models_dir), "--index", str(index), "--json", str(report),
-               "--jobs", "2"]
+               "--csv", str(complete_csv), "--copy", str(copies), "--jobs", "2"]
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert proc.stderr is not None
     seen = ""
@@ -258,12 +262,16 @@ def test_ctrl_c_stops_reports_and_the_next_run_resumes(celebrities, models_dir, 
         seen += char
     proc.send_signal(signal.SIGINT)
     try:
-        proc.communicate(timeout=60)
+        _out, rest = proc.communicate(timeout=60)
     except subprocess.TimeoutExpired:
         proc.kill()
         pytest.fail("the finder did not stop within 60 s of Ctrl-C")
     assert proc.returncode == 130
     assert not report.exists()  # a partial report goes beside it, never in its place
+    assert complete_csv.read_bytes() == before and (tmp_path / "r.partial.csv").is_file()
+    assert "Not copied: the search was interrupted" in rest
+    assert f"Partial CSV written: {tmp_path / 'r.partial.csv'}" in rest
+    assert not any(p.is_file() for p in copies.rglob("*"))
     first = json.loads((tmp_path / "r.partial.json").read_text(encoding="utf-8"))["summary"]
     assert first["interrupted"] is True
     done = first["files_decoded"]
@@ -276,3 +284,4 @@ def test_ctrl_c_stops_reports_and_the_next_run_resumes(celebrities, models_dir, 
     assert second["summary"]["interrupted"] is False
     assert second["summary"]["files_decoded"] <= 400 - done
     assert {m["path"] for m in second["matches"]} == {f"IMG_{i:03d}.jpg" for i in range(400)}
+    assert len([p for p in copies.rglob("*.jpg")]) == 400  # the finished run copies them all
