@@ -4,7 +4,7 @@ Why one script and one run: the speed ratio is only fair when both tools see the
 the same machine under the same load, so this runs them back to back and scores both against the
 same truth.csv.
 
-Album layout (like shared/devset)::
+Album layout (like the project's devset)::
 
     ALBUM/reference/<Person>/*.jpg
     ALBUM/collection/...            nested folders of photos

@@ -17,6 +17,8 @@ are :class:`FinderError` (one line), index problems the index module's own types
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
 import os
 import sqlite3
 import threading
@@ -27,7 +29,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from facefinder.analyse import AnalysisJob, AnalysisSettings, ModelCache, analyse_files
+from facefinder.analyse import (
+    AnalysisJob,
+    AnalysisSettings,
+    ModelCache,
+    analyse_files,
+    upgrade_v1_key,
+)
 from facefinder.cached import Analyser
 from facefinder.executors import (
     Executor,
@@ -38,9 +46,11 @@ from facefinder.executors import (
 )
 from facefinder.index import FaceIndex, IndexInfo
 from facefinder.match import Gallery, match_file
+from facefinder.models.catalog import ModelsMissing
 from facefinder.query import Query
 from facefinder.records import FileResult, Match
 from facefinder.references import (
+    Person,
     ReferenceError,
     ReferenceFace,
     ReferenceNote,
@@ -154,6 +164,8 @@ class RunResult:
     reference_faces: dict[str, list[ReferenceFace]] = field(default_factory=dict)
     reference_notes: list[ReferenceNote] = field(default_factory=list)
     files: list[FileResult] = field(default_factory=list)
+    searched: bool = False  # the search of ``photos`` began (False: stopped while reading
+    complete: bool = False  # references); every file of ``photos`` was looked at
 
     @property
     def interrupted(self) -> bool:
@@ -203,8 +215,16 @@ class Finder:
         self.index_path = None if index is None else Path(index).resolve()
         self.index_read_only = index_read_only
         self.settings = settings or AnalysisSettings()
-        ensure_models(self.models_dir, list(self.spec.sources), allow_fetch=fetch,
-                      say=on_fetch or (lambda text: None))
+        self._on_fetch = on_fetch or (lambda text: None)
+        missing = [m for m in self.spec.requires if importlib.util.find_spec(m) is None]
+        if missing:
+            raise FinderError(f"--model {self.spec.name} needs the {missing[0]}-bin package: "
+                              "python -m pip install -r requirements-dlib.txt")
+        try:
+            ensure_models(self.models_dir, list(self.spec.sources), allow_fetch=fetch,
+                          say=self._on_fetch)
+        except ModelsMissing as exc:
+            raise FinderError(str(exc)) from None
         self._models = ModelCache()
         threads = 1 if self.jobs > 1 else available_cores()
         self.job = AnalysisJob(self.spec, self.models_dir, self.settings, threads)
@@ -224,11 +244,30 @@ class Finder:
     # ------------------------------------------------------------------ searching
 
     def verify_models(self) -> None:
-        """Re-hash this model's files against the manifest; fetch again what is damaged."""
+        """Re-hash this model's files (and the demo album's) against the manifest; fetch
+        again what is missing or damaged, so a prepared stick runs the demo offline."""
         from facefinder.models.fetch import ensure_models
 
-        ensure_models(self.models_dir, list(self.spec.sources), verify=True,
-                      say=lambda text: None)
+        ensure_models(self.models_dir, [*self.spec.sources, "demo"], verify=True,
+                      say=self._on_fetch)
+
+    def ensure_demo(self) -> Path:
+        """The demo album (fetched once with the models): ``photos/``, ``reference/``."""
+        from facefinder.models.catalog import DEMO_ALBUM
+        from facefinder.models.fetch import ensure_models
+
+        ensure_models(self.models_dir, ["demo"], say=self._on_fetch)
+        return self.models_dir / DEMO_ALBUM
+
+    def close(self) -> None:
+        """End the worker processes (also done by ``with Finder(...) as finder:``)."""
+        self._executor.close()
+
+    def __enter__(self) -> Finder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def find(
         self,
@@ -245,76 +284,119 @@ class Finder:
     ) -> RunResult:
         """Search ``photos`` (and all its subfolders) for ``people`` (default: everyone).
 
-        ``query`` filters the files found (--all/--without/--since...); its names are
+        ``query`` filters the files found (--any/--all/--without/--since...); its names are
         searched for too. ``exclude`` lists folders not to search (the copy folder).
-        ``keep_files`` False drops per-file results (saves memory on huge runs).
+        ``keep_files`` False drops per-file results (saves memory on huge runs). Ctrl-C or
+        ``cancel`` stop the run; the result then has ``interrupted`` set (and
+        ``searched`` False when it stopped before the search of ``photos`` began).
         """
         started = time.monotonic()
         emit = on_event or (lambda event: None)
-        cancel = cancel or threading.Event()
+        stop = cancel or threading.Event()
         query = query or Query()
         threshold = check_threshold(self.spec.name, threshold)
         root = self._photos_folder(photos)
-        try:
-            persons, stray = find_people(self.reference, _searched(people, query))
-        except ReferenceError as exc:
-            raise FinderError(str(exc)) from None
-        _check_names(query, [p.name for p in persons])
+        persons, stray = self._people(people or [], query)
         hidden = {name.casefold() for name in query.without}
         listed = [p.name for p in persons if p.name.casefold() not in hidden]
-        summary = Summary()
-        result = RunResult(root, self.reference, listed, self.spec.name, threshold, [], summary)
+        result = RunResult(root, self.reference, listed, self.spec.name, threshold, [],
+                           Summary())
         index = self._open_index(emit)
         try:
             analyser = Analyser(index, self.job, self._executor, self._inline)
-            items = [(path, rel, "image") for p in persons for path, rel in p.photos]
             try:
-                analysed = {r.rel: r for r in analyser.results(self.reference, items)}
-                faces, notes = choose_faces(persons, analysed)
-            except ReferenceError as exc:
-                raise FinderError(str(exc)) from None
+                gallery = self._references(persons, stray, threshold, analyser, index,
+                                           result, emit)
+                if not stop.is_set():
+                    excluded = [self.reference, PROGRAM_DIR, *map(Path, exclude)]
+                    total = _count(root, excluded) if count_files else None
+                    emit(Started(root, list(result.reference_faces), len(gallery.vectors),
+                                 self.spec.name, threshold, self._executor.jobs, total))
+                    self._search(root, excluded, gallery, query, analyser, result, emit,
+                                 stop, keep_files)
             except KeyboardInterrupt:
-                summary.interrupted = True
-                return result
-            result.reference_faces, result.reference_notes = faces, stray + notes
-            self._tell_notes(index, result.reference_notes, emit)
-            gallery = Gallery.build({n: [f.embedding for f in fs] for n, fs in faces.items()})
-            summary.references_decoded = analyser.decoded
-            refs_from_index = analyser.from_index
-            excluded = [self.reference, PROGRAM_DIR, *map(Path, exclude)]
-            total = _count(root, excluded) if count_files else None
-            emit(Started(root, list(faces), len(gallery.vectors), self.spec.name, threshold,
-                         self._executor.jobs, total))
-            scanned = _scan(root, excluded, summary)
-            try:
-                for file in analyser.results(root, scanned):
-                    summary.add(file)
-                    kept = query.keep(file, self._match(file, gallery, threshold))
-                    result.matches.extend(kept)
-                    if keep_files:
-                        result.files.append(file)
-                    emit(FileDone(file, kept, summary.files_scanned))
-                    if cancel.is_set():
-                        summary.interrupted = True
-                        break
-            except KeyboardInterrupt:
-                summary.interrupted = True
-            summary.files_decoded = analyser.decoded - summary.references_decoded
-            if index is not None:
-                summary.from_index = analyser.from_index - refs_from_index
-            summary.matches_per_person = dict(Counter(m.person for m in result.matches))
-            summary.elapsed_s = round(time.monotonic() - started, 2)
-            if index is not None and not index.read_only:
-                index.set_meta("last_run", {
-                    "date": time.strftime("%Y-%m-%d %H:%M:%S"), "folder": str(root),
-                    "files": summary.files_scanned, "decoded": summary.files_decoded,
-                    "from_index": summary.from_index, "seconds": summary.elapsed_s,
-                    "model": self.spec.name, "interrupted": summary.interrupted,
-                })
+                pass
+            self._finish(result, analyser, index, started, interrupted=not result.complete)
         finally:
             if index is not None:
                 index.close()
         return result
+
+    def _references(self, persons: list[Person], stray: list[ReferenceNote], threshold: float,
+                    analyser: Analyser, index: FaceIndex | None, result: RunResult,
+                    emit: Callable[[Event], None]) -> Gallery:
+        """Read the reference photos (from the index when it knows them) into a gallery."""
+        items = [(path, rel, "image") for p in persons for path, rel in p.photos]
+        with contextlib.closing(analyser.results(self.reference, items)) as analysed:
+            results = {r.rel: r for r in analysed}
+        try:
+            faces, notes = choose_faces(persons, results, agree_below=threshold)
+        except ReferenceError as exc:
+            raise FinderError(str(exc)) from None
+        result.reference_faces, result.reference_notes = faces, stray + notes
+        result.summary.references_decoded = analyser.decoded
+        analyser.decoded = analyser.from_index = 0  # from here on: the collection's files
+        self._tell_notes(index, result.reference_notes, emit)
+        return Gallery.build({n: [f.embedding for f in fs] for n, fs in faces.items()})
+
+    def _search(self, root: Path, excluded: list[Path], gallery: Gallery, query: Query,
+                analyser: Analyser, result: RunResult, emit: Callable[[Event], None],
+                stop: Cancel, keep_files: bool) -> None:
+        """Look at every file under ``root``; ``result.complete`` once all were seen."""
+        summary = result.summary
+        result.searched = True
+        with contextlib.closing(analyser.results(root, _scan(root, excluded, summary))) as files:
+            for file in files:
+                summary.add(file)
+                kept = query.keep(file, self._match(file, gallery, result.threshold))
+                result.matches.extend(kept)
+                if keep_files:
+                    result.files.append(file)
+                emit(FileDone(file, kept, summary.files_scanned))
+                if stop.is_set():
+                    return
+        result.complete = True
+
+    def _finish(self, result: RunResult, analyser: Analyser, index: FaceIndex | None,
+                started: float, *, interrupted: bool) -> None:
+        """Fill in the summary's totals and remember the run in the index."""
+        summary = result.summary
+        summary.interrupted = interrupted
+        if result.searched:
+            summary.files_decoded = analyser.decoded
+            summary.from_index = None if index is None else analyser.from_index
+        summary.matches_per_person = dict(Counter(m.person for m in result.matches))
+        summary.elapsed_s = round(time.monotonic() - started, 2)
+        if index is not None and not index.read_only and result.searched:
+            index.set_meta("last_run", {
+                "date": time.strftime("%Y-%m-%d %H:%M:%S"), "folder": str(result.photos),
+                "files": summary.files_scanned, "decoded": summary.files_decoded,
+                "from_index": summary.from_index, "seconds": summary.elapsed_s,
+                "model": self.spec.name, "interrupted": summary.interrupted,
+            })
+
+    def _people(self, people: Sequence[str], query: Query
+                ) -> tuple[list[Person], list[ReferenceNote]]:
+        """The people to search for, each name checked under the option that gave it."""
+        try:
+            everyone, stray = find_people(self.reference)
+        except ReferenceError as exc:
+            raise FinderError(str(exc)) from None
+        known = {p.name.casefold() for p in everyone}
+        for option, names in (("--person", people), ("--any", query.any_of),
+                              ("--all", query.all_of), ("--without", query.without)):
+            missing = [n for n in names if n.casefold() not in known]
+            if missing:
+                raise FinderError(
+                    f"{option} {', '.join(missing)}: no such folder in {self.reference} "
+                    f"(people there: {', '.join(p.name for p in everyone)})")
+        if not people and not query.any_of:
+            return everyone, stray
+        wanted = {n.casefold() for n in [*people, *query.any_of, *query.all_of,
+                                          *query.without]}
+        chosen = [p for p in everyone if p.name.casefold() in wanted]
+        names = {p.name for p in chosen}
+        return chosen, [n for n in stray if "/" not in n.rel or n.rel.split("/")[0] in names]
 
     def _match(self, file: FileResult, gallery: Gallery, threshold: float) -> list[Match]:
         if file.kind == "video":
@@ -357,15 +439,13 @@ class Finder:
         present, or not used, and a notice says so. A damaged or foreign file raises
         IndexFileError: it is never overwritten.
         """
-        from facefinder.analyse import upgrade_v1_key
-
         path = self.index_path
         if path is None:
             return None
         problem = "the stick cannot be written" if self.index_read_only else None
         if problem is None:
             try:
-                index = FaceIndex.open(path, upgrade_key=upgrade_v1_key)
+                index = open_index(path)
             except (OSError, sqlite3.OperationalError) as exc:
                 problem = str(exc)
             else:
@@ -375,7 +455,7 @@ class Finder:
                 return index
         if path.exists():
             try:
-                index = FaceIndex.open(path, read_only=True, upgrade_key=upgrade_v1_key)
+                index = open_index(path, read_only=True)
             except (OSError, sqlite3.OperationalError):
                 pass
             else:
@@ -389,14 +469,17 @@ class Finder:
 # --------------------------------------------------------------------------- index admin
 
 
+def open_index(path: Path, *, read_only: bool = False) -> FaceIndex:
+    """The face index at ``path``, upgraded from an older schema if need be."""
+    return FaceIndex.open(path, read_only=read_only, upgrade_key=upgrade_v1_key)
+
+
 def index_info(path: str | os.PathLike[str]) -> tuple[IndexInfo, str] | None:
     """What the index at ``path`` holds, and SQLite's integrity check; None if absent."""
-    from facefinder.analyse import upgrade_v1_key
-
     path = Path(path)
     if not path.exists():
         return None
-    index = FaceIndex.open(path, read_only=True, upgrade_key=upgrade_v1_key)
+    index = open_index(path, read_only=True)
     try:
         return index.info(), index.quick_check()
     finally:
@@ -405,15 +488,13 @@ def index_info(path: str | os.PathLike[str]) -> tuple[IndexInfo, str] | None:
 
 def prune(path: str | os.PathLike[str], photos: str | os.PathLike[str]) -> tuple[int, int]:
     """Forget files under ``photos`` that are gone: (paths, contents) removed."""
-    from facefinder.analyse import upgrade_v1_key
-
     root = Path(photos).resolve()
     if not root.is_dir():
         raise FinderError(f"photos folder not found: {root} (nothing pruned: an "
                           "unplugged drive must not empty the index)")
     if not Path(path).exists():
         return 0, 0
-    index = FaceIndex.open(Path(path), upgrade_key=upgrade_v1_key)
+    index = open_index(Path(path))
     try:
         return index.prune(os.path.abspath(root), lambda rel: os.path.isfile(root / rel))
     finally:
@@ -438,22 +519,6 @@ def check_threshold(model: str, threshold: float | None) -> float:
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _searched(people: Sequence[str] | None, query: Query) -> list[str]:
-    """Who to search for: ``people`` plus the query's names, or everyone (empty list)."""
-    if not people:
-        return []
-    return list(dict.fromkeys([*people, *query.all_of, *query.without]))
-
-
-def _check_names(query: Query, known_names: list[str]) -> None:
-    known = {n.casefold() for n in known_names}
-    for option, names in (("--all", query.all_of), ("--without", query.without)):
-        missing = [n for n in names if n.casefold() not in known]
-        if missing:
-            raise FinderError(f"{option} {', '.join(missing)}: no such folder in the "
-                              f"reference folder (people there: {', '.join(known_names)})")
 
 
 def _scan(root: Path, exclude: list[Path], summary: Summary) -> Iterable:

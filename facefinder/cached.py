@@ -25,6 +25,7 @@ from facefinder.records import FileKind, FileResult
 
 SCAN_CHUNK = 256  # files stat'ed and looked up per query round
 DISPATCH = 256  # unknown files handed to the executor per round
+INLINE_FILES = 8  # fewer files than this are analysed here: no worker start-up for them
 
 
 @dataclass
@@ -52,7 +53,7 @@ class Analyser:
         self.inline = inline  # for a handful of files: no worker start-up
         self.decoded = 0
         self.from_index = 0
-        self._settings_ids: dict[str, int | None] = {}
+        self._settings_ids: dict[FileKind, int | None] = {}
 
     # ------------------------------------------------------------------ public
 
@@ -78,11 +79,11 @@ class Analyser:
     # ------------------------------------------------------------------ internals
 
     def _settings_id(self, kind: FileKind) -> int | None:
-        key = analysis_key(self.job, kind)
-        if key not in self._settings_ids:
+        """The index's id of this run's analysis key for ``kind`` (computed once)."""
+        if kind not in self._settings_ids:
             assert self.index is not None
-            self._settings_ids[key] = self.index.settings_id(key)
-        return self._settings_ids[key]
+            self._settings_ids[kind] = self.index.settings_id(analysis_key(self.job, kind))
+        return self._settings_ids[kind]
 
     def _lookup(self, root_id: int | None, chunk: list[Item], waiting: dict[str, _Pending]
                 ) -> Iterator[FileResult]:
@@ -151,7 +152,7 @@ class Analyser:
         items = [(p.path, p.rel, p.kind) for p in pending.values()]
         # A handful of files (a new reference person) is faster in this process than
         # starting worker processes and loading the models in each.
-        small = len(items) < 4 * self.executor.jobs
+        small = len(items) < INLINE_FILES
         for result in analyse_all(items, self.job, self.inline if small else self.executor):
             if result.kind != "other":
                 self.decoded += 1

@@ -13,23 +13,26 @@ from __future__ import annotations
 import argparse
 import os
 import sqlite3
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from facefinder.api import PROGRAM_DIR, FileDone, Finder, FinderError, Notice, RunResult, Started
-from facefinder.cli_options import build_parser
+from facefinder.api import PROGRAM_DIR, Finder, FinderError
+from facefinder.cli_options import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_UNDELIVERED,
+    EXIT_USAGE,
+    build_parser,
+)
+from facefinder.console import say
 from facefinder.index import IndexFileError, IndexLockedError
+from facefinder.models.catalog import DEMO_ALBUM
 from facefinder.pypi import FetchError
 from facefinder.report import safe_print
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNDELIVERED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 INDEX_ENV = "FACEFINDER_INDEX"  # overrides the default index path (shared setups)
-
-
-def say(text: str) -> None:
-    safe_print(text, sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None, *, started: float | None = None) -> int:
@@ -45,6 +48,9 @@ def main(argv: Sequence[str] | None = None, *, started: float | None = None) -> 
     except (IndexLockedError, FetchError) as exc:
         say(f"finder: error: {exc}")
         return EXIT_FAILED
+    except KeyboardInterrupt:  # outside the search itself (fetching, copying, ...)
+        say("Interrupted.")
+        return EXIT_INTERRUPTED
     except sqlite3.DatabaseError as exc:  # damage SQLite only noticed mid-run
         say(f"finder: error: the face index {_index_path(args)} cannot be used ({exc}); "
             "move it away or run with --no-index")
@@ -64,32 +70,30 @@ def _run(args: argparse.Namespace, started: float) -> int:
         say(f"Pruned {_index_path(args)}: {paths} paths under {args.photos.resolve()} no longer "
             f"exist; {contents} files no longer referenced anywhere were removed.")
         return EXIT_OK
-    api.check_threshold(args.model, args.threshold)
-    _preflight(args)
-    finder = _finder(args)
-    if args.fetch_models:
-        finder.verify_models()
-        say(f"Models for {finder.spec.name} are present and verified in {finder.models_dir}")
-        return EXIT_OK
-    photos, demo = args.photos, None
-    if photos is None:
-        from facefinder.models.fetch import ensure_models
-
-        ensure_models(finder.models_dir, ["demo"], say=say)
-        demo = finder.models_dir / "demo-album"
-        photos = demo / "photos"
-        say(f"No PHOTOS_DIR given: running the demo on {photos}\n"
-            "(usage: python finder.py PHOTOS_DIR; see --help)")
     from facefinder.console import Console
     from facefinder.deliver import deliver
 
-    console = Console(args)
-    result = finder.find(photos, people=[*args.person, *(args.any_of or [])],
-                         threshold=args.threshold, query=console.query, exclude=console.exclude,
-                         on_event=console.on_event, count_files=not args.no_progress,
-                         keep_files=False)
-    console.close()
-    console.print_result(result, finder, wall_s=time.monotonic() - started, demo=demo)
+    api.check_threshold(args.model, args.threshold)
+    console = Console(args)  # checks --since/--until/--min-faces... before any work
+    _preflight(args)
+    with _finder(args) as finder:
+        if args.fetch_models:
+            finder.verify_models()
+            say(f"Models for {finder.spec.name} are present and verified in "
+                f"{finder.models_dir}")
+            return EXIT_OK
+        photos, demo = args.photos, None
+        if photos is None:
+            demo = finder.ensure_demo()
+            photos = demo / "photos"
+            say(f"No PHOTOS_DIR given: running the demo on {photos}\n"
+                "(usage: python finder.py PHOTOS_DIR; see --help)")
+        result = finder.find(photos, people=args.person, threshold=args.threshold,
+                             query=console.query, exclude=console.exclude,
+                             on_event=console.on_event, count_files=not args.no_progress,
+                             keep_files=False)
+        console.close()
+        console.print_result(result, finder, wall_s=time.monotonic() - started, demo=demo)
     return deliver(args, result, say)
 
 
@@ -97,15 +101,11 @@ def _finder(args: argparse.Namespace) -> Finder:
     from facefinder.analyse import AnalysisSettings
     from facefinder.stick import stick_status
 
-    if not 0 < args.video_fps <= 30:
-        raise FinderError("--video-fps must be more than 0 and at most 30")
-    if args.min_face < 1 or args.detect_size < 32:
-        raise FinderError("--min-face must be 1 or more and --detect-size 32 or more")
     status = stick_status()
     on_stick = args.index is None and not os.environ.get(INDEX_ENV)
     reference = args.reference
     if args.photos is None and reference is None:
-        reference = (args.models or PROGRAM_DIR / "models") / "demo-album" / "reference"
+        reference = (args.models or PROGRAM_DIR / "models") / DEMO_ALBUM / "reference"
     return Finder(
         reference, models=args.models, model=args.model, jobs=args.jobs,
         index=None if args.no_index else _index_path(args),
@@ -117,10 +117,16 @@ def _finder(args: argparse.Namespace) -> Finder:
 
 
 def _preflight(args: argparse.Namespace) -> None:
-    """Refuse, before any photo is read, report files and copy folders that cannot work."""
+    """Refuse, before anything is read or written, options and outputs that cannot work."""
     from facefinder.copying import check_destination
     from facefinder.report import check_writable
 
+    if not 0 < args.video_fps <= 30:
+        raise FinderError("--video-fps must be more than 0 and at most 30")
+    if args.min_face < 1 or args.detect_size < 32:
+        raise FinderError("--min-face must be 1 or more and --detect-size 32 or more")
+    if args.csv and args.json and args.csv.resolve() == args.json.resolve():
+        raise FinderError(f"--csv and --json name the same file ({args.csv}); give two names")
     for option, path, kind in (("--csv", args.csv, "csv"), ("--json", args.json, "json")):
         problem = path and check_writable(path, kind)
         if problem:
@@ -154,4 +160,4 @@ def _index_info(args: argparse.Namespace) -> int:
 
 
 __all__ = ["EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_UNDELIVERED", "EXIT_USAGE",
-           "FileDone", "Notice", "RunResult", "Started", "main"]
+           "main"]

@@ -12,6 +12,11 @@ from pathlib import Path
 from facefinder import __version__
 from facefinder.report import LIST_LINES
 
+# Exit status, as the README documents it: everything delivered, models could not be
+# fetched (or the index is locked), bad input, something asked for was not delivered,
+# interrupted.
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNDELIVERED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+
 EXAMPLES = """\
 examples:
   python finder.py                         demo: a small real album, no set-up needed

@@ -18,7 +18,8 @@ from facefinder.report import format_answer, format_results, format_summary, saf
 from facefinder.walk import printable
 
 
-def _say(text: str) -> None:
+def say(text: str) -> None:
+    """One line for the user on stderr (stdout is kept for the answer)."""
     safe_print(text, sys.stderr)
 
 
@@ -26,7 +27,8 @@ def query_of(args: argparse.Namespace) -> Query:
     """The --all/--without/--since/... filters, checked before any work is done."""
     try:
         return Query(
-            all_of=list(args.all_of), without=list(args.without),
+            all_of=list(args.all_of), any_of=list(args.any_of or []),
+            without=list(args.without),
             since=parse_date(args.since, "--since") if args.since else None,
             until=parse_date(args.until, "--until") if args.until else None,
             min_faces=args.min_faces, max_faces=args.max_faces,
@@ -61,12 +63,12 @@ class Console:
 
     def on_event(self, event: Event) -> None:
         if isinstance(event, Notice):
-            _say(printable(event.text))
+            say(printable(event.text))
         elif isinstance(event, Started):
             from tqdm import tqdm
 
             people = len(event.people)
-            _say(f"Looking for {people} {'person' if people == 1 else 'people'} "
+            say(f"Looking for {people} {'person' if people == 1 else 'people'} "
                  f"({event.reference_faces} reference faces) in {event.photos} with "
                  f"{event.model}, threshold {event.threshold:g}, {event.jobs} "
                  f"job{'s' * (event.jobs > 1)}")
@@ -81,7 +83,12 @@ class Console:
 
     def print_result(self, result: RunResult, finder: Finder, *, wall_s: float,
                      demo: Path | None) -> None:
+        """The listing (or the answer) on stdout; a question's summary goes to stderr, so
+        stdout holds only the answer (for a script to read)."""
         args = self.args
+        if not result.searched:
+            say("Interrupted while reading the reference photos: nothing was searched.")
+            return
         question = question_of(args)
         if question is not None:
             safe_print(format_answer(result.matches, question, show_distance=args.show_distance))
@@ -89,23 +96,25 @@ class Console:
             limit = None if args.list == "all" else int(args.list)
             safe_print(format_results(result.matches, result.people,
                                       show_distance=args.show_distance, limit=limit))
-        safe_print("")
-        safe_print(format_summary(result.summary.as_dict(), wall_s=wall_s))
-        if demo is not None:
-            _demo_score(result, demo)
+        out = say if question is not None else safe_print
+        out("")
+        out(format_summary(result.summary.as_dict(), wall_s=wall_s))
+        score = _demo_score(result, demo) if demo is not None else ""
+        if score:
+            out(score)
         if result.interrupted:
-            _say("Interrupted: the results above cover only the files read before Ctrl-C"
+            say("Interrupted: the results above cover only the files read before Ctrl-C"
                  + (" (the face index keeps them: run again to carry on)."
                     if finder.index_path else "."))
 
 
-def _demo_score(result: RunResult, demo: Path) -> None:
+def _demo_score(result: RunResult, demo: Path) -> str:
     """How many of the demo album's photos show each person, and how many were found."""
-    from facefinder.models.build.demo import read_truth
+    from facefinder.models.catalog import read_demo_truth
 
-    truth = read_truth(demo)
+    truth = read_demo_truth(demo)
     if not truth:
-        return
+        return ""
     found = {(m.rel, m.person) for m in result.matches}
     lines = ["Demo album: photos of each person, and how many of them were found:"]
     for person in result.people:
@@ -115,4 +124,4 @@ def _demo_score(result: RunResult, demo: Path) -> None:
     wrong = sum(1 for rel, person in found if person not in truth.get(rel, []))
     lines.append(f"  wrong matches: {wrong}. With only 3 reference photos each, some "
                  "photos are missed; more references find more.")
-    safe_print("\n".join(lines))
+    return "\n".join(lines)

@@ -64,6 +64,8 @@ class CopySummary:
     renamed: list[str] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)
     bytes_copied: int = 0
+    interrupted: bool = False  # Ctrl-C while copying: the rest was not copied
+    not_copied: int = 0
 
 
 # --------------------------------------------------------------------------- names
@@ -348,17 +350,27 @@ def _copy_one(source_path: Path, folder: Path, name: str, cache: dict) -> tuple[
 def check_destination(dest: Path) -> str | None:
     """Why copies cannot go to ``dest`` (one line), or None when they can.
 
-    Checked before the search starts: the folder is created if missing (the user asked
-    for it) and must take a new file; a file in its place is refused.
+    Checked before the search starts, leaving nothing behind: an existing folder must
+    take a new file (a probe file is made and removed in it), a missing one must be
+    creatable (its first missing folder is made and removed again), and a file in its
+    place is refused.
     """
-    dest = Path(dest)
+    dest = Path(dest).absolute()
     try:
         if dest.exists() and not dest.is_dir():
             return f"{dest} is a file, not a folder"
-        dest.mkdir(parents=True, exist_ok=True)
-        fd, probe = _create_temp(dest, "probe")
-        os.close(fd)
-        _remove_quietly(probe)
+        if dest.is_dir():
+            fd, probe = _create_temp(dest, "probe")
+            os.close(fd)
+            _remove_quietly(probe)
+            return None
+        missing = dest
+        while not missing.parent.exists():
+            missing = missing.parent
+        if not missing.parent.is_dir():
+            return f"{missing.parent} is a file, not a folder"
+        missing.mkdir()  # the first folder the copies will need, made and removed again
+        missing.rmdir()
     except OSError as exc:
         return f"cannot write in {dest}: {exc.strerror or exc}"
     return None
@@ -391,39 +403,49 @@ def copy_matches(
         if on_event is not None:
             on_event(message)
 
-    for match in matches:
+    matches = list(matches)
+    for done, match in enumerate(matches):
         key = (match.rel, match.person)
         if key in seen:
             continue
         seen.add(key)
-        label = f"{match.person}/{match.rel}"
         try:
-            parts = _rel_parts(match.rel)
-            source_path = photos_root.joinpath(*parts)
-            safe_dirs = [safe_component(match.person)] + [safe_component(p) for p in parts[:-1]]
-            folder = dest.joinpath(*safe_dirs)
-            outcome, final_name, nbytes = _copy_one(
-                source_path, folder, safe_component(parts[-1]), hash_cache
-            )
-        except (OSError, ValueError, CopyError) as exc:
-            # ValueError covers e.g. an embedded NUL or a name the filesystem cannot encode.
-            reason = _one_line(exc)
-            summary.failed.append((label, reason))
-            emit(f"Could not copy {match.rel} for {match.person}: {reason}")
-            continue
-        if outcome == "already":
-            summary.already_there += 1
-            continue
-        summary.copied += 1
-        summary.bytes_copied += nbytes
-        if outcome == "renamed":
-            dest_rel = "/".join([*safe_dirs, final_name])
-            summary.renamed.append(dest_rel)
-            emit(
-                f"{match.rel} ({match.person}): a different file already has that name, "
-                f"saved as {dest_rel}"
-            )
+            _copy_match(match, photos_root, dest, hash_cache, summary, emit)
+        except KeyboardInterrupt:  # a copy in progress is removed by _copy_one's cleanup
+            summary.interrupted = True
+            summary.not_copied = len({(m.rel, m.person) for m in matches[done:]})
+            break
     return summary
+
+
+def _copy_match(match: Match, photos_root: Path, dest: Path, hash_cache: dict,
+                summary: CopySummary, emit: Callable[[str], None]) -> None:
+    """Copy one (photo, person) match into place and count the outcome in ``summary``."""
+    label = f"{match.person}/{match.rel}"
+    try:
+        parts = _rel_parts(match.rel)
+        source_path = photos_root.joinpath(*parts)
+        safe_dirs = [safe_component(match.person)] + [safe_component(p) for p in parts[:-1]]
+        folder = dest.joinpath(*safe_dirs)
+        outcome, final_name, nbytes = _copy_one(
+            source_path, folder, safe_component(parts[-1]), hash_cache
+        )
+    except (OSError, ValueError, CopyError) as exc:
+        # ValueError covers e.g. an embedded NUL or a name the filesystem cannot encode.
+        reason = _one_line(exc)
+        summary.failed.append((label, reason))
+        emit(f"Could not copy {match.rel} for {match.person}: {reason}")
+        return
+    if outcome == "already":
+        summary.already_there += 1
+        return
+    summary.copied += 1
+    summary.bytes_copied += nbytes
+    if outcome == "renamed":
+        dest_rel = "/".join([*safe_dirs, final_name])
+        summary.renamed.append(dest_rel)
+        emit(f"{match.rel} ({match.person}): a different file already has that name, "
+             f"saved as {dest_rel}")
 
 
 __all__ = ["CopyError", "CopySummary", "check_destination", "copy_matches", "safe_component"]

@@ -13,20 +13,26 @@ from collections.abc import Callable
 from pathlib import Path
 
 from facefinder.api import RunResult
+from facefinder.cli_options import EXIT_INTERRUPTED, EXIT_OK, EXIT_UNDELIVERED
 from facefinder.report import partial_path
-
-EXIT_OK, EXIT_UNDELIVERED, EXIT_INTERRUPTED = 0, 3, 130
 
 
 def deliver(args: argparse.Namespace, result: RunResult, say: Callable[[str], None]) -> int:
     """Write the reports and copies ``args`` asks for; returns the exit status."""
+    if not result.searched:  # stopped while reading the references: nothing to deliver
+        if args.csv or args.json or args.copy:
+            say("No report written and nothing copied: the search had not started.")
+        return EXIT_INTERRUPTED
     failed = _reports(args, result, say)
     failed |= _reference_crops(args, result, say)
     if args.copy and result.interrupted:
         say(f"Not copied: the search was interrupted, so the {len(result.matches)} matches "
             f"found so far were not copied to {args.copy}; run again to finish.")
     elif args.copy:
-        failed |= _copies(args, result, say)
+        copy_failed, stopped = _copies(args, result, say)
+        if stopped:
+            return EXIT_INTERRUPTED
+        failed |= copy_failed
     if result.interrupted:
         return EXIT_INTERRUPTED
     return EXIT_UNDELIVERED if failed else EXIT_OK
@@ -53,10 +59,23 @@ def _reports(args: argparse.Namespace, result: RunResult, say: Callable[[str], N
             failed = True
             continue
         if result.interrupted:
-            say(f"Partial {kind.upper()} written: {target} ({path} left as it was)")
+            kept = f" ({path} left as it was)" if path.exists() else ""
+            say(f"Partial {kind.upper()} written: {target}{kept}")
         else:
             say(f"{kind.upper()} written: {target}")
+            _remove_stale_partial(partial_path(path), kind)
     return failed
+
+
+def _remove_stale_partial(path: Path, kind: str) -> None:
+    """A complete report supersedes the partial one of an earlier interrupted run."""
+    from facefinder.report import is_our_report
+
+    try:
+        if path.is_file() and is_our_report(path, kind):
+            path.unlink()
+    except OSError:
+        pass  # a leftover that cannot be removed does no harm
 
 
 def _reference_crops(args: argparse.Namespace, result: RunResult,
@@ -93,13 +112,17 @@ def _reference_crops(args: argparse.Namespace, result: RunResult,
     return False
 
 
-def _copies(args: argparse.Namespace, result: RunResult, say: Callable[[str], None]) -> bool:
+def _copies(args: argparse.Namespace, result: RunResult, say: Callable[[str], None]
+            ) -> tuple[bool, bool]:
+    """Copy the matches; returns (some copy failed, Ctrl-C stopped the copying)."""
     from facefinder.copying import copy_matches
 
     dest = args.copy.resolve()
     done = copy_matches(result.matches, result.photos, dest, on_event=say)
     say(f"Copies in {dest}: {done.copied} new, {done.already_there} already there"
-        + (f", {len(done.failed)} FAILED" if done.failed else ""))
+        + (f", {len(done.failed)} FAILED" if done.failed else "")
+        + (f"; interrupted: {done.not_copied} not copied (run again to finish)"
+           if done.interrupted else ""))
     for rel, reason in done.failed:
         say(f"  could not copy {rel}: {reason}")
-    return bool(done.failed)
+    return bool(done.failed), done.interrupted

@@ -1,20 +1,21 @@
 """Where the analysis runs: in this process, or in worker processes (later: a cluster).
 
 An executor takes batches of files and yields each batch's FileResults as soon as that
-batch is done (completion order, not input order). The pipeline (``analyse_files``) and
-the index-aware layer above (``cached``) do not know which executor they run on, so a
-cluster executor is one more class here. Batches are small (each worker embeds several
-faces per network call) and handed out a few ahead of the results being consumed; the
-file list is never materialised, so a 500,000-photo drive costs no more memory than a
-small album.
+batch is done (completion order, not input order); ``close()`` releases its workers. The
+pipeline (``analyse_files``) and the index-aware layer above (``cached``) do not know
+which executor they run on, so a cluster executor is one more class here. Batches are
+small (each worker embeds several faces per network call) and handed out a few ahead of
+the results being consumed; the file list is never materialised, so a 500,000-photo
+drive costs no more memory than a small album.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import itertools
+import multiprocessing
 import os
 import signal
-import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Protocol
@@ -52,6 +53,9 @@ class Executor(Protocol):
     def run(self, batches: Iterable[list[Item]], job: AnalysisJob) -> Iterator[list[FileResult]]:
         ...
 
+    def close(self) -> None:
+        """Release workers (processes, cluster connections); a no-op when there are none."""
+
 
 class InlineExecutor:
     """In this process, one batch after another: no start-up cost, easy to debug.
@@ -69,35 +73,61 @@ class InlineExecutor:
         for batch in batches:
             yield analyse_files(batch, job, self.models)
 
+    def close(self) -> None:
+        """Nothing to release: the models belong to the caller's cache."""
+
 
 class ProcessExecutor:
-    """``jobs`` joblib (loky) worker processes, each running single-threaded models.
+    """``jobs`` worker processes of its own, each running single-threaded models.
 
     On a small CPU, N processes with one thread each beat one process with N threads
-    (measured in the benchmark). Workers load each model once (``analyse.WORKER_MODELS``).
+    (measured in the benchmark). Workers load each model once (``analyse.WORKER_MODELS``)
+    and live as long as this executor, so a second search of the same Finder starts at
+    once; ``close()`` ends them. The pool belongs to this object alone: two Finders never
+    share or resize each other's workers. At most ``2 * jobs`` batches are in flight, so
+    memory stays bounded however many files there are.
     """
 
     def __init__(self, jobs: int) -> None:
         self.jobs = jobs
+        self._pool: concurrent.futures.ProcessPoolExecutor | None = None
+
+    def _workers(self) -> concurrent.futures.ProcessPoolExecutor:
+        if self._pool is None:
+            self._pool = concurrent.futures.ProcessPoolExecutor(
+                max_workers=self.jobs, mp_context=multiprocessing.get_context("spawn"),
+                initializer=_ignore_ctrl_c)
+        return self._pool
 
     def run(self, batches: Iterable[list[Item]], job: AnalysisJob) -> Iterator[list[FileResult]]:
-        from joblib import Parallel, delayed
-
         single = AnalysisJob(job.model, job.models_dir, job.settings, threads=1)
-        runner = Parallel(n_jobs=self.jobs, backend="loky", return_as="generator_unordered",
-                          pre_dispatch=f"{2 * self.jobs}", batch_size=1)
-        with warnings.catch_warnings():
-            # Stopping early (Ctrl-C, cancel) drops the batches in flight on purpose; the
-            # index keeps what was done, so joblib's advice about it is only noise.
-            warnings.filterwarnings("ignore", message=".*tasks which were still being",
-                                    category=UserWarning)
-            yield from runner(delayed(_in_worker)(batch, single) for batch in batches)
+        pool = self._workers()
+        pending: set[concurrent.futures.Future[list[FileResult]]] = set()
+        todo = iter(batches)
+        try:
+            while True:
+                for batch in itertools.islice(todo, 2 * self.jobs - len(pending)):
+                    pending.add(pool.submit(analyse_files, batch, single))
+                if not pending:
+                    return
+                done, pending = concurrent.futures.wait(
+                    pending, return_when=concurrent.futures.FIRST_COMPLETED)
+                for future in done:
+                    yield future.result()
+        finally:
+            for future in pending:  # stopped early: drop what has not started
+                future.cancel()
+
+    def close(self) -> None:
+        """End the worker processes (they finish the batch they are on)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
 
 
-def _in_worker(batch: list[Item], job: AnalysisJob) -> list[FileResult]:
+def _ignore_ctrl_c() -> None:
     """Worker side: leave Ctrl-C to the main process, which stops us and still reports."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    return analyse_files(batch, job)
 
 
 def batches(items: Iterable[Item], size: int = BATCH_SIZE) -> Iterator[list[Item]]:

@@ -19,8 +19,8 @@ Layout, and why:
   re-run cost one stat per file. Paths are relative to the scanned folder (the root is
   recorded separately), so D:\\Photos seen as E:\\Photos later is re-hashed once, never
   re-decoded. Paths are stored as UTF-8 bytes with surrogate escapes, so any name works.
-* ``settings`` - one row per analysis key (model, crop, sizes, pipeline version;
-  ``analyse.analysis_key``); changing any of them re-analyses instead of mixing vectors.
+* ``settings`` - one row per analysis key (``analyse.analysis_key``: the model's part
+  specs, weights, sizes); changing any of them re-analyses instead of mixing vectors.
 * ``analyses`` - (content, settings) was analysed: the marker that also records files with
   no face and the reason a file could not be read.
 * ``faces`` - box, landmarks, detector score, float32 embedding, skipped reason and, for
@@ -224,10 +224,10 @@ class IndexInfo:
 
 
 class FaceIndex:
-    """An open face index. Use :meth:`open`; writes go through :meth:`store`/:meth:`commit`."""
+    """An open face index. Use :meth:`open`; results go in through :meth:`record`."""
 
     def __init__(self, path: Path, conn: sqlite3.Connection, read_only: bool,
-                 upgrade_key: KeyUpgrade) -> None:
+                 upgrade_key: KeyUpgrade | None) -> None:
         self.path = path
         self.conn = conn
         self.read_only = read_only
@@ -242,11 +242,12 @@ class FaceIndex:
 
     @classmethod
     def open(cls, path: Path, *, read_only: bool = False,
-             upgrade_key: KeyUpgrade = lambda key: None) -> FaceIndex:
+             upgrade_key: KeyUpgrade | None = None) -> FaceIndex:
         """Open (creating if missing) the index at ``path``, upgrading an older schema.
 
         ``upgrade_key`` maps an analysis key of an older schema to today's (or None);
-        the analysis layer knows the key format, this module only applies it.
+        the analysis layer knows the key format, this module only applies it. Without it
+        an older index is refused rather than upgraded with its analyses orphaned.
 
         Raises IndexFileError for a file that is not a complete face index of a schema
         this version knows, IndexLockedError when another run keeps it locked, and OSError
@@ -259,14 +260,24 @@ class FaceIndex:
             raise FileNotFoundError(path)
         else:
             path.parent.mkdir(parents=True, exist_ok=True)
+        if not read_only:
+            return cls._connect(path, str(path), False, upgrade_key)
+        # Read-only: a WAL index on a write-protected stick cannot be opened the usual
+        # way when SQLite cannot create its -shm file; "immutable" reads it without any
+        # side file (results a killed run left un-checkpointed in the -wal are not seen;
+        # they are simply read again from the photos).
+        base = path.resolve().as_uri()
         try:
-            if read_only:
-                uri = path.resolve().as_uri() + "?mode=ro"
-                conn = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_S,
-                                       isolation_level=None, check_same_thread=True)
-            else:
-                conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_S,
-                                       isolation_level=None)
+            return cls._connect(path, base + "?mode=ro", True, upgrade_key)
+        except OSError:
+            return cls._connect(path, base + "?mode=ro&immutable=1", True, upgrade_key)
+
+    @classmethod
+    def _connect(cls, path: Path, target: str, read_only: bool,
+                 upgrade_key: KeyUpgrade | None) -> FaceIndex:
+        try:
+            conn = sqlite3.connect(target, uri=read_only, timeout=BUSY_TIMEOUT_S,
+                                   isolation_level=None)
         except sqlite3.OperationalError as exc:
             raise OSError(f"cannot open {path}: {exc}") from None
         index = cls(path, conn, read_only, upgrade_key)
@@ -274,10 +285,12 @@ class FaceIndex:
             index._prepare()
         except sqlite3.DatabaseError as exc:
             conn.close()
+            text = str(exc).lower()
             if _is_locked(exc):
                 raise IndexLockedError(_locked_message(path)) from None
-            if isinstance(exc, sqlite3.OperationalError) and "readonly" in str(exc).lower():
-                raise OSError(f"cannot write {path}: {exc}") from None
+            if isinstance(exc, sqlite3.OperationalError) and (
+                    "readonly" in text or "unable to open" in text):
+                raise OSError(f"cannot use {path} here: {exc}") from None
             raise IndexFileError(f"the face index {path} is damaged ({exc}); "
                                  "move it away or pass --index with another file") from None
         except BaseException:
@@ -311,6 +324,9 @@ class FaceIndex:
                 f"the face index {self.path} has a schema ({version}) this finder cannot "
                 "upgrade; move it away and the next run builds a new one"
             )
+        if version < SCHEMA_VERSION and self._upgrade_key is None:
+            raise IndexFileError(f"the face index {self.path} has an older schema "
+                                 f"({version}); open it with the finder to upgrade it")
         if version < SCHEMA_VERSION and self.read_only:
             self._translate_old_keys()  # cannot upgrade a read-only file: map keys in memory
         elif version < SCHEMA_VERSION:
@@ -324,6 +340,7 @@ class FaceIndex:
         conn = self.conn
         self.begin()
         try:
+            assert self._upgrade_key is not None
             for step in range(version, SCHEMA_VERSION):
                 MIGRATIONS[step](conn, self._upgrade_key)
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
@@ -335,6 +352,7 @@ class FaceIndex:
         self.migrated_from = version
 
     def _translate_old_keys(self) -> None:
+        assert self._upgrade_key is not None
         for settings_id, key in self.conn.execute("SELECT id, key FROM settings").fetchall():
             new = self._upgrade_key(key)
             if new is not None:
@@ -642,7 +660,8 @@ class FaceIndex:
         contents = conn.execute("SELECT count(*) FROM contents").fetchone()[0]
         unreadable = conn.execute(
             "SELECT count(DISTINCT content) FROM analyses WHERE error IS NOT NULL").fetchone()[0]
-        settings = [(self._upgrade_key(key) or key, files, faces)
+        upgrade = self._upgrade_key or (lambda key: None)
+        settings = [(upgrade(key) or key, files, faces)
                     for key, files, faces in conn.execute(
             "SELECT s.key, count(a.content), coalesce(sum(a.faces), 0) FROM settings s "
             "LEFT JOIN analyses a ON a.settings = s.id GROUP BY s.id ORDER BY s.key")]

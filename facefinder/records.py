@@ -1,7 +1,7 @@
 """Plain data passed between pipeline stages.
 
 Workers return these (they must pickle cheaply), the main process matches and reports.
-Keeping detection/embedding results separate from matching means a later face index can
+Keeping detection/embedding results separate from matching means the face index can
 store exactly these records and answer new questions without decoding a photo again.
 """
 

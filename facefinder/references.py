@@ -55,10 +55,9 @@ class ReferenceFace:
     embedding: np.ndarray
 
 
-def find_people(reference: Path, only: Sequence[str] = ()
-                ) -> tuple[list[Person], list[ReferenceNote]]:
-    """People (subfolders) of ``reference`` with their image files, filtered by ``only``,
-    and notes on files that are not in a person's folder or are not photos."""
+def find_people(reference: Path) -> tuple[list[Person], list[ReferenceNote]]:
+    """People (subfolders) of ``reference`` with their image files, and notes on files
+    that are not in a person's folder or are not photos."""
     if not reference.is_dir():
         raise ReferenceError(
             f"reference folder not found: {reference} "
@@ -84,21 +83,7 @@ def find_people(reference: Path, only: Sequence[str] = ()
         raise ReferenceError(
             f"no people in {reference}: make one subfolder per person holding their photos"
         )
-    everyone = sorted(people.values(), key=lambda p: p.name.casefold())
-    if not only:
-        return everyone, notes
-    wanted = {name.casefold(): name for name in only}
-    chosen = [p for p in everyone if p.name.casefold() in wanted]
-    missing = set(wanted) - {p.name.casefold() for p in chosen}
-    if missing:
-        names = ", ".join(wanted[m] for m in sorted(missing))
-        raise ReferenceError(
-            f"--person {names}: no such folder in {reference} "
-            f"(people there: {', '.join(p.name for p in everyone)})"
-        )
-    chosen_names = {p.name for p in chosen}
-    return chosen, [n for n in notes if n.rel.split("/", 1)[0] in chosen_names
-                    or "/" not in n.rel]
+    return sorted(people.values(), key=lambda p: p.name.casefold()), notes
 
 
 def _box_text(box: tuple[int, int, int, int]) -> str:
@@ -106,11 +91,14 @@ def _box_text(box: tuple[int, int, int, int]) -> str:
     return f"at x={x}, y={y}, {w}x{h} px"
 
 
-def choose_faces(people: Sequence[Person], results: dict[str, FileResult]
-                 ) -> tuple[dict[str, list[ReferenceFace]], list[ReferenceNote]]:
+def choose_faces(people: Sequence[Person], results: dict[str, FileResult], *,
+                 agree_below: float) -> tuple[dict[str, list[ReferenceFace]],
+                                              list[ReferenceNote]]:
     """One reference face per usable photo, per person, and notes on what was decided.
 
     ``results`` maps each photo's path relative to the reference folder to its analysis.
+    In a several-face photo, a face "agrees" with the person's single-face photos when
+    its mean distance to them is under ``agree_below`` (the search threshold).
     """
     chosen: dict[str, list[ReferenceFace]] = {}
     notes: list[ReferenceNote] = []
@@ -132,7 +120,7 @@ def choose_faces(people: Sequence[Person], results: dict[str, FileResult]
                 crowded.append((rel, usable))
         anchors = np.stack([f.embedding for f in faces]) if faces else None
         for rel, usable in crowded:
-            face, note = _pick(person.name, rel, usable, anchors)
+            face, note = _pick(person.name, rel, usable, anchors, agree_below)
             faces.append(face)
             notes.append(note)
         if not faces:
@@ -150,19 +138,23 @@ def choose_faces(people: Sequence[Person], results: dict[str, FileResult]
     return chosen, notes
 
 
-def _pick(name: str, rel: str, usable: list[Face], anchors: np.ndarray | None
-          ) -> tuple[ReferenceFace, ReferenceNote]:
+def _pick(name: str, rel: str, usable: list[Face], anchors: np.ndarray | None,
+          agree_below: float) -> tuple[ReferenceFace, ReferenceNote]:
     """The face of a several-face reference photo that is ``name``, and a note saying how."""
     if anchors is not None:
         vectors = np.stack([f.embedding for f in usable])
         spread = (1.0 - vectors @ anchors.T).mean(axis=1)
-        face = usable[int(spread.argmin())]
-        text = (f"{len(usable)} faces; used the one most like {name}'s other reference "
-                f"photos ({_box_text(face.box)})")
-        return ReferenceFace(name, rel, face.box, face.embedding), ReferenceNote(rel, text)
+        best = int(spread.argmin())
+        if spread[best] < agree_below:
+            face = usable[best]
+            text = (f"{len(usable)} faces; used the one most like {name}'s other reference "
+                    f"photos ({_box_text(face.box)})")
+            return ReferenceFace(name, rel, face.box, face.embedding), ReferenceNote(rel, text)
+        why = f"none of its {len(usable)} faces is like {name}'s other reference photos"
+    else:
+        why = f"{len(usable)} faces and no single-face photo of {name} to tell which is them"
     face = max(usable, key=lambda f: f.box[2] * f.box[3])
-    text = (f"{len(usable)} faces and no single-face photo of {name} to tell which is them; "
-            f"took the largest ({_box_text(face.box)}) - check it, or add a portrait")
+    text = f"{why}; took the largest ({_box_text(face.box)}) - check it, or add a portrait"
     return (ReferenceFace(name, rel, face.box, face.embedding),
             ReferenceNote(rel, text, box=face.box))
 

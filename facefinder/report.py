@@ -14,13 +14,14 @@ every key is optional and a missing one just leaves its line out:
 ``faces_found``         int, faces detected in those images
 ``faces_skipped``       int, faces too small or too blurry to trust (not matched)
 ``matches_per_person``  dict person -> int, photos in which that person was found
-``videos_skipped``      int, video files (not analysed)
+                        (kept in the JSON; the console listing shows the counts)
 ``videos_read``         int, videos whose frames were sampled and searched
 ``files_decoded``       int, files analysed in this run (not answered by the face index)
 ``from_index``          int, files answered from the face index without decoding
 ``other_files``         int, files that are neither images nor videos
 ``unreadable``          list of (path, reason), files that could not be read
-``elapsed_s``           float, wall-clock seconds for the whole run
+``elapsed_s``           float, wall-clock seconds of the search
+``interrupted``         bool, stopped by Ctrl-C before every file was looked at
 """
 
 from __future__ import annotations
@@ -122,10 +123,15 @@ def _atomic_write(
         raise
 
 
+def by_date(match: Match) -> tuple[str, str, str, str]:
+    """The one order of every listing and report: capture time (oldest first; unknown
+    first), then path as file managers sort it, then person - so reports read like an
+    album, the console and the CSV agree, and runs diff cleanly."""
+    return (match.taken or "", match.rel.casefold(), match.rel, match.person)
+
+
 def _sorted_matches(matches: Sequence[Match]) -> list[Match]:
-    """Stable, reproducible order - capture time (when known), path, person - so reports
-    read like an album and diff cleanly between runs."""
-    return sorted(matches, key=lambda m: (m.taken or "", m.rel, m.person))
+    return sorted(matches, key=by_date)
 
 
 def _seconds(value: float | None) -> str:
@@ -235,9 +241,11 @@ def write_json(
 ) -> None:
     """Write the machine-readable report, UTF-8 without BOM (JSON forbids one), indent=2.
 
-    Layout: ``{"model", "threshold", "matches": [{"path", "person", "distance",
-    "box": [x, y, w, h]}], "unreadable": [{"path", "reason"}], "summary": {...}}``.
-    A match also has ``"taken"`` (capture time) when known, and for a video
+    Layout: ``{"facefinder": "report", "model", "threshold", "matches": [{"path",
+    "person", "distance", "box": [x, y, w, h]}], "unreadable": [{"path", "reason"}],
+    "summary": {...}}``; the ``"facefinder"`` marker is what lets a later run replace
+    the file. A match also has ``"taken"`` (capture time) and ``"taken_from"`` (its
+    source) when known, and for a video
     ``"first_s"``, ``"last_s"`` and ``"frames"`` (when and in how many sampled frames).
     ``ensure_ascii=False`` keeps names readable; the only characters UTF-8 cannot encode
     (lone surrogates from undecodable Linux file names) are written as ``\\udcXX`` JSON
@@ -284,8 +292,7 @@ def check_writable(path: Path, kind: str) -> str | None:
             return f"{path} is a folder; give a file name, e.g. {path / 'found.csv'}"
         if not folder.is_dir():
             return f"the folder {folder} does not exist"
-        ours = _looks_like(path, _is_our_csv if kind == "csv" else _is_our_json)
-        if path.exists() and not ours:
+        if path.exists() and not is_our_report(path, kind):
             return f"{path} exists and is not a report of this finder; it is left untouched"
     except OSError as exc:  # a name too long for the file system, for one
         return f"cannot use {path}: {exc.strerror or exc}"
@@ -297,6 +304,11 @@ def check_writable(path: Path, kind: str) -> str | None:
     except OSError as exc:
         return f"cannot write in {folder}: {exc.strerror or exc}"
     return None
+
+
+def is_our_report(path: Path, kind: str) -> bool:
+    """Whether ``path`` is (or may safely replace) a ``kind`` ("csv"/"json") report of ours."""
+    return _looks_like(Path(path), _is_our_csv if kind == "csv" else _is_our_json)
 
 
 def partial_path(path: Path) -> Path:
@@ -345,7 +357,7 @@ def format_results(matches: Sequence[Match], people: Sequence[str], *, show_dist
     blocks = []
     for person, found in best.items():
         lines = [f"{person}: {_plural(len(found), 'photo')}"]
-        ordered = sorted(found.values(), key=lambda m: (m.taken or "", m.rel.casefold(), m.rel))
+        ordered = sorted(found.values(), key=by_date)
         for match in ordered[:limit]:
             line = f"  {_date(match.taken, match.taken_from)}  {printable(match.rel)}"
             if show_distance:
@@ -371,8 +383,7 @@ def format_answer(matches: Sequence[Match], question: str, *, show_distance: boo
     for match in matches:
         files.setdefault(match.rel, []).append(match)
     lines = [f"{question}: {_plural(len(files), 'file')}"]
-    for rel, found in sorted(files.items(), key=lambda item: (item[1][0].taken or "",
-                                                              item[0].casefold(), item[0])):
+    for rel, found in sorted(files.items(), key=lambda item: by_date(item[1][0])):
         first = found[0]
         people = ", ".join(
             f"{m.person} ({m.distance:.3f})" if show_distance else m.person

@@ -83,18 +83,23 @@ def read_truth(album: Path) -> dict[str, str]:
     return {line.split(",")[0]: line.split(",")[1] for line in lines}
 
 
-USER_STATE = [ROOT / "index.sqlite", ROOT / "index.sqlite-wal", ROOT / "reference"]
+USER_STATE = [ROOT / "index.sqlite", ROOT / "index.sqlite-wal", ROOT / "index.sqlite-shm",
+              ROOT / "reference"]
 
 
 def _state(paths: list[Path]) -> list[tuple[str, int, int] | None]:
-    """Size and modification time of each path (None when absent)."""
-    found = []
+    """Size and modification time of each path and of everything under it (None: absent)."""
+    found: list[tuple[str, int, int] | None] = []
     for path in paths:
         try:
             info = path.stat()
-            found.append((str(path), info.st_size, info.st_mtime_ns))
         except OSError:
             found.append(None)
+            continue
+        found.append((str(path), info.st_size, info.st_mtime_ns))
+        if path.is_dir():
+            for inner in sorted(path.rglob("*")):
+                found.append((str(inner), inner.stat().st_size, inner.stat().st_mtime_ns))
     return found
 
 

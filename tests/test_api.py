@@ -7,6 +7,7 @@ import re
 import subprocess
 import sys
 import threading
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -40,8 +41,8 @@ def test_api_gives_the_cli_matches_exactly(finder: Finder, celeb_album: Path,
     assert len(started) == 1 and started[0].people == result.people
     assert len(done) == result.summary.files_scanned == len(result.files) == 25
     assert all(f.faces and f.faces[0].embedding is not None for f in result.files)
-    assert result.summary.matches_per_person == {
-        p: sum(m.person == p for m in result.matches) for p in result.summary.matches_per_person}
+    assert result.summary.matches_per_person == dict(Counter(m.person for m in result.matches))
+    assert set(result.summary.matches_per_person) == set(result.people)
 
 
 def test_a_run_is_cancelled_without_keyboard_interrupt(finder: Finder, celeb_album: Path) -> None:
@@ -67,17 +68,32 @@ def test_faces_of_one_photo(finder: Finder) -> None:
 
 def test_two_finders_in_one_process_do_not_trip_over_each_other(
         celeb_album: Path, models_dir: Path) -> None:
-    """Settings belong to a Finder: a second one with others changes nothing in the first."""
+    """Settings and loaded models belong to a Finder: two used at once, from two threads,
+    each get their own answer."""
     photos = celeb_album / "collection"
-    small = Finder(celeb_album / "reference", models=models_dir, jobs=1)
-    strict = Finder(celeb_album / "reference", models=models_dir, jobs=1,
-                    settings=AnalysisSettings(min_face=2000))
-    first = small.find(photos)
-    with pytest.raises(FinderError, match="no usable reference face"):
-        strict.find(photos)  # every reference face is "too small" for it
-    again = small.find(photos)
-    assert [(m.rel, m.person) for m in again.matches] == [(m.rel, m.person)
-                                                          for m in first.matches]
+    with Finder(celeb_album / "reference", models=models_dir, jobs=1) as small, \
+            Finder(celeb_album / "reference", models=models_dir, jobs=1,
+                   settings=AnalysisSettings(min_face=2000)) as strict:
+        alone = small.find(photos)
+        outcomes: dict[str, object] = {}
+
+        def run(name: str, finder: Finder) -> None:
+            try:
+                outcomes[name] = finder.find(photos)
+            except FinderError as exc:
+                outcomes[name] = exc
+
+        threads = [threading.Thread(target=run, args=("small", small)),
+                   threading.Thread(target=run, args=("strict", strict))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=300)
+    assert isinstance(outcomes["strict"], FinderError)  # every reference face "too small"
+    assert "no usable reference face" in str(outcomes["strict"])
+    together = outcomes["small"]
+    assert [(m.rel, m.person) for m in together.matches] == [(m.rel, m.person)
+                                                             for m in alone.matches]
 
 
 def test_bad_input_is_one_typed_error(finder: Finder, celeb_album: Path) -> None:
@@ -120,3 +136,13 @@ def test_readme_python_example_runs_and_finds_the_demo_people(models_dir: Path) 
     assert done.returncode == 0, done.stderr
     for person in ("Ben Affleck", "Elton John", "Jerry Seinfeld", "Madonna", "Mindy Kaling"):
         assert person in done.stdout
+
+
+def test_cancelled_before_the_search_says_nothing_was_searched(finder: Finder,
+                                                              celeb_album: Path) -> None:
+    """Stopped while the references were read: the result says no photo was looked at."""
+    cancel = threading.Event()
+    cancel.set()
+    result = finder.find(celeb_album / "collection", cancel=cancel)
+    assert result.interrupted and not result.searched and not result.complete
+    assert result.summary.files_scanned == 0 and result.matches == []

@@ -144,19 +144,41 @@ def test_failed_copy_exits_3(celebrities: Path, models_dir: Path, tmp_path: Path
     assert blocker.read_bytes() == b"not a folder"
 
 
-def test_report_that_cannot_be_written_after_the_run_exits_3(
+def test_same_file_for_csv_and_json_is_refused_before_the_search(
         celebrities: Path, models_dir: Path, tmp_path: Path,
         capsys: pytest.CaptureFixture[str]) -> None:
-    """A report refused after the search (here: --json onto the --csv just written) exits 3."""
+    """--csv and --json naming one file would lose one report: refused up front (exit 2)."""
     photos, reference = album(celebrities, tmp_path, {"a.jpg": ("madonna", 0)})
     report = tmp_path / "found.txt"
     code = run([photos, "--reference", reference, "--csv", report, "--json", report],
                models_dir)
     err = capsys.readouterr().err
+    assert code == EXIT_USAGE and "same file" in err and "Looking for" not in err
+    assert not report.exists()
+
+
+def test_report_that_cannot_be_written_after_the_run_exits_3(
+        celebrities: Path, models_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """A report that fails after the search (its folder replaced by a file meanwhile, as a
+    pulled stick or another program might) is named, and the exit status is 3."""
+    from facefinder import console
+
+    photos, reference = album(celebrities, tmp_path, {"a.jpg": ("madonna", 0)})
+    folder = tmp_path / "reports"
+    folder.mkdir()
+    close = console.Console.close
+
+    def close_and_break_the_folder(self: console.Console) -> None:
+        close(self)
+        shutil.rmtree(folder)
+        folder.write_bytes(b"now a file")
+
+    monkeypatch.setattr(console.Console, "close", close_and_break_the_folder)
+    code = run([photos, "--reference", reference, "--csv", folder / "found.csv"], models_dir)
+    err = capsys.readouterr().err
     assert code == EXIT_UNDELIVERED, err
-    assert "cannot write" in err and str(report) in err
-    with report.open(encoding="utf-8-sig", newline="") as handle:
-        assert [row["path"] for row in csv.DictReader(handle)] == ["a.jpg"]
+    assert "cannot write" in err and "found.csv" in err
 
 
 # --------------------------------------------------------------------------- 3. --all

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -60,6 +61,34 @@ def test_jobs_are_decided_in_one_place() -> None:
 
 
 def test_batches_are_lazy_and_complete() -> None:
-    """A 500,000-file drive is never held as one list."""
-    made = batches(iter(range(19)), 8)
-    assert [len(b) for b in made] == [8, 8, 3]
+    """A 500,000-file drive is never held as one list (an endless one works too)."""
+    assert next(batches(itertools.count(), 8)) == list(range(8))
+    assert [len(b) for b in batches(iter(range(19)), 8)] == [8, 8, 3]
+
+
+class CountingExecutor(InlineExecutor):
+    """A stand-in for a cluster: many 'workers', counts what it is given to analyse."""
+
+    jobs = 100
+
+    def __init__(self) -> None:
+        super().__init__(ModelCache())
+        self.files = 0
+
+    def run(self, batches, job):  # type: ignore[override]
+        for batch in batches:
+            self.files += len(batch)
+            yield analyse_files(batch, job, self.models)
+
+
+def test_a_custom_executor_gets_the_work_with_or_without_an_index(
+        celeb_album: Path, models_dir: Path, tmp_path: Path) -> None:
+    """The seam a cluster executor plugs into: every file to analyse reaches it."""
+    from facefinder import Finder
+
+    for index in (None, tmp_path / "i.sqlite"):
+        executor = CountingExecutor()
+        finder = Finder(celeb_album / "reference", models=models_dir, index=index,
+                        executor=executor)
+        result = finder.find(celeb_album / "collection")
+        assert executor.files >= 25 and result.summary.files_decoded == 25

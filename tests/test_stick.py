@@ -32,7 +32,7 @@ BOOTSTRAP_SH = ROOT / "bootstrap.sh"
 DATA = Path(__file__).resolve().parent / ".data"
 
 TARGETS = ["win_amd64", "macosx_arm64", "manylinux_x86_64", "manylinux_aarch64"]
-CORE = {"numpy", "onnxruntime", "pillow", "pillow-heif", "joblib", "tqdm", "h5py", "onnx"}
+CORE = {"numpy", "onnxruntime", "pillow", "pillow-heif", "tqdm", "h5py", "onnx"}
 TAG_HINT = {"win_amd64": "win_amd64", "macosx_arm64": "arm64",
             "manylinux_x86_64": "x86_64", "manylinux_aarch64": "aarch64"}
 

@@ -174,8 +174,12 @@ def _result(n: int) -> FileResult:
     return FileResult(rel=f"{n}.jpg", kind="image", size=(10, 10), faces=[face])
 
 
-def test_records_are_committed_every_few_files_and_on_flush(tmp_path: Path) -> None:
+def test_records_are_committed_every_few_files_and_on_flush(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A kill loses at most the last few seconds: results are committed as they come."""
+    import facefinder.index
+
+    monkeypatch.setattr(facefinder.index, "COMMIT_SECONDS", 3600.0)  # count files only
     path = tmp_path / "i.sqlite"
     index = FaceIndex.open(path)
     settings = index.settings_id("k")
@@ -208,3 +212,44 @@ def test_notices_are_new_once(tmp_path: Path) -> None:
     assert index.new_notices(["a", "b"]) == {"b"}
     assert index.quick_check() == "ok"
     index.close()
+
+
+def _unshare_works() -> bool:
+    import shutil
+    import subprocess
+    import sys
+
+    if not sys.platform.startswith("linux") or shutil.which("unshare") is None:
+        return False
+    return subprocess.run(["unshare", "-m", "true"], capture_output=True).returncode == 0
+
+
+@pytest.mark.skipif(not _unshare_works(), reason="needs Linux and `unshare -m` (root) to "
+                    "mount a folder read-only; root ignores permission bits otherwise")
+def test_index_on_a_read_only_mount_is_read_not_called_damaged(
+        v1_album, models_dir: Path, tmp_path: Path) -> None:
+    """A write-protected stick: the index answers the search, nothing is written to it."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    photos, refs, index = v1_album
+    assert main([str(photos), "--reference", str(refs), "--index", str(index), "--models",
+                 str(models_dir), "--no-progress", "--jobs", "1"]) == 0  # upgrade, close
+    folder = index.parent
+    before = sorted(p.name for p in folder.iterdir())
+    out = tmp_path.parent / f"{tmp_path.name}-ro.json"
+    code = (f"import sys; sys.path.insert(0, {str(ROOT)!r}); from facefinder.cli import main; "
+            f"sys.exit(main([{str(photos)!r}, '--reference', {str(refs)!r}, '--index', "
+            f"{str(index)!r}, '--models', {str(models_dir)!r}, '--no-progress', '--jobs', "
+            f"'1', '--json', {str(out)!r}]))")
+    script = (f'mount --bind "{folder}" "{folder}" && mount -o remount,bind,ro "{folder}" && '
+              f'exec "{sys.executable}" -c "$0"')
+    done = subprocess.run(["unshare", "-m", "sh", "-c", script, code], capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "is only read this run" in done.stderr and "damaged" not in done.stderr
+    summary = json.loads(out.read_text(encoding="utf-8"))["summary"]
+    assert summary["files_decoded"] == 0 and summary["from_index"] == 8
+    assert sorted(p.name for p in folder.iterdir()) == before

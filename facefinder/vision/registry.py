@@ -78,6 +78,7 @@ class ModelSpec:
     default_threshold: float  # cosine distance; calibrated on the devset
     threshold_range: tuple[float, float]  # values that can make sense for this model
     threshold_hint: str  # what to try, in words
+    requires: tuple[str, ...] = ()  # Python modules the parts need beyond requirements.txt
 
     @property
     def files(self) -> tuple[str, ...]:
@@ -119,6 +120,7 @@ MODELS: dict[str, ModelSpec] = {
             default_threshold=0.052,
             threshold_range=(0.01, 0.3),
             threshold_hint="0.045 (stricter) to 0.06 (finds more, check with --show-distance)",
+            requires=("dlib",),
         ),
     )
 }

@@ -60,12 +60,3 @@ def build(sdist: Path, models: Path) -> None:
         tmp.rename(dest)
     except OSError:  # another run put the same album there meanwhile
         shutil.rmtree(tmp, ignore_errors=True)
-
-
-def read_truth(album: Path) -> dict[str, list[str]]:
-    """{photo path relative to photos/: [people]} of a demo album; {} when unknown."""
-    try:
-        with (album / "truth.csv").open(encoding="utf-8", newline="") as handle:
-            return {row["path"]: row["people"].split(";") for row in csv.DictReader(handle)}
-    except (OSError, KeyError, csv.Error):
-        return {}
