@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import os
+import shutil
 import sqlite3
 import threading
 import time
@@ -44,7 +45,7 @@ from facefinder.executors import (
     available_cores,
     resolve_jobs,
 )
-from facefinder.index import FaceIndex, IndexInfo
+from facefinder.index import FaceIndex, IndexInfo, IndexLockedError
 from facefinder.match import Gallery, match_file
 from facefinder.models.catalog import ModelsMissing
 from facefinder.query import Query
@@ -126,6 +127,7 @@ class Summary:
     references_decoded: int = 0
     elapsed_s: float = 0.0
     interrupted: bool = False
+    not_kept_in_index: int = 0  # results the index could not keep (disk full, locked)
 
     def add(self, result: FileResult) -> None:
         """Count one file of the collection."""
@@ -281,14 +283,17 @@ class Finder:
         cancel: Cancel | None = None,
         count_files: bool = False,
         keep_files: bool = True,
+        follow_links: bool = False,
     ) -> RunResult:
         """Search ``photos`` (and all its subfolders) for ``people`` (default: everyone).
 
         ``query`` filters the files found (--any/--all/--without/--since...); its names are
         searched for too. ``exclude`` lists folders not to search (the copy folder).
-        ``keep_files`` False drops per-file results (saves memory on huge runs). Ctrl-C or
-        ``cancel`` stop the run; the result then has ``interrupted`` set (and
-        ``searched`` False when it stopped before the search of ``photos`` began).
+        ``keep_files`` False drops per-file results (saves memory on huge runs).
+        ``follow_links`` follows symbolic links that lead outside ``photos`` (by default each
+        is skipped, and listed in ``summary.unreadable``). Ctrl-C or ``cancel`` stop the
+        run; the result then has ``interrupted`` set (and ``searched`` False when it
+        stopped before the search of ``photos`` began).
         """
         started = time.monotonic()
         emit = on_event or (lambda event: None)
@@ -309,17 +314,28 @@ class Finder:
                                            result, emit)
                 if not stop.is_set():
                     excluded = [self.reference, PROGRAM_DIR, *map(Path, exclude)]
-                    total = _count(root, excluded) if count_files else None
+                    total = _count(root, excluded, follow_links) if count_files else None
                     emit(Started(root, list(result.reference_faces), len(gallery.vectors),
                                  self.spec.name, threshold, self._executor.jobs, total))
                     self._search(root, excluded, gallery, query, analyser, result, emit,
-                                 stop, keep_files)
+                                 stop, keep_files, follow_links)
             except KeyboardInterrupt:
                 pass
             self._finish(result, analyser, index, started, interrupted=not result.complete)
         finally:
             if index is not None:
                 index.close()
+        problem = getattr(self._executor, "problem", None)
+        if problem:
+            emit(Notice(f"Note: {problem}."))
+        if index is not None and index.not_kept:
+            result.summary.not_kept_in_index = index.not_kept
+            emit(Notice(f"The face index {index.path} could not keep {index.not_kept} "
+                        f"results ({index.why_not_kept}): they were used for this search "
+                        "and will be read again next time."))
+        elif index is not None and index.why_not_kept and not index.read_only:
+            emit(Notice(f"The face index {index.path} could not be updated "
+                        f"({index.why_not_kept}); this search was answered in full."))
         return result
 
     def _references(self, persons: list[Person], stray: list[ReferenceNote], threshold: float,
@@ -341,11 +357,12 @@ class Finder:
 
     def _search(self, root: Path, excluded: list[Path], gallery: Gallery, query: Query,
                 analyser: Analyser, result: RunResult, emit: Callable[[Event], None],
-                stop: Cancel, keep_files: bool) -> None:
+                stop: Cancel, keep_files: bool, follow_links: bool = False) -> None:
         """Look at every file under ``root``; ``result.complete`` once all were seen."""
         summary = result.summary
         result.searched = True
-        with contextlib.closing(analyser.results(root, _scan(root, excluded, summary))) as files:
+        found = _scan(root, excluded, summary, follow_links)
+        with contextlib.closing(analyser.results(root, found)) as files:
             for file in files:
                 summary.add(file)
                 kept = query.keep(file, self._match(file, gallery, result.threshold))
@@ -367,7 +384,7 @@ class Finder:
             summary.from_index = None if index is None else analyser.from_index
         summary.matches_per_person = dict(Counter(m.person for m in result.matches))
         summary.elapsed_s = round(time.monotonic() - started, 2)
-        if index is not None and not index.read_only and result.searched:
+        if index is not None and result.searched:
             index.set_meta("last_run", {
                 "date": time.strftime("%Y-%m-%d %H:%M:%S"), "folder": str(result.photos),
                 "files": summary.files_scanned, "decoded": summary.files_decoded,
@@ -446,8 +463,10 @@ class Finder:
         if problem is None:
             try:
                 index = open_index(path)
+            except IndexLockedError:
+                problem = "another finder run keeps it locked"
             except (OSError, sqlite3.OperationalError) as exc:
-                problem = str(exc)
+                problem = "its disk is full" if _disk_full(path) else str(exc)
             else:
                 if index.migrated_from is not None:
                     emit(Notice(f"Face index {path} upgraded from schema "
@@ -459,6 +478,7 @@ class Finder:
             except (OSError, sqlite3.OperationalError):
                 pass
             else:
+                index.why_not_kept = problem
                 emit(Notice(f"Face index {path} is only read this run ({problem}); "
                             "new results are not kept."))
                 return index
@@ -467,6 +487,14 @@ class Finder:
 
 
 # --------------------------------------------------------------------------- index admin
+
+
+def _disk_full(path: Path) -> bool:
+    """Whether the disk that holds ``path`` has (practically) no room left."""
+    try:
+        return shutil.disk_usage(path.parent).free < 1 << 20
+    except OSError:
+        return False
 
 
 def open_index(path: Path, *, read_only: bool = False) -> FaceIndex:
@@ -486,17 +514,21 @@ def index_info(path: str | os.PathLike[str]) -> tuple[IndexInfo, str] | None:
         index.close()
 
 
-def prune(path: str | os.PathLike[str], photos: str | os.PathLike[str]) -> tuple[int, int]:
-    """Forget files under ``photos`` that are gone: (paths, contents) removed."""
+def prune(path: str | os.PathLike[str], photos: str | os.PathLike[str]
+          ) -> tuple[int, int, int]:
+    """Forget files under ``photos`` that are positively gone: (paths removed, contents
+    removed, paths kept because they could not be checked - see ``walk.Presence``)."""
+    from facefinder.walk import Presence
+
     root = Path(photos).resolve()
     if not root.is_dir():
         raise FinderError(f"photos folder not found: {root} (nothing pruned: an "
                           "unplugged drive must not empty the index)")
     if not Path(path).exists():
-        return 0, 0
+        return 0, 0, 0
     index = open_index(Path(path))
     try:
-        return index.prune(os.path.abspath(root), lambda rel: os.path.isfile(root / rel))
+        return index.prune(os.path.abspath(root), Presence(root))
     finally:
         index.close()
 
@@ -521,17 +553,18 @@ def check_threshold(model: str, threshold: float | None) -> float:
 # --------------------------------------------------------------------------- helpers
 
 
-def _scan(root: Path, exclude: list[Path], summary: Summary) -> Iterable:
+def _scan(root: Path, exclude: list[Path], summary: Summary,
+          follow_links: bool = False) -> Iterable:
     from facefinder.walk import scan
 
     def on_error(rel: str, reason: str) -> None:
         summary.unreadable.append((rel, reason))
 
-    return scan(root, exclude=exclude, on_error=on_error)
+    return scan(root, exclude=exclude, on_error=on_error, follow_links=follow_links)
 
 
-def _count(root: Path, exclude: list[Path]) -> int:
+def _count(root: Path, exclude: list[Path], follow_links: bool = False) -> int:
     """Files under ``root`` (one quick walk), so progress can show a total and an ETA."""
     from facefinder.walk import scan
 
-    return sum(1 for _ in scan(root, exclude=exclude))
+    return sum(1 for _ in scan(root, exclude=exclude, follow_links=follow_links))

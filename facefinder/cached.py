@@ -161,7 +161,7 @@ class Analyser:
 
     def _store(self, result: FileResult, item: _Pending | None, root_id: int | None) -> None:
         index = self.index
-        if index is None or index.read_only or item is None or root_id is None:
+        if index is None or item is None:
             return
         if result.error and result.error.startswith("cannot read file"):
             return  # an I/O problem of this moment, not a property of the content
@@ -169,6 +169,7 @@ class Analyser:
         if not key:
             return
         settings = self._settings_id(item.kind)
-        if settings is None:
+        if settings is None or root_id is None:  # a read-only index (counts what it loses)
+            index.record_lost()
             return
         index.record(settings, key, item.size, result, root_id, item.rel, item.mtime_ns)

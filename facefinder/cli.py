@@ -66,9 +66,10 @@ def _run(args: argparse.Namespace, started: float) -> int:
         if args.photos is None:
             raise FinderError("--prune needs the folder to tidy up, e.g. finder.py D:\\Photos "
                               "--prune")
-        paths, contents = api.prune(_index_path(args), args.photos)
+        paths, contents, unsure = api.prune(_index_path(args), args.photos)
         say(f"Pruned {_index_path(args)}: {paths} paths under {args.photos.resolve()} no longer "
-            f"exist; {contents} files no longer referenced anywhere were removed.")
+            f"exist; {contents} files no longer referenced anywhere were removed"
+            + (f"; {unsure} could not be checked (kept)." if unsure else "."))
         return EXIT_OK
     from facefinder.console import Console
     from facefinder.deliver import deliver
@@ -77,6 +78,9 @@ def _run(args: argparse.Namespace, started: float) -> int:
     console = Console(args)  # checks --since/--until/--min-faces... before any work
     _preflight(args)
     with _finder(args) as finder:
+        if args.jobs and finder.jobs < args.jobs:
+            say(f"--jobs {args.jobs}: using {finder.jobs} worker processes, as many as this "
+                "PC's cores and free memory carry")
         if args.fetch_models:
             finder.verify_models()
             say(f"Models for {finder.spec.name} are present and verified in "
@@ -91,7 +95,7 @@ def _run(args: argparse.Namespace, started: float) -> int:
         result = finder.find(photos, people=args.person, threshold=args.threshold,
                              query=console.query, exclude=console.exclude,
                              on_event=console.on_event, count_files=not args.no_progress,
-                             keep_files=False)
+                             keep_files=False, follow_links=args.follow_links)
         console.close()
         console.print_result(result, finder, wall_s=time.monotonic() - started, demo=demo)
     return deliver(args, result, say)
@@ -110,7 +114,9 @@ def _finder(args: argparse.Namespace) -> Finder:
         reference, models=args.models, model=args.model, jobs=args.jobs,
         index=None if args.no_index else _index_path(args),
         index_read_only=bool(status and on_stick and not status.writable),
+        # Decoding is never smaller than what the detector is asked to see.
         settings=AnalysisSettings(min_face=args.min_face, detect_side=args.detect_size,
+                                  decode_side=max(1600, args.detect_size),
                                   video_fps=args.video_fps),
         on_fetch=say,
     )
@@ -131,6 +137,12 @@ def _preflight(args: argparse.Namespace) -> None:
         problem = path and check_writable(path, kind)
         if problem:
             raise FinderError(f"{option} {path}: {problem}")
+    if args.copy and args.photos:
+        dest, photos = args.copy.resolve(), args.photos.resolve()
+        if dest == photos or photos.is_relative_to(dest):
+            raise FinderError(f"--copy {args.copy}: that folder holds the photos searched, so "
+                              "every run would copy the copies again; give a folder outside "
+                              f"it, or a subfolder such as {photos / 'found'}")
     problem = args.copy and check_destination(args.copy)
     if problem:
         raise FinderError(f"--copy {args.copy}: {problem}")

@@ -92,6 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--video-fps", type=float, default=1.0, metavar="N",
                    help="video frames searched per second of video (default 1); a person "
                         "must be seen in 2 frames close together, e.g. --video-fps 2")
+    p.add_argument("--follow-links", action="store_true",
+                   help="follow symbolic links that point outside PHOTOS_DIR (by default "
+                        "they are skipped, each with a one-line note)")
     q = p.add_argument_group("questions (filters on the files found)")
     q.add_argument("--all", nargs="+", default=[], metavar="NAME", dest="all_of",
                    help="only files that show all of these people, e.g. --all Anna Ben")

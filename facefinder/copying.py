@@ -27,12 +27,12 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import secrets
 import stat
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from facefinder import partials
 from facefinder.records import Match
 
 CHUNK = 1 << 20  # 1 MiB: large enough for fast USB throughput, small enough for any PC's RAM
@@ -160,14 +160,15 @@ def _one_line(exc: BaseException) -> str:
 
 
 def _create_temp(folder: Path, name: str) -> tuple[int, Path]:
-    """Create a new hidden ``.name.partial-<random>`` file with O_EXCL; return (fd, path).
+    """Create a new hidden ``.name.partial-<pid>-<random>`` file with O_EXCL; return
+    (fd, path).
 
     O_EXCL guarantees we never open somebody else's file; the name is truncated so the
     temporary name stays within the 255-character limit even for long photo names.
     """
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
     for _ in range(100):
-        tmp = folder / f".{name[:64]}.partial-{secrets.token_hex(4)}"
+        tmp = folder / partials.temp_name(name)
         try:
             return os.open(_fs(tmp), flags, 0o666), tmp
         except FileExistsError:
@@ -396,6 +397,7 @@ def copy_matches(
     summary = CopySummary()
     seen: set[tuple[str, str]] = set()
     hash_cache: dict[tuple[str, int, int], str] = {}
+    swept: set[Path] = set()  # folders cleaned of killed runs' temporary files
     photos_root = Path(photos_root)
     dest = Path(dest)
 
@@ -410,7 +412,7 @@ def copy_matches(
             continue
         seen.add(key)
         try:
-            _copy_match(match, photos_root, dest, hash_cache, summary, emit)
+            _copy_match(match, photos_root, dest, hash_cache, summary, emit, swept)
         except KeyboardInterrupt:  # a copy in progress is removed by _copy_one's cleanup
             summary.interrupted = True
             summary.not_copied = len({(m.rel, m.person) for m in matches[done:]})
@@ -419,7 +421,7 @@ def copy_matches(
 
 
 def _copy_match(match: Match, photos_root: Path, dest: Path, hash_cache: dict,
-                summary: CopySummary, emit: Callable[[str], None]) -> None:
+                summary: CopySummary, emit: Callable[[str], None], swept: set[Path]) -> None:
     """Copy one (photo, person) match into place and count the outcome in ``summary``."""
     label = f"{match.person}/{match.rel}"
     try:
@@ -427,6 +429,9 @@ def _copy_match(match: Match, photos_root: Path, dest: Path, hash_cache: dict,
         source_path = photos_root.joinpath(*parts)
         safe_dirs = [safe_component(match.person)] + [safe_component(p) for p in parts[:-1]]
         folder = dest.joinpath(*safe_dirs)
+        if folder not in swept:  # a copy killed mid-way (kill -9) left its temp file here
+            swept.add(folder)
+            partials.sweep(folder)
         outcome, final_name, nbytes = _copy_one(
             source_path, folder, safe_component(parts[-1]), hash_cache
         )

@@ -49,6 +49,7 @@ import hashlib
 import json
 import os
 import sqlite3
+import stat
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -186,7 +187,11 @@ def _check_header(path: Path) -> None:
     tells at once whether pages are missing.
     """
     try:
-        size = path.stat().st_size
+        info = path.stat()
+        if not stat.S_ISREG(info.st_mode):  # a FIFO would block the open below forever
+            raise IndexFileError(f"{path} is not a regular file (a folder, pipe or device); "
+                                 "pass --index with a file name")
+        size = info.st_size
         if size == 0:
             return  # a new, empty file: SQLite will create the database in it
         with open(path, "rb") as handle:
@@ -235,8 +240,12 @@ class FaceIndex:
         self._upgrade_key = upgrade_key
         self._settings_ids: dict[str, int] = {}
         self._root_ids: dict[str, int] = {}
+        self._queue: list[tuple] = []  # results recorded, not yet written
         self._uncommitted = 0
         self._last_commit = time.monotonic()
+        self.keeping = not read_only  # False once a write failed: the run goes on without
+        self.not_kept = 0  # results this run could not keep (disk full, locked too long)
+        self.why_not_kept: str | None = None
 
     # ------------------------------------------------------------------ opening
 
@@ -289,7 +298,8 @@ class FaceIndex:
             if _is_locked(exc):
                 raise IndexLockedError(_locked_message(path)) from None
             if isinstance(exc, sqlite3.OperationalError) and (
-                    "readonly" in text or "unable to open" in text):
+                    "readonly" in text or "unable to open" in text or "disk i/o" in text
+                    or "full" in text):
                 raise OSError(f"cannot use {path} here: {exc}") from None
             raise IndexFileError(f"the face index {path} is damaged ({exc}); "
                                  "move it away or pass --index with another file") from None
@@ -377,10 +387,9 @@ class FaceIndex:
             raise
 
     def close(self) -> None:
-        """Commit what is pending and close; a no-op when already closed."""
+        """Write what is queued and close; a no-op when already closed."""
         with contextlib.suppress(sqlite3.Error):
-            if self.conn.in_transaction:
-                self.conn.execute("COMMIT")
+            self.flush()
         with contextlib.suppress(sqlite3.Error):
             self.conn.close()
 
@@ -407,12 +416,11 @@ class FaceIndex:
             f"SELECT id FROM {table} WHERE {column} = ?", (stored,)
         ).fetchone()
         if row is None:
-            if self.read_only:
+            inserted: list[int] = []
+            if not self._try_write(lambda: inserted.append(self.conn.execute(
+                    f"INSERT INTO {table} ({column}) VALUES (?)", (stored,)).lastrowid)):
                 return None
-            with self._write():
-                row = (self.conn.execute(
-                    f"INSERT INTO {table} ({column}) VALUES (?)", (stored,)
-                ).lastrowid,)
+            row = (inserted[0],)
         cache[name] = row[0]
         return row[0]
 
@@ -570,20 +578,22 @@ class FaceIndex:
 
     def record(self, settings: int, key: bytes, size: int, result: FileResult,
                root: int, rel: str, mtime_ns: int) -> None:
-        """Store one analysed file and its path, committing per the commit policy."""
-        self.begin()
-        content = self.store(settings, key, size, result)
-        self.set_path(root, rel, size, mtime_ns, content)
+        """Queue one analysed file and its path; written per the commit policy."""
+        if not self.keeping:
+            self.not_kept += 1
+            return
+        self._queue.append((settings, key, size, result, root, rel, mtime_ns))
         self._written(1)
+
+    def record_lost(self) -> None:
+        """Count a result this index cannot keep (read-only, or writing has failed)."""
+        self.not_kept += 1
 
     def record_paths(self, root: int, moved: Sequence[tuple[str, int, int, int]]) -> None:
         """Point paths (rel, bytes, mtime_ns, content id) at known contents (moved files)."""
-        if not moved:
-            return
-        self.begin()
-        for rel, size, mtime, content in moved:
-            self.set_path(root, rel, size, mtime, content)
-        self._written(len(moved))
+        if moved and self.keeping:
+            self._queue.append((root, list(moved)))
+            self._written(len(moved))
 
     def _written(self, files: int) -> None:
         self._uncommitted += files
@@ -592,11 +602,61 @@ class FaceIndex:
             self.flush()
 
     def flush(self) -> None:
-        """Commit what has been recorded so far (also on Ctrl-C and at the end)."""
-        if not self.read_only:
-            self.commit()
+        """Write what is queued, in one short transaction (also on Ctrl-C and at the end).
+
+        Results wait in memory and the write lock is held only while they are written
+        (milliseconds), so a second finder run on the same index is never kept waiting.
+        """
+        queue = self._queue
         self._uncommitted = 0
         self._last_commit = time.monotonic()
+        if not queue or not self.keeping:
+            self._queue = []
+            return
+
+        def write() -> None:
+            for item in queue:
+                if len(item) == 2:
+                    root, moved = item
+                    for rel, size, mtime, content in moved:
+                        self.set_path(root, rel, size, mtime, content)
+                else:
+                    settings, key, size, result, root, rel, mtime_ns = item
+                    content = self.store(settings, key, size, result)
+                    self.set_path(root, rel, size, mtime_ns, content)
+
+        kept = self._try_write(write)  # a Ctrl-C here leaves the queue for close()
+        self._queue = []
+        if not kept:
+            self.not_kept += sum(1 for item in queue if len(item) != 2)
+
+    def _try_write(self, write: Callable[[], None]) -> bool:
+        """Run ``write`` in its own short transaction; False when it could not be kept.
+
+        A full disk, or another run holding the index longer than the busy timeout, is
+        no reason to lose the search: from then on results are used but not kept
+        (``keeping`` False, ``why_not_kept`` says why, ``not_kept`` counts them). Other
+        database errors (a damaged file) are raised.
+        """
+        if not self.keeping:
+            return False
+        try:
+            with self._write():
+                write()
+        except IndexLockedError:
+            self._stop_keeping("another finder run kept it locked")
+            return False
+        except sqlite3.OperationalError as exc:
+            text = str(exc).lower()
+            if "full" in text or "disk i/o" in text or "readonly" in text:
+                self._stop_keeping("the disk is full" if "full" in text else str(exc))
+                return False
+            raise
+        return True
+
+    def _stop_keeping(self, why: str) -> None:
+        self.keeping = False
+        self.why_not_kept = why
 
     def new_notices(self, keys: Sequence[str]) -> set[str]:
         """Those of ``keys`` not yet marked as shown; all of them when read-only and new."""
@@ -610,36 +670,45 @@ class FaceIndex:
         return set(keys) - found
 
     def mark_notices(self, keys: Sequence[str]) -> None:
-        """Remember that these notices were shown (no-op when read-only)."""
-        if self.read_only or not keys:
-            return
-        with self._write():
-            self.conn.executemany("INSERT OR IGNORE INTO notices VALUES (?, ?)",
-                                  [(k, time.time()) for k in keys])
+        """Remember that these notices were shown (no-op when nothing can be kept)."""
+        if keys:
+            self._try_write(lambda: self.conn.executemany(
+                "INSERT OR IGNORE INTO notices VALUES (?, ?)", [(k, time.time()) for k in keys]))
 
     def quick_check(self) -> str:
         """SQLite's own quick integrity check: 'ok' or the first problem found."""
         return str(self.conn.execute("PRAGMA quick_check(1)").fetchone()[0])
 
     def set_meta(self, key: str, value: dict) -> None:
-        with self._write():
-            self.conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)",
-                              (key, json.dumps(value, ensure_ascii=False)))
+        """Store one JSON value under ``key`` (skipped when nothing can be kept)."""
+        self._try_write(lambda: self.conn.execute(
+            "INSERT OR REPLACE INTO meta VALUES (?, ?)",
+            (key, json.dumps(value, ensure_ascii=False))))
 
     # ------------------------------------------------------------------ housekeeping
 
-    def prune(self, root: str, exists) -> tuple[int, int]:
-        """Forget paths under ``root`` for which ``exists(rel)`` is False, then contents no
-        path refers to any more (with their analyses and faces).
+    def prune(self, root: str, exists: Callable[[str], bool | None]) -> tuple[int, int, int]:
+        """Forget paths under ``root`` that are positively gone, then contents no path
+        refers to any more (with their analyses and faces).
 
-        Returns (paths removed, contents removed). Contents still referenced from another
-        root (a second copy of the collection, a drive not plugged in) are kept.
+        ``exists(rel)`` says ``True`` (still there: kept), ``False`` (seen to be gone:
+        forgotten) or ``None`` (cannot tell - an unplugged drive, an unreadable folder:
+        kept, and counted). Returns (paths removed, contents removed, paths kept because
+        they could not be checked). Contents still referenced from another root (a second
+        copy of the collection, a drive not plugged in) are kept.
         """
         root_id = self.root_id(root)
         if root_id is None:
-            return 0, 0
-        gone = [rel for (rel,) in self.conn.execute(
-            "SELECT rel FROM paths WHERE root = ?", (root_id,)) if not exists(decode_rel(rel))]
+            return 0, 0, 0
+        rels = [rel for (rel,) in self.conn.execute(
+            "SELECT rel FROM paths WHERE root = ?", (root_id,))]
+        gone, unchecked = [], 0
+        for rel in rels:  # the file system is asked with no statement open on the index
+            state = exists(decode_rel(rel))
+            if state is None:
+                unchecked += 1
+            elif not state:
+                gone.append(rel)
         with self._write():
             self.conn.executemany("DELETE FROM paths WHERE root = ? AND rel = ?",
                                   [(root_id, rel) for rel in gone])
@@ -649,7 +718,7 @@ class FaceIndex:
                 self.conn.executemany(f"DELETE FROM {table} WHERE content = ?",
                                       [(c,) for c in orphans])
             self.conn.executemany("DELETE FROM contents WHERE id = ?", [(c,) for c in orphans])
-        return len(gone), len(orphans)
+        return len(gone), len(orphans), unchecked
 
     def info(self) -> IndexInfo:
         """Counts for ``--index-info``."""

@@ -65,7 +65,7 @@ def find_people(reference: Path) -> tuple[list[Person], list[ReferenceNote]]:
         )
     people: dict[str, Person] = {}
     notes: list[ReferenceNote] = []
-    for path, rel, kind in scan(reference):
+    for path, rel, kind in scan(reference, follow_links=True):  # links: the user's choice
         if "/" not in rel:
             notes.append(ReferenceNote(rel, "not in a person's folder, so not used (move it "
                                             "into reference/<Name>/)"))

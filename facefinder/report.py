@@ -32,11 +32,13 @@ import errno
 import json
 import os
 import secrets
+import stat
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
+from facefinder import partials
 from facefinder.index import IndexInfo
 from facefinder.records import Match
 from facefinder.walk import printable
@@ -59,8 +61,14 @@ _UTF8_BOM = b"\xef\xbb\xbf"
 
 
 def _looks_like(path: Path, is_ours: Callable[[bytes], bool]) -> bool:
-    """True if path is missing, empty, or starts the way our report of this kind starts."""
+    """True if path is missing, empty, or starts the way our report of this kind starts.
+
+    Anything but a regular file (a folder, a FIFO that would block the read, a device)
+    is never ours.
+    """
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return False
         with open(path, "rb") as handle:
             head = handle.read(256)
     except FileNotFoundError:
@@ -103,9 +111,10 @@ def _atomic_write(
             errno.EEXIST, "refusing to replace a file that is not a facefinder report", str(path)
         )
     path.parent.mkdir(parents=True, exist_ok=True)
+    partials.sweep(path.parent)
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
     while True:
-        tmp = path.with_name(f".{path.name[:64]}.partial-{secrets.token_hex(4)}")
+        tmp = path.with_name(partials.temp_name(path.name))
         try:
             fd = os.open(tmp, flags, 0o666)
             break
@@ -146,6 +155,20 @@ def _number(value: float) -> float:
 # --------------------------------------------------------------------------- CSV
 
 
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(text: str) -> str:
+    """``text`` with a leading ``'`` when a spreadsheet would run it as a formula.
+
+    A file or person folder named ``=HYPERLINK(...)`` or ``+1.jpg`` would otherwise be
+    live in Excel or LibreOffice when the CSV is opened there, as the README suggests
+    (CSV injection). The apostrophe is what spreadsheets themselves use to mark text;
+    a script reading the CSV strips it with ``removeprefix("'")`` for these cells only.
+    """
+    return "'" + text if text.startswith(FORMULA_STARTS) else text
+
+
 def write_csv(path: Path, matches: Sequence[Match], *, model: str, threshold: float) -> None:
     """Write one row per (file, person) match:
     ``path,person,distance,box,model,threshold,taken,taken_from``.
@@ -164,9 +187,10 @@ def write_csv(path: Path, matches: Sequence[Match], *, model: str, threshold: fl
     is ';' use Excel's Data > From Text/CSV import instead.
 
     Rows use the csv module's default Excel dialect (comma, CRLF, quoting only when
-    needed), so ``box`` = ``"x,y,w,h"`` is one quoted field. ``path`` is the exact
-    '/'-separated path relative to PHOTOS_DIR; it is not prefixed against Excel formula
-    interpretation because machines need the exact path. Names that are not valid Unicode
+    needed), so ``box`` = ``"x,y,w,h"`` is one quoted field. ``path`` is the
+    '/'-separated path relative to PHOTOS_DIR; a ``path`` or ``person`` that a
+    spreadsheet would take for a formula gets a leading ``'`` (:func:`spreadsheet_safe`);
+    the JSON report always has the exact path. Names that are not valid Unicode
     (possible on Linux) are written with ``\\udcXX`` escapes instead of crashing.
     """
 
@@ -177,8 +201,8 @@ def write_csv(path: Path, matches: Sequence[Match], *, model: str, threshold: fl
         writer.writerow(CSV_COLUMNS + CSV_VIDEO_COLUMNS if videos else CSV_COLUMNS)
         for match in _sorted_matches(matches):
             row = [
-                match.rel,
-                match.person,
+                spreadsheet_safe(match.rel),
+                spreadsheet_safe(match.person),
                 f"{float(match.distance):.4f}",
                 ",".join(str(int(v)) for v in match.box),
                 model,
@@ -292,6 +316,8 @@ def check_writable(path: Path, kind: str) -> str | None:
             return f"{path} is a folder; give a file name, e.g. {path / 'found.csv'}"
         if not folder.is_dir():
             return f"the folder {folder} does not exist"
+        if path.exists() and not path.is_file():
+            return f"{path} is not a regular file (a pipe or device); give a file name"
         if path.exists() and not is_our_report(path, kind):
             return f"{path} exists and is not a report of this finder; it is left untouched"
     except OSError as exc:  # a name too long for the file system, for one
@@ -439,6 +465,8 @@ def format_summary(summary: dict, *, wall_s: float | None = None) -> str:
     count("from_index", "Files answered from the face index")
     count("files_decoded", "Files read and analysed in this run")
     count("other_files", "Other files ignored")
+    if summary.get("not_kept_in_index"):
+        count("not_kept_in_index", "Results the face index could not keep")
 
     unreadable = summary.get("unreadable")
     if unreadable is not None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,7 +46,11 @@ class Frame:
 
 
 def _one_line(error: BaseException, limit: int = 120) -> str:
-    text = " ".join(str(error).split()) or type(error).__name__
+    """FFmpeg's reason in words: without the path (the report names the file already) or
+    FFmpeg's internal error number (``[Errno 1094995529]`` tells a user nothing)."""
+    text = getattr(error, "strerror", None) or str(error)
+    text = re.sub(r"^\[Errno -?\d+\]\s*", "", " ".join(str(text).split()))
+    text = re.sub(r":\s*'[^']*'$", "", text) or type(error).__name__
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 

@@ -8,9 +8,20 @@ or junction loops, unreadable folders and file names in any encoding. The walk t
   at once and memory holds one sorted listing per folder depth, never the whole tree;
 * sorts every listing, so two runs over the same tree visit files in the same order (the
   report and any resumable index depend on that);
-* enters each real folder at most once, keyed by ``(st_dev, st_ino)``, so symlinked
-  folders are followed but a loop cannot make the walk endless or report photos twice;
+* follows a symbolic link (or Windows junction), to a folder or a file, only while its
+  resolved target stays under the folder walked: a link to ``/`` or to another drive would
+  otherwise pull in the whole system (``/proc`` included), to be read and copied. A link
+  that leads outside is reported (one line through ``on_error``) and never read, unless the
+  caller passes ``follow_links=True`` (``--follow-links``). The reference folder is walked
+  with ``follow_links=True``: the user built it by hand, and linking a person's folder
+  to photos kept elsewhere is a deliberate choice there;
+* enters each real folder at most once, keyed by ``(st_dev, st_ino)``, so a link back into
+  the tree (or a loop, followed links or not) cannot make the walk endless or report
+  photos twice;
 * reports problems through ``on_error`` as one-line reasons and carries on.
+
+:class:`Presence` answers the reverse question for ``--prune``: is a file the index once
+found still there, positively gone, or impossible to tell (an unplugged drive)?
 
 Relative paths are ``str`` built from ``os.scandir`` names. On Linux/macOS a name that is
 not valid in the file-system encoding arrives with surrogate escapes (``os.fsdecode``
@@ -186,6 +197,44 @@ def _is_link(entry: os.DirEntry[str]) -> bool:
         return False
 
 
+def _is_link_or_junction(entry: os.DirEntry[str]) -> bool:
+    """A symbolic link, or on Windows a junction (``mklink /J``), which Python < 3.12
+    reports as a plain folder but which can point anywhere just the same."""
+    if _is_link(entry):
+        return True
+    if _WINDOWS:  # there, entry.stat(follow_symlinks=False) costs no system call
+        try:
+            return _is_junction(entry.stat(follow_symlinks=False))
+        except OSError:
+            return False
+    return False
+
+
+def _is_junction(info: os.stat_result) -> bool:
+    """Windows junctions (a folder to ``lstat`` on Python < 3.12, but really a link)."""
+    tag = getattr(info, "st_reparse_tag", 0)
+    return _WINDOWS and tag == getattr(stat, "IO_REPARSE_TAG_MOUNT_POINT", 0xA0000003)
+
+
+OUTSIDE_LINK = "link to a place outside the folder searched (use --follow-links to include it)"
+
+
+def _resolved(path: str) -> str:
+    """``path`` with every link resolved, in the platform's case (raises OSError)."""
+    return os.path.normcase(os.path.realpath(path))
+
+
+def _leads_outside(link: str, inside: str) -> bool:
+    """True when ``link`` resolves to a place not under ``inside`` (a :func:`_resolved`
+    folder). Only link targets and names are looked at (``readlink``/``lstat``), nothing
+    is opened. A link that cannot be resolved counts as outside: it is not followed."""
+    try:
+        target = _resolved(link)
+    except (OSError, ValueError):
+        return True
+    return not (target == inside or target.startswith(inside.rstrip(os.sep) + os.sep))
+
+
 def _list_folder(path: str, rel: str, on_error: ErrorCallback) -> list[os.DirEntry[str]]:
     """Sorted entries of one folder, or what could be read of them before an error."""
     entries: list[os.DirEntry[str]] = []
@@ -204,6 +253,7 @@ def scan(
     *,
     exclude: Sequence[Path] = (),
     on_error: ErrorCallback | None = None,
+    follow_links: bool = False,
 ) -> Iterator[tuple[Path, str, FileKind]]:
     """Yield ``(absolute path, '/'-separated path relative to root, kind)`` for every file.
 
@@ -211,11 +261,18 @@ def scan(
     turn comes (depth first), so the order is stable across runs and platforms.
     Skipped silently: hidden entries, system/trash folders, thumbnail/metadata files,
     AppleDouble ``._*`` files and the folders in ``exclude``. Reported via ``on_error(rel,
-    reason)``: folders that cannot be opened and broken links. "other" files are yielded
-    too so the caller can count them. ``root`` itself is always walked, even if excluded.
+    reason)``: folders that cannot be opened, broken links and - unless ``follow_links`` -
+    links (to folders or files) whose target lies outside ``root`` (:data:`OUTSIDE_LINK`),
+    which are then not read at all. Links that stay under ``root`` are always followed.
+    "other" files are yielded too so the caller can count them. ``root`` itself is always
+    walked, even if excluded or a link itself.
     """
     report: ErrorCallback = on_error or (lambda rel, reason: None)
     root_text = os.path.abspath(os.fspath(root))
+    try:
+        inside = _resolved(root_text)
+    except (OSError, ValueError):  # the root's own problems are reported just below
+        inside = os.path.normcase(root_text)
     excluder = _Excluder(exclude)
     visited: set[FolderKey] = set()
     try:
@@ -238,6 +295,10 @@ def scan(
         if _hidden(entry):
             continue
         rel = prefix + name
+        if not follow_links and _is_link_or_junction(entry) and _leads_outside(entry.path,
+                                                                                inside):
+            report(rel, OUTSIDE_LINK)
+            continue
         try:
             is_dir = entry.is_dir()
             is_file = not is_dir and entry.is_file()
@@ -268,3 +329,69 @@ def scan(
             except OSError as error:
                 report(rel, f"broken link: {_reason(error)}")
         # Anything else (sockets, FIFOs, devices) is not a photo and not worth a message.
+
+
+class Presence:
+    """Is a file the index found under ``root`` still there? For ``--prune``.
+
+    ``presence(rel)`` is ``True`` (it is there), ``False`` (positively gone) or ``None``
+    (cannot tell: keep it). A plain ``isfile`` is False on any error, so an unplugged drive,
+    a subfolder linked to one, or a folder that cannot be read would make files look deleted
+    and hours of analysis would be thrown away. A file is gone only when
+
+    * ``lstat`` says its name does not exist (ENOENT, not "permission denied" or others),
+    * the nearest folder above it that does exist, up to ``root``, is a real folder (not a
+      link: a dangling one, or one to an unplugged drive's mount point) that can be read
+      and is not empty, and so is ``root``: an unplugged drive leaves its mount point an
+      empty folder, whether it is ``root`` or a folder below. (A folder the user emptied
+      by hand keeps its files in the index until the folder itself is deleted.)
+
+    Each folder is looked at once, however many files were in it.
+    """
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self._root = os.path.abspath(os.fspath(root))
+        self._folders: dict[str, bool | None] = {}
+        self._root_usable = self._listed(self._root)
+
+    def __call__(self, rel: str) -> bool | None:
+        if not self._root_usable:
+            return None
+        parts = rel.split("/")
+        try:
+            os.lstat(os.path.join(self._root, *parts))
+        except FileNotFoundError:
+            pass
+        except (OSError, ValueError):  # unreadable folder, a file where a folder was, ...
+            return None
+        else:
+            return True
+        for depth in range(len(parts) - 1, 0, -1):  # the nearest folder that exists
+            state = self._folder(os.path.join(self._root, *parts[:depth]))
+            if state is not False:
+                return False if state else None
+        return False  # nothing between the file and the usable root exists
+
+    def _folder(self, path: str) -> bool | None:
+        """False: no such name; True: a real, readable, non-empty folder; None: else."""
+        if path not in self._folders:
+            try:
+                info = os.lstat(path)
+            except FileNotFoundError:
+                self._folders[path] = False
+            except (OSError, ValueError):
+                self._folders[path] = None
+            else:
+                real = stat.S_ISDIR(info.st_mode) and not _is_junction(info)
+                self._folders[path] = True if real and self._listed(path) else None
+        return self._folders[path]
+
+    @staticmethod
+    def _listed(path: str) -> bool:
+        """True when the folder ``path`` can be read and holds something."""
+        try:
+            with os.scandir(path) as listing:
+                return next(listing, None) is not None
+        except OSError:
+            return False
+

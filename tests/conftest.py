@@ -83,6 +83,33 @@ def read_truth(album: Path) -> dict[str, str]:
     return {line.split(",")[0]: line.split(",")[1] for line in lines}
 
 
+# Root ignores permission bits; without these two capabilities it obeys them like any user
+# (and can still run this machine's Python, which an unprivileged user may not reach).
+AS_A_USER = ["setpriv", "--inh-caps=-dac_override,-dac_read_search",
+             "--bounding-set=-dac_override,-dac_read_search"]
+
+
+def rerun_as_a_user(request: pytest.FixtureRequest) -> None:
+    """Run the calling test again in a pytest subprocess that obeys permission bits.
+
+    For tests of unreadable or unwritable folders: as root they would prove nothing, so
+    instead of skipping, the same test runs without root's override; its result is this
+    test's result. Skips (with the reason) only where setpriv cannot do that.
+    """
+    import subprocess
+
+    if os.environ.get("FACEFINDER_AS_A_USER"):
+        pytest.fail("permission bits are not enforced even without CAP_DAC_OVERRIDE")
+    if shutil.which("setpriv") is None or subprocess.run(
+            [*AS_A_USER, sys.executable, "-c", "pass"], capture_output=True).returncode:
+        pytest.skip("running as root, and setpriv cannot drop root's permission override")
+    done = subprocess.run(
+        [*AS_A_USER, sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+         request.node.nodeid], cwd=ROOT, capture_output=True, text=True, timeout=600,
+        env={**os.environ, "FACEFINDER_AS_A_USER": "1"})
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+
+
 USER_STATE = [ROOT / "index.sqlite", ROOT / "index.sqlite-wal", ROOT / "index.sqlite-shm",
               ROOT / "reference"]
 

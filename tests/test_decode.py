@@ -255,25 +255,39 @@ def test_missing_file_and_folder(tmp_path: Path) -> None:
     assert reason(tmp_path).startswith("cannot read file: ")
 
 
-def png_header_claiming(width: int, height: int) -> bytes:
-    """A PNG whose header claims a huge size, with a token IDAT: a decompression bomb."""
+def png_header_claiming(width: int, height: int, colour: int = 2) -> bytes:
+    """A PNG whose header claims a huge size, with a token IDAT: a decompression bomb.
+    ``colour`` is the PNG colour type (2 RGB, 6 RGBA)."""
 
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(
             ">I", zlib.crc32(kind + data)
         )
 
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    header = struct.pack(">IIBBBBB", width, height, 8, colour, 0, 0, 0)
     return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
             + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
 
 
 def test_decompression_bomb_is_a_decode_error(tmp_path: Path) -> None:
+    """Refused from its header, before a byte of it is decoded (no worker runs out of
+    memory): what decoding would need is over the per-worker budget."""
     path = tmp_path / "bomb.png"
     path.write_bytes(png_header_claiming(20000, 20000))
-    assert reason(path) == "image too large (400 megapixels)"
-    path.write_bytes(png_header_claiming(30000, 10000))
-    assert reason(path) == "image too large (300 megapixels)"
+    assert reason(path) == ("image too large to decode in this PC's memory budget "
+                            "(400 megapixels, ~2.2 GB)")
+    path.write_bytes(png_header_claiming(13000, 13000, 6))  # the 657 KB zero RGBA PNG
+    assert reason(path).startswith("image too large to decode in this PC's memory budget "
+                                   "(169 megapixels")
+
+
+def test_a_200_megapixel_jpeg_is_read_at_reduced_size(tmp_path: Path) -> None:
+    """Pillow's own bomb limit would refuse it at open; JPEG DCT scaling makes it small."""
+    path = tmp_path / "panorama.jpg"
+    Image.new("L", (16000, 12500), 128).save(path, quality=30)
+    decoded = load_image(path, 1600)
+    assert decoded.orig_size == (16000, 12500)
+    assert max(decoded.rgb.shape[:2]) == 1600
 
 
 def test_palette_with_transparency_goes_on_white(tmp_path: Path) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import json
 import os
 import shutil
 import sys
@@ -10,11 +12,22 @@ from pathlib import Path
 
 import pytest
 
-from facefinder.walk import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, kind_of, printable, scan
+from facefinder.cli import main
+from facefinder.references import find_people
+from facefinder.walk import (
+    IMAGE_EXTENSIONS,
+    OUTSIDE_LINK,
+    VIDEO_EXTENSIONS,
+    kind_of,
+    printable,
+    scan,
+)
 
 try:  # pytest puts tests/ on sys.path while tests/ has no __init__.py
+    from conftest import copy_references, rerun_as_a_user
     from testdata import group_photo
 except ImportError:  # tests/ imported as a package
+    from tests.conftest import copy_references, rerun_as_a_user
     from tests.testdata import group_photo
 
 
@@ -116,9 +129,103 @@ def test_symlink_loops_terminate_and_each_folder_is_visited_once(
     os.symlink(root, root / "a" / "loop", target_is_directory=True)  # a/loop -> root
     os.symlink(root / "a", root / "b", target_is_directory=True)  # b -> a (seen already)
     os.symlink(root / "a" / "loop", root / "z" / "deeper", target_is_directory=True)
-    os.symlink(tmp_path / "outside", root / "m", target_is_directory=True)  # followed
+    os.symlink(tmp_path / "outside", root / "m", target_is_directory=True)  # leads outside
+    os.symlink(root, tmp_path / "outside" / "back", target_is_directory=True)  # and back
     rels, errors = walk(root)
+    assert rels == ["a/pic.jpg", "z/other.jpg"]
+    assert errors == [("m", OUTSIDE_LINK)]
+    rels, errors = walk(root, follow_links=True)
     assert rels == ["a/pic.jpg", "m/far.jpg", "z/other.jpg"]
+    assert errors == []
+
+
+def test_links_that_lead_outside_are_reported_and_never_read(
+    tmp_path: Path, photo: Path, monkeypatch
+) -> None:
+    if not symlinks_work(tmp_path):
+        pytest.skip("cannot create symlinks here")
+    root = tmp_path / "Photos"
+    put(root, "album/in.jpg", photo)
+    put(tmp_path, "elsewhere/deep/far.jpg", photo)
+    put(tmp_path, "secret.jpg", photo)
+    os.symlink(tmp_path / "elsewhere", root / "album" / "linked", target_is_directory=True)
+    os.symlink(os.path.join("..", "..", "secret.jpg"), root / "album" / "relative.jpg")
+    os.symlink(tmp_path / "elsewhere", root / "hop")  # a link to a link that leads out:
+    os.symlink(root / "hop", root / "via-hop", target_is_directory=True)  # out as well
+    os.symlink(tmp_path / "unplugged" / "x.jpg", root / "gone-outside.jpg")  # dangling
+    listed: list[str] = []
+    real_scandir = os.scandir
+
+    def watched(path):
+        listed.append(os.path.realpath(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", watched)
+    errors: list[tuple[str, str]] = []
+    found = list(scan(root, on_error=lambda rel, reason: errors.append((rel, reason))))
+    assert [rel for _, rel, _ in found] == ["album/in.jpg"]
+    assert errors == [(rel, OUTSIDE_LINK) for rel in
+                      ["album/linked", "album/relative.jpg", "gone-outside.jpg", "hop",
+                       "via-hop"]]
+    assert OUTSIDE_LINK.startswith("link to a place outside the folder searched")
+    assert "--follow-links" in OUTSIDE_LINK and "\n" not in OUTSIDE_LINK
+    real_root = os.path.realpath(root)
+    assert all(p == real_root or p.startswith(real_root + os.sep) for p in listed)
+
+    rels, errors = walk(root, follow_links=True)
+    # hop and via-hop lead to the folder album/linked showed already: walked once.
+    assert rels == ["album/in.jpg", "album/linked/deep/far.jpg", "album/relative.jpg"]
+    assert [rel for rel, _ in errors] == ["gone-outside.jpg"]
+    assert errors[0][1].startswith("broken link: ")
+
+
+def test_a_link_to_the_whole_system_is_not_walked(tmp_path: Path, photo: Path) -> None:
+    """What happened: a link to / took in 64,521 system images, /proc included."""
+    if not symlinks_work(tmp_path):
+        pytest.skip("cannot create symlinks here")
+    put(tmp_path, "a.jpg", photo)
+    os.symlink(os.path.abspath(os.sep), tmp_path / "everything", target_is_directory=True)
+    errors: list[tuple[str, str]] = []
+    first = list(itertools.islice(scan(tmp_path, on_error=lambda r, m: errors.append((r, m))),
+                                  100))
+    assert [rel for _, rel, _ in first] == ["a.jpg"]
+    assert errors == [("everything", OUTSIDE_LINK)]
+
+
+def test_links_that_stay_inside_are_followed(tmp_path: Path, photo: Path) -> None:
+    if not symlinks_work(tmp_path):
+        pytest.skip("cannot create symlinks here")
+    real = tmp_path / "real"
+    put(real, ".store/2019/kept.jpg", photo)  # hidden: reached only through the links
+    put(real, ".store/one.jpg", photo)
+    os.symlink(real / ".store" / "2019", real / "album", target_is_directory=True)
+    os.symlink(os.path.join(".store", "one.jpg"), real / "best.jpg")
+    os.symlink(os.path.join("..", "real", ".store", "one.jpg"), real / "roundabout.jpg")
+    # The folder searched may itself be a link (a drive mounted elsewhere, a shortcut):
+    # a link inside it to the real path of its contents is still inside.
+    os.symlink(real, tmp_path / "shortcut", target_is_directory=True)
+    for root in (real, tmp_path / "shortcut"):
+        found = list(scan(root, on_error=lambda r, m: pytest.fail(f"{r}: {m}")))
+        assert [rel for _, rel, _ in found] == ["album/kept.jpg", "best.jpg", "roundabout.jpg"]
+        assert all(path == root.joinpath(*rel.split("/")) for path, rel, _ in found)
+
+
+def test_reference_folder_follows_links_to_photos_kept_elsewhere(
+    tmp_path: Path, photo: Path
+) -> None:
+    """The user builds reference/ by hand; linking a person's folder (or one photo) to
+    where the photos already are is deliberate, so find_people walks it with
+    ``follow_links=True``."""
+    if not symlinks_work(tmp_path):
+        pytest.skip("cannot create symlinks here")
+    reference = tmp_path / "reference"
+    put(reference, "Anna/own.jpg", photo)
+    put(tmp_path, "Pictures/Ben/ben.jpg", photo)
+    put(tmp_path, "Pictures/anna-best.jpg", photo)
+    os.symlink(tmp_path / "Pictures" / "Ben", reference / "Ben", target_is_directory=True)
+    os.symlink(tmp_path / "Pictures" / "anna-best.jpg", reference / "Anna" / "best.jpg")
+    rels, errors = walk(reference, follow_links=True)
+    assert rels == ["Anna/best.jpg", "Anna/own.jpg", "Ben/ben.jpg"]
     assert errors == []
 
 
@@ -135,14 +242,17 @@ def test_broken_symlink_is_reported(tmp_path: Path, photo: Path) -> None:
     assert all("\n" not in reason for _, reason in errors)
 
 
-def test_unreadable_folder_is_reported_and_walk_goes_on(tmp_path: Path, photo: Path) -> None:
+def test_unreadable_folder_is_reported_and_walk_goes_on(tmp_path: Path, photo: Path,
+                                                         request: pytest.FixtureRequest) -> None:
     put(tmp_path, "a.jpg", photo)
     locked = put(tmp_path, "locked/inside.jpg", photo).parent
     put(tmp_path, "z.jpg", photo)
     locked.chmod(0)
     try:
-        if os.access(locked, os.R_OK | os.X_OK):
-            pytest.skip("this user can read any folder (root, or no POSIX permissions)")
+        if os.access(locked, os.R_OK | os.X_OK):  # root: run it again as a plain user
+            locked.chmod(0o755)
+            rerun_as_a_user(request)
+            return
         rels, errors = walk(tmp_path)
     finally:
         locked.chmod(0o755)
@@ -221,3 +331,45 @@ def test_scan_is_lazy(tmp_path: Path, photo: Path) -> None:
     assert next(walker)[1] == "a/1.jpg"
     shutil.rmtree(tmp_path / "b")  # not listed yet, so its removal is simply seen
     assert list(walker) == []
+
+
+def test_find_people_follows_links_in_the_reference_folder(tmp_path: Path, photo: Path) -> None:
+    if not symlinks_work(tmp_path):
+        pytest.skip("cannot create symlinks here")
+    reference = tmp_path / "reference"
+    put(reference, "Anna/own.jpg", photo)
+    put(tmp_path, "Pictures/Ben/ben.jpg", photo)
+    os.symlink(tmp_path / "Pictures" / "Ben", reference / "Ben", target_is_directory=True)
+    people, notes = find_people(reference)
+    assert [(p.name, [rel for _, rel in p.photos]) for p in people] == [
+        ("Anna", ["Anna/own.jpg"]), ("Ben", ["Ben/ben.jpg"])]
+    assert notes == []
+
+
+def test_search_does_not_read_photos_behind_a_link_that_leads_outside(
+    celebrities: Path, models_dir: Path, tmp_path: Path
+) -> None:
+    """End to end: real photos of a reference person behind a link to another folder are
+    neither read nor matched, the link is listed in the report, and --follow-links takes
+    them in."""
+    if not symlinks_work(tmp_path):
+        pytest.skip("cannot create symlinks here")
+    refs = copy_references(celebrities, tmp_path, ["madonna"], 2)
+    val = sorted((celebrities / "val" / "madonna").glob("*.jpg"))
+    put(tmp_path, "photos/inside.jpg", val[0])
+    for n, source in enumerate(val[1:]):
+        put(tmp_path, f"elsewhere/{n}.jpg", source)
+    os.symlink(tmp_path / "elsewhere", tmp_path / "photos" / "linked",
+               target_is_directory=True)
+    common = [str(tmp_path / "photos"), "--reference", str(refs), "--no-index",
+              "--models", str(models_dir), "--no-progress", "--jobs", "1"]
+    assert main([*common, "--json", str(tmp_path / "default.json")]) == 0
+    default = json.loads((tmp_path / "default.json").read_text(encoding="utf-8"))
+    assert default["summary"]["files_scanned"] == 1
+    assert [m["path"] for m in default["matches"]] == ["inside.jpg"]
+    assert default["unreadable"] == [{"path": "linked", "reason": OUTSIDE_LINK}]
+    assert main([*common, "--follow-links", "--json", str(tmp_path / "follow.json")]) == 0
+    follow = json.loads((tmp_path / "follow.json").read_text(encoding="utf-8"))
+    assert follow["summary"]["files_scanned"] == len(val) and follow["unreadable"] == []
+    matched = [m["path"] for m in follow["matches"]]
+    assert "inside.jpg" in matched and any(p.startswith("linked/") for p in matched)

@@ -1,0 +1,61 @@
+"""Hidden temporary files beside a copy or a report, and the clean-up of dead runs' ones.
+
+Copies and reports are written to ``.NAME.partial-PID-RANDOM`` in the target folder and
+renamed into place when complete. A run killed hard (``kill -9``, power cut) cannot
+remove its temporary file, so the next run that writes into the same folder removes
+those whose process is gone. Only names of exactly this pattern are ever touched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import secrets
+import sys
+import time
+from pathlib import Path
+
+_PATTERN = re.compile(r"^\..{1,64}\.partial-(?:(\d+)-)?[0-9a-f]{8}$", re.S)
+OLD_SECONDS = 24 * 3600  # names without a pid (earlier versions): stale after a day
+
+
+def temp_name(name: str) -> str:
+    """The hidden temporary name for ``name`` written by this process."""
+    return f".{name[:64]}.partial-{os.getpid()}-{secrets.token_hex(4)}"
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    if sys.platform == "win32":
+        return True  # no cheap check there: the age rule below cleans up instead
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # exists, owned by someone else
+    return True
+
+
+def sweep(folder: Path) -> int:
+    """Remove the temporary files of dead runs in ``folder``; returns how many."""
+    removed = 0
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return 0
+    now = time.time()
+    for entry in entries:
+        found = _PATTERN.match(entry.name)
+        if found is None or not entry.is_file(follow_symlinks=False):
+            continue
+        pid = found.group(1)
+        with contextlib.suppress(OSError):
+            stale = (not _alive(int(pid)) if pid is not None and sys.platform != "win32"
+                     else now - entry.stat(follow_symlinks=False).st_mtime > OLD_SECONDS)
+            if stale:
+                os.unlink(entry.path)
+                removed += 1
+    return removed

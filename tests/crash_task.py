@@ -1,0 +1,20 @@
+"""A worker task for tests: analyses like the real one, but dies on a file named poison.
+
+Stands in for what the OOM killer or a crashing decoder does to a worker process: the
+process vanishes mid-batch (SIGKILL), with no exception to catch. It lives in its own
+module so worker processes can import it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+from facefinder.analyse import AnalysisJob, analyse_files
+from facefinder.records import FileResult
+
+
+def die_on_poison(batch: list, job: AnalysisJob) -> list[FileResult]:
+    if any("poison" in rel for _path, rel, _kind in batch):
+        os.kill(os.getpid(), signal.SIGKILL)
+    return analyse_files(batch, job)
