@@ -158,8 +158,9 @@ class ProcessExecutor:
             pool = concurrent.futures.ProcessPoolExecutor(
                 max_workers=self.jobs, mp_context=multiprocessing.get_context("spawn"),
                 initializer=_ignore_ctrl_c)
-            try:
-                pool.submit(_ready).result(timeout=STARTUP_TIMEOUT_S)
+            try:  # one task per worker, at once: they all start (and import) in parallel
+                for ready in [pool.submit(_ready) for _ in range(self.jobs)]:
+                    ready.result(timeout=STARTUP_TIMEOUT_S)
             except (BrokenProcessPool, concurrent.futures.TimeoutError, OSError) as exc:
                 pool.shutdown(wait=False, cancel_futures=True)
                 why = str(exc) or type(exc).__name__
