@@ -215,7 +215,7 @@ def test_all_prints_each_file_once_by_capture_time_with_who_is_in_it(
 # --------------------------------------------------------------------------- 4. threshold
 
 
-@pytest.mark.parametrize("value", ["32", "-1", "nan", "inf"])
+@pytest.mark.parametrize("value", ["32", "-1", "nan", "inf", "2"])
 def test_threshold_outside_the_useful_range_exits_2_with_the_default(
         value: str, celebrities: Path, models_dir: Path, tmp_path: Path,
         capsys: pytest.CaptureFixture[str]) -> None:
