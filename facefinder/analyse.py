@@ -44,6 +44,12 @@ class AnalysisSettings:
     min_sharpness: float = 3.0
     video_fps: float = 1.0  # video frames sampled per second
 
+    def __post_init__(self) -> None:
+        # Decoding is never smaller than what the detector is asked to see: a
+        # --detect-size above the decode size would otherwise change nothing.
+        if self.decode_side < self.detect_side:
+            object.__setattr__(self, "decode_side", self.detect_side)
+
 
 @dataclass(frozen=True)
 class AnalysisJob:

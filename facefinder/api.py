@@ -228,11 +228,12 @@ class Finder:
         except ModelsMissing as exc:
             raise FinderError(str(exc)) from None
         self._models = ModelCache()
-        threads = 1 if self.jobs > 1 else available_cores()
+        threads = available_cores()  # what runs here runs while the workers wait
         self.job = AnalysisJob(self.spec, self.models_dir, self.settings, threads)
         self._inline = InlineExecutor(self._models)
-        self._executor = executor or (ProcessExecutor(self.jobs) if self.jobs > 1
-                                      else self._inline)
+        # Even one worker is a separate process: a file that crashes its reader (or the
+        # OOM killer) must not take the finder down with it.
+        self._executor = executor or ProcessExecutor(self.jobs, fallback=self._inline)
 
     # ------------------------------------------------------------------ one photo
 
@@ -343,7 +344,8 @@ class Finder:
                     emit: Callable[[Event], None]) -> Gallery:
         """Read the reference photos (from the index when it knows them) into a gallery."""
         items = [(path, rel, "image") for p in persons for path, rel in p.photos]
-        with contextlib.closing(analyser.results(self.reference, items)) as analysed:
+        with contextlib.closing(analyser.results(self.reference, items, trusted=True)
+                                ) as analysed:
             results = {r.rel: r for r in analysed}
         try:
             faces, notes = choose_faces(persons, results, agree_below=threshold)
@@ -526,7 +528,11 @@ def prune(path: str | os.PathLike[str], photos: str | os.PathLike[str]
                           "unplugged drive must not empty the index)")
     if not Path(path).exists():
         return 0, 0, 0
-    index = open_index(Path(path))
+    try:
+        index = open_index(Path(path))
+    except (OSError, IndexLockedError) as exc:
+        raise FinderError(f"the face index {path} cannot be changed here ({exc}); nothing "
+                          "pruned") from None
     try:
         return index.prune(os.path.abspath(root), Presence(root))
     finally:

@@ -25,7 +25,7 @@ from facefinder.records import FileKind, FileResult
 
 SCAN_CHUNK = 256  # files stat'ed and looked up per query round
 DISPATCH = 256  # unknown files handed to the executor per round
-INLINE_FILES = 8  # fewer files than this are analysed here: no worker start-up for them
+INLINE_FILES = 8  # fewer trusted files than this are analysed here: no worker start-up
 
 
 @dataclass
@@ -54,11 +54,20 @@ class Analyser:
         self.decoded = 0
         self.from_index = 0
         self._settings_ids: dict[FileKind, int | None] = {}
+        self._trusted = False
 
     # ------------------------------------------------------------------ public
 
-    def results(self, root: Path, items: Iterable[Item]) -> Iterator[FileResult]:
-        """FileResults for ``items`` (files under ``root``), hits first within each chunk."""
+    def results(self, root: Path, items: Iterable[Item], *, trusted: bool = False
+                ) -> Iterator[FileResult]:
+        """FileResults for ``items`` (files under ``root``), hits first within each chunk.
+
+        ``trusted`` files (the user's own reference photos) may be read in this process
+        when there are only a few, sparing the workers' start-up; the collection's files
+        always go to the executor, where a file that crashes its reader cannot take the
+        whole finder down.
+        """
+        self._trusted = trusted
         if self.index is None:  # stream straight to the executor
             for result in analyse_all(items, self.job, self.executor):
                 self.decoded += result.kind != "other"
@@ -152,7 +161,7 @@ class Analyser:
         items = [(p.path, p.rel, p.kind) for p in pending.values()]
         # A handful of files (a new reference person) is faster in this process than
         # starting worker processes and loading the models in each.
-        small = len(items) < INLINE_FILES
+        small = self._trusted and len(items) < INLINE_FILES
         for result in analyse_all(items, self.job, self.inline if small else self.executor):
             if result.kind != "other":
                 self.decoded += 1

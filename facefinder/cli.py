@@ -11,6 +11,7 @@ print the answer, write reports and copies, and map the outcome to an exit statu
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sqlite3
 import time
@@ -114,9 +115,7 @@ def _finder(args: argparse.Namespace) -> Finder:
         reference, models=args.models, model=args.model, jobs=args.jobs,
         index=None if args.no_index else _index_path(args),
         index_read_only=bool(status and on_stick and not status.writable),
-        # Decoding is never smaller than what the detector is asked to see.
         settings=AnalysisSettings(min_face=args.min_face, detect_side=args.detect_size,
-                                  decode_side=max(1600, args.detect_size),
                                   video_fps=args.video_fps),
         on_fetch=say,
     )
@@ -139,7 +138,7 @@ def _preflight(args: argparse.Namespace) -> None:
             raise FinderError(f"{option} {path}: {problem}")
     if args.copy and args.photos:
         dest, photos = args.copy.resolve(), args.photos.resolve()
-        if dest == photos or photos.is_relative_to(dest):
+        if _holds(dest, photos):
             raise FinderError(f"--copy {args.copy}: that folder holds the photos searched, so "
                               "every run would copy the copies again; give a folder outside "
                               f"it, or a subfolder such as {photos / 'found'}")
@@ -148,6 +147,18 @@ def _preflight(args: argparse.Namespace) -> None:
         raise FinderError(f"--copy {args.copy}: {problem}")
     if args.list != "all" and not (args.list.isdigit() and int(args.list) >= 0):
         raise FinderError(f"--list {args.list}: give a number of paths, or all")
+
+
+def _holds(folder: Path, inner: Path) -> bool:
+    """Whether ``folder`` is ``inner`` or one of its parents - by identity on disk too,
+    so ``~/photos`` is caught on a file system that ignores case."""
+    if folder == inner or inner.is_relative_to(folder):
+        return True
+    for candidate in (inner, *inner.parents):
+        with contextlib.suppress(OSError):
+            if os.path.samefile(folder, candidate):
+                return True
+    return False
 
 
 def _index_path(args: argparse.Namespace) -> Path:

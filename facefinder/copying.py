@@ -34,6 +34,7 @@ from pathlib import Path
 
 from facefinder import partials
 from facefinder.records import Match
+from facefinder.walk import printable
 
 CHUNK = 1 << 20  # 1 MiB: large enough for fast USB throughput, small enough for any PC's RAM
 MAX_RENAMES = 1000  # "name (2)" ... "name (1000)"; beyond that something is badly wrong
@@ -439,7 +440,7 @@ def _copy_match(match: Match, photos_root: Path, dest: Path, hash_cache: dict,
         # ValueError covers e.g. an embedded NUL or a name the filesystem cannot encode.
         reason = _one_line(exc)
         summary.failed.append((label, reason))
-        emit(f"Could not copy {match.rel} for {match.person}: {reason}")
+        emit(f"Could not copy {printable(match.rel)} for {printable(match.person)}: {reason}")
         return
     if outcome == "already":
         summary.already_there += 1
@@ -449,8 +450,8 @@ def _copy_match(match: Match, photos_root: Path, dest: Path, hash_cache: dict,
     if outcome == "renamed":
         dest_rel = "/".join([*safe_dirs, final_name])
         summary.renamed.append(dest_rel)
-        emit(f"{match.rel} ({match.person}): a different file already has that name, "
-             f"saved as {dest_rel}")
+        emit(f"{printable(match.rel)} ({printable(match.person)}): a different file already "
+             f"has that name, saved as {printable(dest_rel)}")
 
 
 __all__ = ["CopyError", "CopySummary", "check_destination", "copy_matches", "safe_component"]

@@ -129,7 +129,7 @@ def _unreadable_reason(handle: object) -> str:
 
 
 def _too_large(pixels: int, needed: int) -> DecodeError:
-    return DecodeError(f"image too large to decode in this PC's memory budget "
+    return DecodeError(f"image too large to decode in the memory one worker may use "
                        f"({round(pixels / 1e6)} megapixels, ~{needed / 2**30:.1f} GB)")
 
 

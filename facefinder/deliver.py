@@ -15,6 +15,7 @@ from pathlib import Path
 from facefinder.api import RunResult
 from facefinder.cli_options import EXIT_INTERRUPTED, EXIT_OK, EXIT_UNDELIVERED
 from facefinder.report import partial_path
+from facefinder.walk import printable
 
 
 def deliver(args: argparse.Namespace, result: RunResult, say: Callable[[str], None]) -> int:
@@ -106,9 +107,10 @@ def _reference_crops(args: argparse.Namespace, result: RunResult,
             folder.mkdir(parents=True, exist_ok=True)
             crop.save(folder / f"{Path(name).stem}.jpg", quality=90)
         except (OSError, DecodeError, ValueError) as exc:
-            say(f"finder: error: cannot save the face taken from {note.rel}: {exc}")
+            say(f"finder: error: cannot save the face taken from {printable(note.rel)}: {exc}")
             return True
-        say(f"The face taken from reference {note.rel} is saved as {folder / Path(name).stem}.jpg")
+        say(f"The face taken from reference {printable(note.rel)} is saved as "
+            f"{folder / Path(name).stem}.jpg")
     return False
 
 
@@ -124,5 +126,5 @@ def _copies(args: argparse.Namespace, result: RunResult, say: Callable[[str], No
         + (f"; interrupted: {done.not_copied} not copied (run again to finish)"
            if done.interrupted else ""))
     for rel, reason in done.failed:
-        say(f"  could not copy {rel}: {reason}")
+        say(f"  could not copy {printable(rel)}: {reason}")
     return bool(done.failed), done.interrupted

@@ -45,33 +45,23 @@ WORKER_BYTES = DECODE_BUDGET_BYTES + (300 << 20)
 
 
 def available_memory() -> int | None:
-    """Bytes of memory free for new processes now, or None when this OS does not say."""
+    """Bytes of memory free for new processes now (psutil, on every OS), lowered to what a
+    container's memory limit still allows; None when it cannot be told."""
     try:
-        with open("/proc/meminfo", encoding="ascii") as handle:
-            for line in handle:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
+        import psutil
+
+        free: int | None = int(psutil.virtual_memory().available)
+    except Exception:  # psutil missing or unsupported here
+        free = None
+    try:  # cgroup v2 (containers): the limit, not the host's free memory, is what counts
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        used = int(Path("/sys/fs/cgroup/memory.current").read_text())
+        if limit != "max":
+            room = max(0, int(limit) - used)
+            free = room if free is None else min(free, room)
     except (OSError, ValueError):
         pass
-    if sys.platform == "win32":
-        import ctypes
-
-        class Status(ctypes.Structure):
-            _fields_ = [("length", ctypes.c_ulong), ("load", ctypes.c_ulong),
-                        ("total", ctypes.c_ulonglong), ("free", ctypes.c_ulonglong),
-                        ("page_total", ctypes.c_ulonglong), ("page_free", ctypes.c_ulonglong),
-                        ("virtual_total", ctypes.c_ulonglong),
-                        ("virtual_free", ctypes.c_ulonglong), ("extended", ctypes.c_ulonglong)]
-
-        status = Status()
-        status.length = ctypes.sizeof(Status)
-        if ctypes.windll.kernel32.GlobalMemoryStatusEx(ctypes.byref(status)):  # type: ignore[attr-defined]
-            return int(status.free)
-        return None
-    try:  # macOS and other Unixes
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        return None
+    return free
 
 
 def resolve_jobs(requested: int | None) -> int:
@@ -86,7 +76,8 @@ def resolve_jobs(requested: int | None) -> int:
     cores = available_cores()
     free = available_memory()
     fits = max(1, free // WORKER_BYTES) if free is not None else 4 * cores
-    return max(1, min(requested or cores, 4 * cores, fits))
+    most = 61 if sys.platform == "win32" else 4 * cores  # Windows' process-pool limit
+    return max(1, min(requested or cores, 4 * cores, most, fits))
 
 
 class Executor(Protocol):
@@ -121,11 +112,11 @@ class InlineExecutor:
         """Nothing to release: the models belong to the caller's cache."""
 
 
+STARTUP_TIMEOUT_S = 300.0  # a worker imports numpy and onnxruntime: seconds, not minutes
+RESTART_REASON = ("cannot read file: no worker process could be started to read it after a "
+                  "crash (the PC may be out of memory); it is tried again next time")
 CRASHED = ("crashed the program that read it (a damaged file, or one too big for this "
            "PC's memory); not tried again")
-
-
-STARTUP_TIMEOUT_S = 300.0  # a worker imports numpy and onnxruntime: seconds, not minutes
 
 
 class WorkersUnavailable(RuntimeError):
@@ -141,64 +132,55 @@ class ProcessExecutor:
     once; ``close()`` ends them. The pool belongs to this object alone: two Finders never
     share or resize each other's workers. At most ``2 * jobs`` batches are in flight, so
     memory stays bounded however many files there are.
+
+    A worker that dies (the OOM killer, a crashing decoder) or a task that fails takes no
+    file with it: every file of the batches that were in flight becomes a suspect and is
+    read again on its own, in a pool of one worker, so that a second failure names its
+    file without doubt. That file is reported as unreadable (and so kept in the index as
+    such, never tried again); the others are read as usual.
     """
 
-    def __init__(self, jobs: int, task: Task = analyse_files) -> None:
+    def __init__(self, jobs: int, task: Task = analyse_files,
+                 fallback: Executor | None = None) -> None:
         self.jobs = jobs
         self.task = task  # what a worker runs on a batch (a module-level function)
+        self.fallback = fallback  # where files go when no worker can start at all
         self.problem: str | None = None  # set when the workers could not be used
         self._pool: concurrent.futures.ProcessPoolExecutor | None = None
-        self._inline: InlineExecutor | None = None
-
-    def _workers(self) -> concurrent.futures.ProcessPoolExecutor:
-        """The pool, started on first use and checked: a pool whose workers cannot even
-        start (Python run from stdin, a broken install) must not be mistaken for files
-        that crash them."""
-        if self._pool is None:
-            pool = concurrent.futures.ProcessPoolExecutor(
-                max_workers=self.jobs, mp_context=multiprocessing.get_context("spawn"),
-                initializer=_ignore_ctrl_c)
-            try:  # one task per worker, at once: they all start (and import) in parallel
-                for ready in [pool.submit(_ready) for _ in range(self.jobs)]:
-                    ready.result(timeout=STARTUP_TIMEOUT_S)
-            except (BrokenProcessPool, concurrent.futures.TimeoutError, OSError) as exc:
-                pool.shutdown(wait=False, cancel_futures=True)
-                why = str(exc) or type(exc).__name__
-                raise WorkersUnavailable(f"worker processes could not start ({why})") from None
-            self._pool = pool
-        return self._pool
+        self._solo: concurrent.futures.ProcessPoolExecutor | None = None
 
     def run(self, batches: Iterable[list[Item]], job: AnalysisJob) -> Iterator[list[FileResult]]:
-        """Results batch by batch; a worker that dies costs no file but the one that
-        killed it (see ``suspects`` below). When no worker can start at all, the files
-        are analysed in this process instead and ``problem`` says why."""
+        """Results batch by batch, in completion order."""
+        self.problem = None
         todo = iter(batches)
+        threads = max(1, available_cores() // self.jobs)
+        worker_job = AnalysisJob(job.model, job.models_dir, job.settings, threads=threads)
         try:
-            yield from self._run(todo, job)
-        except WorkersUnavailable as exc:
+            yield from self._run(todo, worker_job)
+        except WorkersUnavailable as exc:  # not one worker starts: read in this process
             self.problem = f"{exc}; the photos were read in the main process instead"
-            self._inline = self._inline or InlineExecutor(ModelCache())
-            yield from self._inline.run(todo, job)
+            inline = self.fallback or InlineExecutor(ModelCache())
+            yield from inline.run(todo, AnalysisJob(job.model, job.models_dir, job.settings,
+                                                    threads=available_cores()))
 
     def _run(self, todo: Iterator[list[Item]], job: AnalysisJob) -> Iterator[list[FileResult]]:
-        single = AnalysisJob(job.model, job.models_dir, job.settings, threads=1)
         pending: dict[concurrent.futures.Future[list[FileResult]], list[Item]] = {}
-        alone: set[concurrent.futures.Future[list[FileResult]]] = set()
-        # A worker died (the OOM killer, a crashing decoder) and took the pool with it:
-        # every file that was in flight is a suspect, tried again one at a time in a
-        # fresh worker, so that a second crash names its file without doubt.
         suspects: list[Item] = []
         try:
             while True:
                 if suspects and not pending:
-                    item = suspects.pop(0)
-                    future = self._workers().submit(self.task, [item], single)
-                    pending[future] = [item]
-                    alone.add(future)
-                elif not suspects:
-                    pool = self._workers()  # before taking batches: none is lost if it fails
+                    yield self._alone(suspects.pop(0), job)
+                    continue
+                if not suspects:
+                    pool = self._workers()  # before taking batches: none is lost
                     for batch in itertools.islice(todo, 2 * self.jobs - len(pending)):
-                        pending[pool.submit(self.task, batch, single)] = batch
+                        try:
+                            pending[pool.submit(self.task, batch, job)] = batch
+                        except BrokenProcessPool:  # a worker died while we were away
+                            suspects += batch + _drop(pending, self)
+                            break
+                    if suspects:
+                        continue
                 if not pending:
                     return
                 done, _ = concurrent.futures.wait(
@@ -206,24 +188,102 @@ class ProcessExecutor:
                 for future in done:
                     batch = pending.pop(future)
                     try:
-                        yield future.result()
+                        results = future.result()
                     except BrokenProcessPool:
-                        self.close()
-                        if future in alone:  # it crashed a worker twice: never again
-                            _path, rel, kind = batch[0]
-                            yield [FileResult(rel=rel, kind=kind, error=CRASHED)]
-                        else:
-                            suspects.extend(batch)
-                    alone.discard(future)
+                        suspects += batch + _drop(pending, self)
+                        break
+                    except Exception:  # the task failed (a model, memory): read alone
+                        suspects += batch
+                        continue
+                    yield results
+        except WorkersUnavailable:
+            if not pending and not suspects:
+                raise  # nothing started yet: the caller reads the files here instead
+            lost = suspects + [item for batch in pending.values() for item in batch]
+            yield [FileResult(rel=rel, kind=kind, error=RESTART_REASON)
+                   for _path, rel, kind in lost]
+            raise
         finally:
             for future in pending:  # stopped early: drop what has not started
                 future.cancel()
 
+    def _alone(self, item: Item, job: AnalysisJob) -> list[FileResult]:
+        """Read one suspect file in a pool of its own: a crash there is its doing."""
+        _path, rel, kind = item
+        if self._solo is None:
+            self._solo = _start_pool(1)
+        try:
+            return self._solo.submit(self.task, [item], job).result()
+        except BrokenProcessPool:
+            _stop_pool(self._solo)
+            self._solo = None
+            return [FileResult(rel=rel, kind=kind, error=CRASHED)]
+        except Exception as exc:
+            return [FileResult(rel=rel, kind=kind, error=f"could not be read ({_one_line(exc)})")]
+
+    def _workers(self) -> concurrent.futures.ProcessPoolExecutor:
+        """The pool, started on first use and checked (see ``_start_pool``)."""
+        if self._pool is None:
+            self._pool = _start_pool(self.jobs)
+        return self._pool
+
     def close(self) -> None:
-        """End the worker processes (they finish the batch they are on)."""
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            self._pool = None
+        """End the worker processes now, also those busy with a batch (after Ctrl-C they
+        hold nothing the main process needs, and waiting for them delays the exit)."""
+        for pool in (self._pool, self._solo):
+            if pool is not None:
+                _stop_pool(pool)
+        self._pool = self._solo = None
+
+
+def _drop(pending: dict, executor: ProcessExecutor) -> list[Item]:
+    """After the pool broke: every file in flight becomes a suspect; the pool is ended."""
+    items = [item for batch in pending.values() for item in batch]
+    pending.clear()
+    if executor._pool is not None:
+        _stop_pool(executor._pool)
+        executor._pool = None
+    return items
+
+
+def _start_pool(workers: int) -> concurrent.futures.ProcessPoolExecutor:
+    """A pool of spawned workers that are known to start.
+
+    A pool whose workers cannot even start (Python run from stdin, a broken install, no
+    memory left) must not be mistaken for files that crash them: one readiness task per
+    worker runs first (they start, and import the finder, in parallel).
+    """
+    pool = concurrent.futures.ProcessPoolExecutor(
+        max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+        initializer=_ignore_ctrl_c)
+    try:
+        for ready in [pool.submit(_ready) for _ in range(workers)]:
+            ready.result(timeout=STARTUP_TIMEOUT_S)
+    except (BrokenProcessPool, concurrent.futures.TimeoutError, OSError) as exc:
+        _stop_pool(pool)
+        why = str(exc) or type(exc).__name__
+        raise WorkersUnavailable(f"worker processes could not start ({why})") from None
+    except BaseException:
+        _stop_pool(pool)
+        raise
+    return pool
+
+
+def _stop_pool(pool: concurrent.futures.ProcessPoolExecutor) -> None:
+    """Shut ``pool`` down without waiting for its running tasks: its workers are ended."""
+    if hasattr(pool, "terminate_workers"):  # Python 3.14 and newer
+        pool.terminate_workers()
+        return
+    workers = dict(getattr(pool, "_processes", None) or {})  # before shutdown forgets them
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in workers.values():
+        if process.is_alive():
+            process.terminate()
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text[:160]
 
 
 def _ready() -> bool:

@@ -508,15 +508,6 @@ class FaceIndex:
                     raise IndexLockedError(_locked_message(self.path)) from None
                 raise
 
-    def commit(self) -> None:
-        if self.conn.in_transaction:
-            try:
-                self.conn.execute("COMMIT")
-            except sqlite3.OperationalError as exc:
-                if _is_locked(exc):
-                    raise IndexLockedError(_locked_message(self.path)) from None
-                raise
-
     def set_path(self, root: int, rel: str, size: int, mtime_ns: int, content: int) -> None:
         """Record (or move) a path onto a content; caller holds a transaction."""
         self.conn.execute("INSERT OR REPLACE INTO paths VALUES (?, ?, ?, ?, ?)",
@@ -534,8 +525,12 @@ class FaceIndex:
         try:
             content = self._store(settings, key, size, result)
         except BaseException:
-            self.conn.execute("ROLLBACK TO one_file")
-            self.conn.execute("RELEASE one_file")
+            # A full disk may have rolled the whole transaction back already: then there
+            # is no savepoint left, and the original error is the one to report.
+            if self.conn.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    self.conn.execute("ROLLBACK TO one_file")
+                    self.conn.execute("RELEASE one_file")
             raise
         self.conn.execute("RELEASE one_file")
         return content
@@ -625,10 +620,8 @@ class FaceIndex:
                     content = self.store(settings, key, size, result)
                     self.set_path(root, rel, size, mtime_ns, content)
 
-        kept = self._try_write(write)  # a Ctrl-C here leaves the queue for close()
-        self._queue = []
-        if not kept:
-            self.not_kept += sum(1 for item in queue if len(item) != 2)
+        if self._try_write(write):  # a Ctrl-C here leaves the queue for close()
+            self._queue = []
 
     def _try_write(self, write: Callable[[], None]) -> bool:
         """Run ``write`` in its own short transaction; False when it could not be kept.
@@ -657,6 +650,8 @@ class FaceIndex:
     def _stop_keeping(self, why: str) -> None:
         self.keeping = False
         self.why_not_kept = why
+        self.not_kept += sum(1 for item in self._queue if len(item) != 2)  # never written
+        self._queue = []
 
     def new_notices(self, keys: Sequence[str]) -> set[str]:
         """Those of ``keys`` not yet marked as shown; all of them when read-only and new."""

@@ -16,8 +16,10 @@ import sys
 import time
 from pathlib import Path
 
-_PATTERN = re.compile(r"^\..{1,64}\.partial-(?:(\d+)-)?[0-9a-f]{8}$", re.S)
-OLD_SECONDS = 24 * 3600  # names without a pid (earlier versions): stale after a day
+_PATTERN = re.compile(r"^\..{1,64}\.partial-(?:(\d{1,9})-)?[0-9a-f]{8}$", re.S)
+# Stale after a day whatever its pid says: names without a pid (earlier versions), and
+# a pid now used by another process or from another PC (the stick moves between PCs).
+OLD_SECONDS = 24 * 3600
 
 
 def temp_name(name: str) -> str:
@@ -25,17 +27,18 @@ def temp_name(name: str) -> str:
     return f".{name[:64]}.partial-{os.getpid()}-{secrets.token_hex(4)}"
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists (on Windows: assumed, no cheap check)."""
     if pid == os.getpid():
         return True
     if sys.platform == "win32":
-        return True  # no cheap check there: the age rule below cleans up instead
+        return True  # the age rule cleans up there instead
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except OSError:
-        return True  # exists, owned by someone else
+    except (OSError, OverflowError):
+        return True  # exists, owned by someone else (or not a pid we can ask about)
     return True
 
 
@@ -53,9 +56,8 @@ def sweep(folder: Path) -> int:
             continue
         pid = found.group(1)
         with contextlib.suppress(OSError):
-            stale = (not _alive(int(pid)) if pid is not None and sys.platform != "win32"
-                     else now - entry.stat(follow_symlinks=False).st_mtime > OLD_SECONDS)
-            if stale:
+            old = now - entry.stat(follow_symlinks=False).st_mtime > OLD_SECONDS
+            if old or (pid is not None and not pid_alive(int(pid))):
                 os.unlink(entry.path)
                 removed += 1
     return removed

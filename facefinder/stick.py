@@ -38,6 +38,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from facefinder.partials import pid_alive
+
 # Below this much free space the stick counts as full: joblib spills arrays of decoded
 # photos into the temp folder, and a run that dies half-way with ENOSPC is worse than a
 # clear message at start-up.
@@ -86,18 +88,6 @@ def _stick_problem(program_dir: Path) -> str | None:
     return None
 
 
-def _pid_alive(pid: int) -> bool:
-    if sys.platform == "win32":
-        return True  # no cheap check; the age rule cleans up instead
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True  # exists, owned by someone else
-    return True
-
-
 def _sweep_stale(tmp_root: Path) -> None:
     """Remove run folders left by runs that could not clean up after themselves."""
     now = time.time()
@@ -107,7 +97,7 @@ def _sweep_stale(tmp_root: Path) -> None:
             old = now - entry.stat().st_mtime > STALE_SECONDS
         except (ValueError, OSError):
             continue
-        if pid != os.getpid() and (old or not _pid_alive(pid)):
+        if pid != os.getpid() and (old or not pid_alive(pid)):
             shutil.rmtree(entry, ignore_errors=True)
 
 

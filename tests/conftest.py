@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -89,6 +90,39 @@ AS_A_USER = ["setpriv", "--inh-caps=-dac_override,-dac_read_search",
              "--bounding-set=-dac_override,-dac_read_search"]
 
 
+def as_a_user(command: list[str]) -> list[str]:
+    """``command`` run so that it obeys permission bits: as root, under setpriv without
+    root's override (it stays uid 0: this machine's Python may live under /root, where an
+    unprivileged user cannot start it); as anyone else, as it is."""
+    import subprocess
+
+    if not hasattr(os, "geteuid") or os.geteuid() != 0:
+        return command
+    if shutil.which("setpriv") is None or subprocess.run(
+            [*AS_A_USER, sys.executable, "-c", "pass"], capture_output=True).returncode:
+        pytest.skip("running as root, and setpriv cannot drop root's permission override")
+    return [*AS_A_USER, *command]
+
+
+def symlinks_work(tmp_path: Path) -> bool:
+    """Windows needs a privilege (or developer mode) to create symlinks."""
+    try:
+        os.symlink(tmp_path, tmp_path / "probe-link", target_is_directory=True)
+    except (OSError, NotImplementedError):
+        return False
+    os.unlink(tmp_path / "probe-link")
+    return True
+
+
+def unshare_works() -> bool:
+    """Whether this (Linux, root) machine can make private mounts and networks for a test."""
+    import subprocess
+
+    if not sys.platform.startswith("linux") or shutil.which("unshare") is None:
+        return False
+    return subprocess.run(["unshare", "-n", "-m", "true"], capture_output=True).returncode == 0
+
+
 def rerun_as_a_user(request: pytest.FixtureRequest) -> None:
     """Run the calling test again in a pytest subprocess that obeys permission bits.
 
@@ -100,14 +134,12 @@ def rerun_as_a_user(request: pytest.FixtureRequest) -> None:
 
     if os.environ.get("FACEFINDER_AS_A_USER"):
         pytest.fail("permission bits are not enforced even without CAP_DAC_OVERRIDE")
-    if shutil.which("setpriv") is None or subprocess.run(
-            [*AS_A_USER, sys.executable, "-c", "pass"], capture_output=True).returncode:
-        pytest.skip("running as root, and setpriv cannot drop root's permission override")
     done = subprocess.run(
-        [*AS_A_USER, sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-         request.node.nodeid], cwd=ROOT, capture_output=True, text=True, timeout=600,
-        env={**os.environ, "FACEFINDER_AS_A_USER": "1"})
+        as_a_user([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                   request.node.nodeid]), cwd=ROOT, capture_output=True, text=True,
+        timeout=600, env={**os.environ, "FACEFINDER_AS_A_USER": "1"})
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    assert re.search(r"\b1 passed\b", done.stdout), done.stdout[-3000:]  # not skipped
 
 
 USER_STATE = [ROOT / "index.sqlite", ROOT / "index.sqlite-wal", ROOT / "index.sqlite-shm",

@@ -274,10 +274,10 @@ def test_decompression_bomb_is_a_decode_error(tmp_path: Path) -> None:
     memory): what decoding would need is over the per-worker budget."""
     path = tmp_path / "bomb.png"
     path.write_bytes(png_header_claiming(20000, 20000))
-    assert reason(path) == ("image too large to decode in this PC's memory budget "
+    assert reason(path) == ("image too large to decode in the memory one worker may use "
                             "(400 megapixels, ~2.2 GB)")
     path.write_bytes(png_header_claiming(13000, 13000, 6))  # the 657 KB zero RGBA PNG
-    assert reason(path).startswith("image too large to decode in this PC's memory budget "
+    assert reason(path).startswith("image too large to decode in the memory one worker may use "
                                    "(169 megapixels")
 
 

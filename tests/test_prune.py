@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, copy_references
+from conftest import ROOT, as_a_user, copy_references, symlinks_work
 
 from facefinder import walk
 from facefinder.api import prune
@@ -25,16 +25,6 @@ PEOPLE = ("madonna", "ben_afflek")
 # Where each of the first val photos goes in the album (one per path).
 LAYOUT = ("a/IMG_000.jpg", "a/IMG_001.jpg", "drive/2019/IMG_002.jpg", "drive/IMG_003.jpg",
           "locked/IMG_004.jpg", "top.jpg")
-
-
-def symlinks_work(tmp_path: Path) -> bool:
-    """Windows needs a privilege (or developer mode) to create symlinks."""
-    try:
-        os.symlink(tmp_path, tmp_path / "probe-link", target_is_directory=True)
-    except (OSError, NotImplementedError):
-        return False
-    os.unlink(tmp_path / "probe-link")
-    return True
 
 
 @pytest.fixture
@@ -119,15 +109,8 @@ def run_unprivileged(code: str) -> subprocess.CompletedProcess[str]:
     CAP_DAC_READ_SEARCH from the child's bounding set so they are gone after exec (it
     stays uid 0: the interpreter may live under /root, where "nobody" cannot start it).
     """
-    command = [sys.executable, "-c", code]
-    if os.geteuid() == 0:
-        setpriv = shutil.which("setpriv")
-        if setpriv is None:
-            pytest.skip("running as root and setpriv (util-linux) is missing, so no folder "
-                        "can be made unreadable")
-        command = [setpriv, "--bounding-set=-dac_override,-dac_read_search", *command]
-    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300,
-                          check=False)
+    return subprocess.run(as_a_user([sys.executable, "-c", code]), cwd=ROOT,
+                          capture_output=True, text=True, timeout=300, check=False)
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX permission bits")

@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import unshare_works
 
 from facefinder import stick, wheels
 
@@ -32,7 +33,7 @@ BOOTSTRAP_SH = ROOT / "bootstrap.sh"
 DATA = Path(__file__).resolve().parent / ".data"
 
 TARGETS = ["win_amd64", "macosx_arm64", "manylinux_x86_64", "manylinux_aarch64"]
-CORE = {"numpy", "onnxruntime", "pillow", "pillow-heif", "tqdm", "h5py", "onnx"}
+CORE = {"numpy", "onnxruntime", "pillow", "pillow-heif", "tqdm", "psutil", "h5py", "onnx"}
 TAG_HINT = {"win_amd64": "win_amd64", "macosx_arm64": "arm64",
             "manylinux_x86_64": "x86_64", "manylinux_aarch64": "aarch64"}
 
@@ -142,14 +143,7 @@ def test_stale_run_folders_are_swept(tmp_path: Path) -> None:
     assert not stale.exists()
 
 
-def _unshare_works() -> bool:
-    if not sys.platform.startswith("linux") or shutil.which("unshare") is None:
-        return False
-    probe = subprocess.run(["unshare", "-n", "-m", "true"], capture_output=True)
-    return probe.returncode == 0
-
-
-@pytest.mark.skipif(not _unshare_works(), reason="needs Linux and `unshare -n -m` (root)")
+@pytest.mark.skipif(not unshare_works(), reason="needs Linux and `unshare -n -m` (root)")
 def test_read_only_stick_gives_one_line_and_still_runs(tmp_path: Path) -> None:
     # Root ignores permission bits, so make the folder truly read-only with a bind mount.
     stick_dir = tmp_path / "stick"
@@ -300,10 +294,12 @@ def stick_wheels() -> Path:
     python = f"{sys.version_info[0]}.{sys.version_info[1]}"
     folder = DATA / f"stick-wheels-{target}-cp{python.replace('.', '')}"
     marker = folder / ".complete"
-    if not marker.exists():
+    # Kept only while the requirements it was made from are unchanged.
+    wanted = (ROOT / "requirements.txt").read_text(encoding="utf-8")
+    if not marker.exists() or marker.read_text(encoding="utf-8") != wanted:
         shutil.rmtree(folder, ignore_errors=True)
         wheels.fetch_wheels(target, python, folder, optional=False)
-        marker.write_text("ok\n", encoding="ascii")
+        marker.write_text(wanted, encoding="utf-8")
     return folder
 
 
@@ -322,7 +318,7 @@ def _link_or_copy(source: Path, target: Path) -> None:
         shutil.copy2(source, target)
 
 
-@pytest.mark.skipif(not _unshare_works(), reason="needs Linux and `unshare -n -m` (root)")
+@pytest.mark.skipif(not unshare_works(), reason="needs Linux and `unshare -n -m` (root)")
 def test_stick_prepared_on_linux_runs_offline_and_leaves_no_trace(
     tmp_path: Path, stick_wheels: Path, models_dir: Path, celeb_album: Path,
 ) -> None:

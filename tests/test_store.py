@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import copy_references
+from conftest import copy_references, unshare_works
 from legacy_v1 import (
     FACENET_WEIGHT_FILES,
     content_key,
@@ -214,17 +214,7 @@ def test_notices_are_new_once(tmp_path: Path) -> None:
     index.close()
 
 
-def _unshare_works() -> bool:
-    import shutil
-    import subprocess
-    import sys
-
-    if not sys.platform.startswith("linux") or shutil.which("unshare") is None:
-        return False
-    return subprocess.run(["unshare", "-m", "true"], capture_output=True).returncode == 0
-
-
-@pytest.mark.skipif(not _unshare_works(), reason="needs Linux and `unshare -m` (root) to "
+@pytest.mark.skipif(not unshare_works(), reason="needs Linux and `unshare -m` (root) to "
                     "mount a folder read-only; root ignores permission bits otherwise")
 def test_index_on_a_read_only_mount_is_read_not_called_damaged(
         v1_album, models_dir: Path, tmp_path: Path) -> None:

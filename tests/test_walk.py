@@ -24,10 +24,10 @@ from facefinder.walk import (
 )
 
 try:  # pytest puts tests/ on sys.path while tests/ has no __init__.py
-    from conftest import copy_references, rerun_as_a_user
+    from conftest import copy_references, rerun_as_a_user, symlinks_work
     from testdata import group_photo
 except ImportError:  # tests/ imported as a package
-    from tests.conftest import copy_references, rerun_as_a_user
+    from tests.conftest import copy_references, rerun_as_a_user, symlinks_work
     from tests.testdata import group_photo
 
 
@@ -52,16 +52,6 @@ def walk(root: Path, **kwargs: object) -> tuple[list[str], list[tuple[str, str]]
     errors: list[tuple[str, str]] = []
     rels = [rel for _, rel, _ in scan(root, on_error=lambda r, m: errors.append((r, m)), **kwargs)]
     return rels, errors
-
-
-def symlinks_work(tmp_path: Path) -> bool:
-    """Windows needs a privilege (or developer mode) to create symlinks."""
-    try:
-        os.symlink(tmp_path, tmp_path / "probe-link", target_is_directory=True)
-    except (OSError, NotImplementedError):
-        return False
-    os.unlink(tmp_path / "probe-link")
-    return True
 
 
 def test_kinds_by_suffix() -> None:
