@@ -54,7 +54,6 @@ class Analyser:
         self.decoded = 0
         self.from_index = 0
         self._settings_ids: dict[FileKind, int | None] = {}
-        self._trusted = False
 
     # ------------------------------------------------------------------ public
 
@@ -67,7 +66,6 @@ class Analyser:
         always go to the executor, where a file that crashes its reader cannot take the
         whole finder down.
         """
-        self._trusted = trusted
         if self.index is None:  # stream straight to the executor
             for result in analyse_all(items, self.job, self.executor):
                 self.decoded += result.kind != "other"
@@ -80,8 +78,8 @@ class Analyser:
             while chunk := list(itertools.islice(iterator, SCAN_CHUNK)):
                 yield from self._lookup(root_id, chunk, waiting)
                 if len(waiting) >= DISPATCH:
-                    yield from self._analyse_waiting(waiting, root_id)
-            yield from self._analyse_waiting(waiting, root_id)
+                    yield from self._analyse_waiting(waiting, root_id, trusted)
+            yield from self._analyse_waiting(waiting, root_id, trusted)
         finally:
             self.index.flush()
 
@@ -152,8 +150,8 @@ class Analyser:
         if root_id is not None and not index.read_only:
             index.record_paths(root_id, moved_known)
 
-    def _analyse_waiting(self, waiting: dict[str, _Pending], root_id: int | None
-                         ) -> Iterator[FileResult]:
+    def _analyse_waiting(self, waiting: dict[str, _Pending], root_id: int | None,
+                         trusted: bool) -> Iterator[FileResult]:
         if not waiting:
             return
         pending = dict(waiting)
@@ -161,7 +159,7 @@ class Analyser:
         items = [(p.path, p.rel, p.kind) for p in pending.values()]
         # A handful of files (a new reference person) is faster in this process than
         # starting worker processes and loading the models in each.
-        small = self._trusted and len(items) < INLINE_FILES
+        small = trusted and len(items) < INLINE_FILES
         for result in analyse_all(items, self.job, self.inline if small else self.executor):
             if result.kind != "other":
                 self.decoded += 1

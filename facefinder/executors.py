@@ -14,9 +14,11 @@ from __future__ import annotations
 import concurrent.futures
 import itertools
 import multiprocessing
+import multiprocessing.connection
 import os
 import signal
 import sys
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
@@ -113,6 +115,7 @@ class InlineExecutor:
 
 
 STARTUP_TIMEOUT_S = 300.0  # a worker imports numpy and onnxruntime: seconds, not minutes
+TASK_FAILED = "cannot read file: the program that reads photos failed on it, tried again next time"
 RESTART_REASON = ("cannot read file: no worker process could be started to read it after a "
                   "crash (the PC may be out of memory); it is tried again next time")
 CRASHED = ("crashed the program that read it (a damaged file, or one too big for this "
@@ -151,17 +154,18 @@ class ProcessExecutor:
 
     def run(self, batches: Iterable[list[Item]], job: AnalysisJob) -> Iterator[list[FileResult]]:
         """Results batch by batch, in completion order."""
-        self.problem = None
         todo = iter(batches)
         threads = max(1, available_cores() // self.jobs)
         worker_job = AnalysisJob(job.model, job.models_dir, job.settings, threads=threads)
         try:
-            yield from self._run(todo, worker_job)
+            if self.problem is None:  # once no worker could start, do not try again
+                yield from self._run(todo, worker_job)
+                return
         except WorkersUnavailable as exc:  # not one worker starts: read in this process
             self.problem = f"{exc}; the photos were read in the main process instead"
-            inline = self.fallback or InlineExecutor(ModelCache())
-            yield from inline.run(todo, AnalysisJob(job.model, job.models_dir, job.settings,
-                                                    threads=available_cores()))
+        inline = self.fallback or InlineExecutor(ModelCache())
+        yield from inline.run(todo, AnalysisJob(job.model, job.models_dir, job.settings,
+                                                threads=available_cores()))
 
     def _run(self, todo: Iterator[list[Item]], job: AnalysisJob) -> Iterator[list[FileResult]]:
         pending: dict[concurrent.futures.Future[list[FileResult]], list[Item]] = {}
@@ -169,7 +173,10 @@ class ProcessExecutor:
         try:
             while True:
                 if suspects and not pending:
-                    yield self._alone(suspects.pop(0), job)
+                    yield self._alone(suspects[0], job)
+                    suspects.pop(0)
+                    if not suspects:  # the last one: its pool is not kept idle
+                        self._end_solo()
                     continue
                 if not suspects:
                     pool = self._workers()  # before taking batches: none is lost
@@ -208,18 +215,36 @@ class ProcessExecutor:
                 future.cancel()
 
     def _alone(self, item: Item, job: AnalysisJob) -> list[FileResult]:
-        """Read one suspect file in a pool of its own: a crash there is its doing."""
+        """Read one suspect file in a pool of its own, proven alive just before: a crash
+        then is the file's doing. Any other failure is not held against the file: it is
+        reported as a passing one, not kept in the index, and tried again next time."""
         _path, rel, kind = item
-        if self._solo is None:
-            self._solo = _start_pool(1)
-        try:
-            return self._solo.submit(self.task, [item], job).result()
-        except BrokenProcessPool:
+        for _attempt in range(2):
+            try:
+                if self._solo is None:
+                    self._solo = _start_pool(1)
+                self._solo.submit(_ready).result(timeout=STARTUP_TIMEOUT_S)  # alive now?
+            except WorkersUnavailable:
+                return [FileResult(rel=rel, kind=kind, error=RESTART_REASON)]
+            except (BrokenProcessPool, concurrent.futures.TimeoutError):
+                self._end_solo()  # it died idle (not this file's doing): a fresh one
+                continue
+            try:
+                return self._solo.submit(self.task, [item], job).result()
+            except BrokenProcessPool:
+                self._end_solo()
+                return [FileResult(rel=rel, kind=kind, error=CRASHED)]
+            except Exception as exc:
+                return [FileResult(rel=rel, kind=kind, error=f"{TASK_FAILED} ({_one_line(exc)})")]
+            except BaseException:  # Ctrl-C: the task may still be queued there
+                self._end_solo()
+                raise
+        return [FileResult(rel=rel, kind=kind, error=RESTART_REASON)]
+
+    def _end_solo(self) -> None:
+        if self._solo is not None:
             _stop_pool(self._solo)
             self._solo = None
-            return [FileResult(rel=rel, kind=kind, error=CRASHED)]
-        except Exception as exc:
-            return [FileResult(rel=rel, kind=kind, error=f"could not be read ({_one_line(exc)})")]
 
     def _workers(self) -> concurrent.futures.ProcessPoolExecutor:
         """The pool, started on first use and checked (see ``_start_pool``)."""
@@ -255,7 +280,7 @@ def _start_pool(workers: int) -> concurrent.futures.ProcessPoolExecutor:
     """
     pool = concurrent.futures.ProcessPoolExecutor(
         max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-        initializer=_ignore_ctrl_c)
+        initializer=_worker_start)
     try:
         for ready in [pool.submit(_ready) for _ in range(workers)]:
             ready.result(timeout=STARTUP_TIMEOUT_S)
@@ -279,6 +304,8 @@ def _stop_pool(pool: concurrent.futures.ProcessPoolExecutor) -> None:
     for process in workers.values():
         if process.is_alive():
             process.terminate()
+    for process in workers.values():
+        process.join(timeout=2.0)  # gone before the interpreter's own exit joins them
 
 
 def _one_line(exc: BaseException) -> str:
@@ -291,9 +318,18 @@ def _ready() -> bool:
     return True
 
 
-def _ignore_ctrl_c() -> None:
-    """Worker side: leave Ctrl-C to the main process, which stops us and still reports."""
+def _worker_start() -> None:
+    """Worker side: leave Ctrl-C to the main process (which stops us and still reports),
+    and end when it ends: a finder killed hard (``kill -9``, the OOM killer) must not
+    leave workers holding hundreds of MB each behind."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        def watch() -> None:
+            multiprocessing.connection.wait([parent.sentinel])
+            os._exit(1)
+
+        threading.Thread(target=watch, daemon=True, name="parent-watch").start()
 
 
 def batches(items: Iterable[Item], size: int = BATCH_SIZE) -> Iterator[list[Item]]:

@@ -388,10 +388,12 @@ class FaceIndex:
 
     def close(self) -> None:
         """Write what is queued and close; a no-op when already closed."""
-        with contextlib.suppress(sqlite3.Error):
-            self.flush()
-        with contextlib.suppress(sqlite3.Error):
-            self.conn.close()
+        try:
+            with contextlib.suppress(sqlite3.Error):
+                self.flush()
+        finally:
+            with contextlib.suppress(sqlite3.Error):
+                self.conn.close()
 
     # ------------------------------------------------------------------ ids
 

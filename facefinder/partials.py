@@ -16,15 +16,20 @@ import sys
 import time
 from pathlib import Path
 
-_PATTERN = re.compile(r"^\..{1,64}\.partial-(?:(\d{1,9})-)?[0-9a-f]{8}$", re.S)
+_PATTERN = re.compile(r"^\..+\.partial-(?:(\d{1,9})-)?[0-9a-f]{8}$", re.S)
+NAME_BYTES = 180  # of the original name kept in the temporary one: far under 255 bytes
 # Stale after a day whatever its pid says: names without a pid (earlier versions), and
 # a pid now used by another process or from another PC (the stick moves between PCs).
 OLD_SECONDS = 24 * 3600
 
 
 def temp_name(name: str) -> str:
-    """The hidden temporary name for ``name`` written by this process."""
-    return f".{name[:64]}.partial-{os.getpid()}-{secrets.token_hex(4)}"
+    """The hidden temporary name for ``name`` written by this process (its start, cut at
+    ``NAME_BYTES`` bytes of UTF-8: a name of 60 emoji is 240 bytes)."""
+    start = name.encode("utf-8", "surrogateescape")[:NAME_BYTES]
+    start_text = start.decode("utf-8", "ignore") if len(start) < len(name.encode(
+        "utf-8", "surrogateescape")) else name
+    return f".{start_text}.partial-{os.getpid()}-{secrets.token_hex(4)}"
 
 
 def pid_alive(pid: int) -> bool:
@@ -56,7 +61,10 @@ def sweep(folder: Path) -> int:
             continue
         pid = found.group(1)
         with contextlib.suppress(OSError):
-            old = now - entry.stat(follow_symlinks=False).st_mtime > OLD_SECONDS
+            info = entry.stat(follow_symlinks=False)
+            # ctime too: a copy's temp file gets the photo's own (old) mtime before it is
+            # renamed into place, and must not look stale to a second run meanwhile.
+            old = now - max(info.st_mtime, info.st_ctime) > OLD_SECONDS
             if old or (pid is not None and not pid_alive(int(pid))):
                 os.unlink(entry.path)
                 removed += 1

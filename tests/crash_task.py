@@ -18,3 +18,10 @@ def die_on_poison(batch: list, job: AnalysisJob) -> list[FileResult]:
     if any("poison" in rel for _path, rel, _kind in batch):
         os.kill(os.getpid(), signal.SIGKILL)
     return analyse_files(batch, job)
+
+
+def fail_on_poison(batch: list, job: AnalysisJob) -> list[FileResult]:
+    """Like a model failing (onnxruntime out of memory) on a batch with poison in it."""
+    if any("poison" in rel for _path, rel, _kind in batch):
+        raise RuntimeError("bad allocation")
+    return analyse_files(batch, job)

@@ -360,3 +360,54 @@ def test_an_index_the_user_cannot_write_is_still_read(celebrities: Path, models_
     summary = json.loads(report.read_text(encoding="utf-8"))["summary"]
     assert summary["files_decoded"] == 0 and summary["from_index"] == summary["files_scanned"]
     assert sorted(p.name for p in folder.iterdir()) == before
+
+
+@pytest.mark.parametrize("task,kept", [("die_on_poison", True), ("fail_on_poison", False)])
+def test_what_the_index_remembers_about_a_failing_file(
+        celebrities: Path, models_dir: Path, tmp_path: Path, task: str, kept: bool) -> None:
+    """A file that crashes its worker twice is remembered as unreadable and never read
+    again; a failure that is not the file's doing (a model failing) is tried next time."""
+    import crash_task
+    from PIL import Image
+
+    from facefinder import Finder
+
+    photos, refs = _album(celebrities, tmp_path)
+    # Its own content (the index knows files by content, so a byte-copy would be known).
+    Image.open(sorted(photos.glob("mad_*"))[0]).rotate(1).save(photos / "poison.jpg")
+    index = tmp_path / "i.sqlite"
+    runs = []
+    for _ in range(2):
+        executor = ProcessExecutor(2, task=getattr(crash_task, task))
+        with Finder(refs, models=models_dir, index=index, executor=executor) as finder:
+            runs.append(finder.find(photos))
+    first, second = runs
+    reason = dict(first.unreadable)["poison.jpg"]
+    assert reason == CRASHED if kept else reason.startswith("cannot read file:")
+    assert second.summary.files_decoded == (0 if kept else 1)
+    assert {m.rel for m in first.matches} - {"poison.jpg"} == {
+        m.rel for m in second.matches} - {"poison.jpg"}
+    assert len(first.matches) >= 4  # the other files were read as usual
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_workers_end_with_a_finder_killed_hard(celebrities: Path, models_dir: Path,
+                                               tmp_path: Path) -> None:
+    """kill -9 of the finder (or the OOM killer taking it): its workers end too, instead
+    of holding hundreds of MB each until the PC restarts."""
+    photos, refs = _album(celebrities, tmp_path, copies=12)
+    proc = subprocess.Popen(_finder_cmd(photos, refs, models_dir, tmp_path / "i.sqlite",
+                                        "--jobs", "2"),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    assert proc.stderr is not None
+    seen = ""
+    while not re.search(r"\b([1-9]\d*)/\d+\b", seen[-200:]):
+        char = proc.stderr.read(1)
+        assert char, f"the finder ended first: {seen[-300:]}"
+        seen += char
+    children = psutil.Process(proc.pid).children(recursive=True)
+    assert children
+    proc.kill()
+    proc.wait()
+    _gone, alive = psutil.wait_procs(children, timeout=20)
+    assert not alive, [c.pid for c in alive]
