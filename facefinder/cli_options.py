@@ -71,7 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
                         f"= stricter (default per model: {thresholds}), "
                         "e.g. --threshold 0.28")
     p.add_argument("--jobs", type=int, metavar="N",
-                   help="worker processes (default: all cores), e.g. --jobs 2")
+                   help="worker processes (default: one per core, as many as the free "
+                        "memory carries), e.g. --jobs 2")
     p.add_argument("--copy", type=Path, metavar="DIR",
                    help="copy every matched photo to DIR/<Person>/<its folder path>; never "
                         "overwrites, re-runs copy only what is new, e.g. --copy E:\\found")
