@@ -49,6 +49,13 @@ def question_of(args: argparse.Namespace) -> str | None:
     text = "Files showing " + (", and ".join(parts) if parts else "anyone searched for")
     if args.without:
         text += ", without " + " or ".join(args.without)
+    if args.since:
+        text += f", since {args.since}"
+    if args.until:
+        text += f", until {args.until}"
+    for bound, count in (("at least", args.min_faces), ("at most", args.max_faces)):
+        if count is not None:
+            text += f", with {bound} {count} face{'s' * (count != 1)}"
     return text
 
 

@@ -500,3 +500,15 @@ def test_index_info_on_an_index_of_the_first_version_is_plain_words_too(
     # v1's analyses are today's (a search answers from them), so they are not "older".
     assert "no longer used" not in out, out
     assert "Facenet" in out, out
+
+
+def test_the_answer_says_every_condition_of_the_question() -> None:
+    """The answer's heading names the people and every filter, so it reads as asked."""
+    from facefinder.cli_options import build_parser
+    from facefinder.console import question_of
+
+    args = build_parser().parse_args(["x", "--any", "Anna", "Ben", "--without", "Carl",
+                                      "--since", "2004", "--max-faces", "1"])
+    assert question_of(args) == ("Files showing Anna or Ben, without Carl, since 2004, "
+                                 "with at most 1 face")
+    assert question_of(build_parser().parse_args(["x"])) is None
