@@ -499,7 +499,7 @@ def format_index_info(info: IndexInfo, check: str, describe: Callable[[str], str
     lines += [f"  {printable(root)}  ({count} files)" for root, count in info.roots] or [
         "  (none yet)"]
     lines.append("How files were analysed:")
-    lines += [f"  {describe(key)}: {files} files, {faces} faces"
+    lines += [f"  {describe(key)}: {_plural(files, 'file')}, {_plural(faces, 'face')}"
               for key, files, faces in info.settings] or ["  (nothing yet)"]
     run = info.last_run
     if run:
