@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image
 
 from facefinder.decode import DecodeError, load_image
+from facefinder.messages import one_line
 from facefinder.models.catalog import weights_fingerprint
 from facefinder.records import Face, FileKind, FileResult
 from facefinder.vision.align import sharpness
@@ -310,7 +311,8 @@ def analyse_files(items: list[tuple[Path, str, FileKind]], job: AnalysisJob,
                 continue
             result, crops = analyse_image(path, rel, job, pipe)
         except Exception as exc:  # one strange file must never end the run
-            result, crops = FileResult(rel=rel, kind=kind, error=_one_line(exc)), []
+            reason = f"unexpected error: {one_line(exc, 160)}"
+            result, crops = FileResult(rel=rel, kind=kind, error=reason), []
         results.append(result)
         pending.append((result, crops))
     all_crops = [crop for _, crops in pending for crop in crops]
@@ -323,8 +325,3 @@ def analyse_files(items: list[tuple[Path, str, FileKind]], job: AnalysisJob,
                 face.embedding = vector
             at += len(crops)
     return results
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return f"unexpected error: {text[:160]}"

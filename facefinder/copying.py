@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from facefinder import partials
+from facefinder.messages import one_line
 from facefinder.records import Match
 from facefinder.walk import printable
 
@@ -149,15 +150,6 @@ def _remove_quietly(path: Path) -> None:
     """Remove one of *our* temporary files; a failure must not hide the original error."""
     with contextlib.suppress(OSError):
         os.unlink(_fs(path))
-
-
-def _one_line(exc: BaseException) -> str:
-    """A short single-line reason, e.g. 'No space left on device', for the summary."""
-    if isinstance(exc, OSError) and exc.strerror:
-        text = exc.strerror
-    else:
-        text = str(exc) or type(exc).__name__
-    return " ".join(text.split())
 
 
 def _create_temp(folder: Path, name: str) -> tuple[int, Path]:
@@ -438,7 +430,7 @@ def _copy_match(match: Match, photos_root: Path, dest: Path, hash_cache: dict,
         )
     except (OSError, ValueError, CopyError) as exc:
         # ValueError covers e.g. an embedded NUL or a name the filesystem cannot encode.
-        reason = _one_line(exc)
+        reason = one_line(exc)
         summary.failed.append((label, reason))
         emit(f"Could not copy {printable(match.rel)} for {printable(match.person)}: {reason}")
         return

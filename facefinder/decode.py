@@ -24,6 +24,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from facefinder.messages import one_line
+
 # Memory one decode may take (per worker process): the pixels as decoded (after JPEG DCT
 # scaling) plus one converted copy. A 13000x13000 RGBA PNG (657 KB on disk) would need
 # 1.35 GB and is refused with a reason instead of being left to the OOM killer; a 200 MP
@@ -104,12 +106,6 @@ def _heif_available() -> bool:
     except ImportError:
         return False
     return True
-
-
-def _one_line(error: BaseException, limit: int = 120) -> str:
-    """First line of an exception's text, shortened; the type name if it has no text."""
-    text = " ".join(str(error).split()) or type(error).__name__
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _unreadable_reason(handle: object) -> str:
@@ -294,7 +290,7 @@ def load_image(path: Path, max_side: int = 1600) -> DecodedImage:
     try:
         handle = open(path, "rb")  # noqa: SIM115 - closed in the finally below
     except OSError as error:
-        raise DecodeError(f"cannot read file: {error.strerror or _one_line(error)}") from None
+        raise DecodeError(f"cannot read file: {error.strerror or one_line(error)}") from None
     try:
         if os.fstat(handle.fileno()).st_size == 0:
             raise DecodeError("empty file")
@@ -313,13 +309,13 @@ def load_image(path: Path, max_side: int = 1600) -> DecodedImage:
         raise DecodeError("not enough memory to decode this image") from None
     except OSError as error:
         if error.errno is not None:  # a real I/O failure (bad sector, stick pulled out)
-            raise DecodeError(f"cannot read file: {error.strerror or _one_line(error)}") from None
+            raise DecodeError(f"cannot read file: {error.strerror or one_line(error)}") from None
         # Pillow signals bad data with errno-less OSErrors ("image file is truncated",
         # "broken data stream", "decoder error -2").
         raise DecodeError("truncated or corrupt image data") from None
     except (SyntaxError, EOFError, ValueError, IndexError, TypeError, KeyError) as error:
-        raise DecodeError(f"corrupt image data ({_one_line(error, 80)})") from None
+        raise DecodeError(f"corrupt image data ({one_line(error, 80)})") from None
     except Exception as error:
-        raise DecodeError(f"cannot decode image: {_one_line(error)}") from None
+        raise DecodeError(f"cannot decode image: {one_line(error)}") from None
     finally:
         handle.close()

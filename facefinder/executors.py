@@ -26,6 +26,7 @@ from typing import Protocol
 
 from facefinder.analyse import AnalysisJob, ModelCache, analyse_files
 from facefinder.decode import DECODE_BUDGET_BYTES
+from facefinder.messages import one_line
 from facefinder.records import FileKind, FileResult
 
 Item = tuple[Path, str, FileKind]
@@ -235,7 +236,8 @@ class ProcessExecutor:
                 self._end_solo()
                 return [FileResult(rel=rel, kind=kind, error=CRASHED)]
             except Exception as exc:
-                return [FileResult(rel=rel, kind=kind, error=f"{TASK_FAILED} ({_one_line(exc)})")]
+                reason = f"{TASK_FAILED} ({one_line(exc, 160)})"
+                return [FileResult(rel=rel, kind=kind, error=reason)]
             except BaseException:  # Ctrl-C: the task may still be queued there
                 self._end_solo()
                 raise
@@ -306,11 +308,6 @@ def _stop_pool(pool: concurrent.futures.ProcessPoolExecutor) -> None:
             process.terminate()
     for process in workers.values():
         process.join(timeout=2.0)  # gone before the interpreter's own exit joins them
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text[:160]
 
 
 def _ready() -> bool:

@@ -31,7 +31,6 @@ import csv
 import errno
 import json
 import os
-import secrets
 import stat
 import sys
 from collections.abc import Callable, Sequence
@@ -323,7 +322,7 @@ def check_writable(path: Path, kind: str) -> str | None:
     except OSError as exc:  # a name too long for the file system, for one
         return f"cannot use {path}: {exc.strerror or exc}"
     try:
-        probe = folder / f".{path.name[:64]}.probe-{secrets.token_hex(4)}"
+        probe = folder / partials.temp_name(path.name)  # swept like any leftover if killed
         fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         os.close(fd)
         os.unlink(probe)

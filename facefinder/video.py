@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from facefinder.messages import one_line
 
 
 class VideoError(Exception):
@@ -43,15 +44,6 @@ class Frame:
     time: float  # seconds from the start of the video
     rgb: np.ndarray  # HxWx3 uint8
     scale: float  # rgb width / stored width (<= 1)
-
-
-def _one_line(error: BaseException, limit: int = 120) -> str:
-    """FFmpeg's reason in words: without the path (the report names the file already) or
-    FFmpeg's internal error number (``[Errno 1094995529]`` tells a user nothing)."""
-    text = getattr(error, "strerror", None) or str(error)
-    text = re.sub(r"^\[Errno -?\d+\]\s*", "", " ".join(str(text).split()))
-    text = re.sub(r":\s*'[^']*'$", "", text) or type(error).__name__
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _created(metadata: dict) -> str | None:
@@ -91,7 +83,7 @@ def sample_frames(
     try:
         container = av.open(str(path), mode="r")
     except Exception as exc:  # av raises its own FFmpegError subclasses and OSError
-        raise VideoError(f"cannot open video: {_one_line(exc)}") from None
+        raise VideoError(f"cannot open video: {one_line(exc)}") from None
     try:
         streams = container.streams.video
         if not streams:
@@ -111,7 +103,7 @@ def sample_frames(
         raise
     except Exception as exc:
         container.close()
-        raise VideoError(f"cannot read video: {_one_line(exc)}") from None
+        raise VideoError(f"cannot read video: {one_line(exc)}") from None
     info = VideoInfo(size=(width, height), duration=duration, created=created)
     return info, _frames(container, stream, fps, max_side)
 
@@ -146,7 +138,7 @@ def _frames(container, stream, fps: float, max_side: int) -> Iterator[Frame]:
         raise
     except Exception as exc:
         if produced == 0:
-            raise VideoError(f"cannot decode video: {_one_line(exc)}") from None
+            raise VideoError(f"cannot decode video: {one_line(exc)}") from None
         # Damage after some frames: keep what was read (a cut-off download, typically).
     finally:
         container.close()
