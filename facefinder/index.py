@@ -215,6 +215,16 @@ def _check_header(path: Path) -> None:
 
 
 @dataclass
+class _Queued:
+    """What ``flush`` will write: a file's analysis and path, or paths of known contents."""
+
+    root: int
+    paths: list[tuple[str, int, int]]  # (rel, bytes, mtime_ns)
+    analysis: tuple[int, bytes, FileResult] | None = None  # (settings, content key, result)
+    contents: list[int] | None = None  # content ids of ``paths`` (moved files)
+
+
+@dataclass
 class IndexInfo:
     """What ``--index-info`` shows."""
 
@@ -240,7 +250,7 @@ class FaceIndex:
         self._upgrade_key = upgrade_key
         self._settings_ids: dict[str, int] = {}
         self._root_ids: dict[str, int] = {}
-        self._queue: list[tuple] = []  # results recorded, not yet written
+        self._queue: list[_Queued] = []  # results recorded, not yet written
         self._uncommitted = 0
         self._last_commit = time.monotonic()
         self.keeping = not read_only  # False once a write failed: the run goes on without
@@ -579,7 +589,7 @@ class FaceIndex:
         if not self.keeping:
             self.not_kept += 1
             return
-        self._queue.append((settings, key, size, result, root, rel, mtime_ns))
+        self._queue.append(_Queued(root, [(rel, size, mtime_ns)], (settings, key, result)))
         self._written(1)
 
     def record_lost(self) -> None:
@@ -589,7 +599,8 @@ class FaceIndex:
     def record_paths(self, root: int, moved: Sequence[tuple[str, int, int, int]]) -> None:
         """Point paths (rel, bytes, mtime_ns, content id) at known contents (moved files)."""
         if moved and self.keeping:
-            self._queue.append((root, list(moved)))
+            self._queue.append(_Queued(root, [(r, s, m) for r, s, m, _c in moved],
+                                       contents=[c for *_rest, c in moved]))
             self._written(len(moved))
 
     def _written(self, files: int) -> None:
@@ -613,14 +624,15 @@ class FaceIndex:
 
         def write() -> None:
             for item in queue:
-                if len(item) == 2:
-                    root, moved = item
-                    for rel, size, mtime, content in moved:
-                        self.set_path(root, rel, size, mtime, content)
-                else:
-                    settings, key, size, result, root, rel, mtime_ns = item
+                if item.analysis is not None:  # a file analysed in this run
+                    settings, key, result = item.analysis
+                    (rel, size, mtime_ns), = item.paths
                     content = self.store(settings, key, size, result)
-                    self.set_path(root, rel, size, mtime_ns, content)
+                    self.set_path(item.root, rel, size, mtime_ns, content)
+                else:  # known contents found under new paths (moved or copied files)
+                    for (rel, size, mtime_ns), content in zip(item.paths, item.contents,
+                                                              strict=True):
+                        self.set_path(item.root, rel, size, mtime_ns, content)
 
         if self._try_write(write):  # a Ctrl-C here leaves the queue for close()
             self._queue = []
@@ -652,7 +664,7 @@ class FaceIndex:
     def _stop_keeping(self, why: str) -> None:
         self.keeping = False
         self.why_not_kept = why
-        self.not_kept += sum(1 for item in self._queue if len(item) != 2)  # never written
+        self.not_kept += sum(1 for item in self._queue if item.analysis is not None)
         self._queue = []
 
     def new_notices(self, keys: Sequence[str]) -> set[str]:
