@@ -38,6 +38,7 @@ from facefinder.analyse import (
     upgrade_v1_key,
 )
 from facefinder.cached import Analyser
+from facefinder.decisions import Verdicts
 from facefinder.executors import (
     Executor,
     InlineExecutor,
@@ -62,6 +63,12 @@ from facefinder.sightings import match_video
 from facefinder.vision.registry import ModelSpec, model_spec
 
 PROGRAM_DIR = Path(__file__).resolve().parent.parent  # the folder holding finder.py
+MAYBE_FACTOR = 1.5  # "maybe": a person's nearest face under this many times the threshold
+
+
+def maybe_limit(threshold: float) -> float:
+    """The distance under which a face just over the threshold is offered as a "maybe"."""
+    return threshold * MAYBE_FACTOR
 
 
 class FinderError(ValueError):
@@ -163,8 +170,12 @@ class RunResult:
     threshold: float
     matches: list[Match]
     summary: Summary
+    # Faces just over the threshold (the person's nearest, under ``maybe_limit``): the
+    # "maybe" of the reports and the review page, best first per person.
+    maybes: list[Match] = field(default_factory=list)
     reference_faces: dict[str, list[ReferenceFace]] = field(default_factory=dict)
     reference_notes: list[ReferenceNote] = field(default_factory=list)
+    confirmed_faces: dict[str, int] = field(default_factory=dict)  # used as references
     files: list[FileResult] = field(default_factory=list)
     searched: bool = False  # the search of ``photos`` began (False: stopped while reading
     complete: bool = False  # references); every file of ``photos`` was looked at
@@ -302,24 +313,25 @@ class Finder:
         query = query or Query()
         threshold = check_threshold(self.spec.name, threshold)
         root = self._photos_folder(photos)
-        persons, stray = self._people(people or [], query)
-        hidden = {name.casefold() for name in query.without}
-        listed = [p.name for p in persons if p.name.casefold() not in hidden]
-        result = RunResult(root, self.reference, listed, self.spec.name, threshold, [],
-                           Summary())
         index = self._open_index(emit)
         try:
             analyser = Analyser(index, self.job, self._executor, self._inline)
+            verdicts = self._verdicts(index, analyser)
+            persons, stray = self._people(people or [], query, verdicts)
+            hidden = {name.casefold() for name in query.without}
+            listed = [p.name for p in persons if p.name.casefold() not in hidden]
+            result = RunResult(root, self.reference, listed, self.spec.name, threshold, [],
+                               Summary())
             try:
                 gallery = self._references(persons, stray, threshold, analyser, index,
-                                           result, emit)
+                                           result, emit, verdicts)
                 if not stop.is_set():
                     excluded = [self.reference, PROGRAM_DIR, *map(Path, exclude)]
                     total = _count(root, excluded, follow_links) if count_files else None
                     emit(Started(root, list(result.reference_faces), len(gallery.vectors),
                                  self.spec.name, threshold, self._executor.jobs, total))
                     self._search(root, excluded, gallery, query, analyser, result, emit,
-                                 stop, keep_files, follow_links)
+                                 stop, keep_files, follow_links, verdicts)
             except KeyboardInterrupt:
                 pass
             self._finish(result, analyser, index, started, interrupted=not result.complete)
@@ -339,10 +351,22 @@ class Finder:
                         f"({index.why_not_kept}); this search was answered in full."))
         return result
 
+    def _verdicts(self, index: FaceIndex | None, analyser: Analyser) -> Verdicts:
+        """The user's decisions on faces of this model's analyses (none without an index)."""
+        if index is None:
+            return Verdicts()
+        ids = [i for i in (analyser.settings_id("image"), analyser.settings_id("video"))
+               if i is not None]
+        return Verdicts(index.decisions(ids))
+
     def _references(self, persons: list[Person], stray: list[ReferenceNote], threshold: float,
                     analyser: Analyser, index: FaceIndex | None, result: RunResult,
-                    emit: Callable[[Event], None]) -> Gallery:
-        """Read the reference photos (from the index when it knows them) into a gallery."""
+                    emit: Callable[[Event], None], verdicts: Verdicts) -> Gallery:
+        """Read the reference photos (from the index when it knows them) into a gallery,
+        with the faces the user confirmed for each person."""
+        confirmed = {p.name: verdicts.confirmed_vectors(p.name) for p in persons}
+        # A person named on the review page may have no reference photo at all.
+        persons = [p for p in persons if p.photos or not confirmed[p.name]]
         items = [(path, rel, "image") for p in persons for path, rel in p.photos]
         with contextlib.closing(analyser.results(self.reference, items, trusted=True)
                                 ) as analysed:
@@ -355,20 +379,30 @@ class Finder:
         result.summary.references_decoded = analyser.decoded
         analyser.decoded = analyser.from_index = 0  # from here on: the collection's files
         self._tell_notes(index, result.reference_notes, emit)
-        return Gallery.build({n: [f.embedding for f in fs] for n, fs in faces.items()})
+        result.confirmed_faces = {n: len(v) for n, v in confirmed.items() if v}
+        for name in confirmed:
+            faces.setdefault(name, [])
+        result.reference_faces = faces
+        return Gallery.build({n: [*(f.embedding for f in faces[n]), *confirmed[n]]
+                              for n in sorted(faces, key=str.casefold)})
 
     def _search(self, root: Path, excluded: list[Path], gallery: Gallery, query: Query,
                 analyser: Analyser, result: RunResult, emit: Callable[[Event], None],
-                stop: Cancel, keep_files: bool, follow_links: bool = False) -> None:
+                stop: Cancel, keep_files: bool, follow_links: bool = False,
+                verdicts: Verdicts | None = None) -> None:
         """Look at every file under ``root``; ``result.complete`` once all were seen."""
         summary = result.summary
         result.searched = True
+        listed = set(result.people)
         found = _scan(root, excluded, summary, follow_links)
         with contextlib.closing(analyser.results(root, found)) as files:
             for file in files:
                 summary.add(file)
-                kept = query.keep(file, self._match(file, gallery, result.threshold))
+                found, maybes = self._match(file, gallery, result.threshold, verdicts)
+                kept = query.keep(file, found)
                 result.matches.extend(kept)
+                result.maybes.extend(m for m in maybes if m.person in listed
+                                     and query.keep(file, [*found, m]))
                 if keep_files:
                     result.files.append(file)
                 emit(FileDone(file, kept, summary.files_scanned))
@@ -394,14 +428,24 @@ class Finder:
                 "model": self.spec.name, "interrupted": summary.interrupted,
             })
 
-    def _people(self, people: Sequence[str], query: Query
+    def _people(self, people: Sequence[str], query: Query, verdicts: Verdicts | None = None
                 ) -> tuple[list[Person], list[ReferenceNote]]:
-        """The people to search for, each name checked under the option that gave it."""
+        """The people to search for, each name checked under the option that gave it.
+
+        Everyone of the reference folder, and everyone the user named on the review page
+        (confirmed faces and no folder: their confirmed faces are their references).
+        """
         try:
-            everyone, stray = find_people(self.reference)
+            everyone, stray = find_people(self.reference, allow_empty=bool(
+                verdicts and verdicts.people()))
         except ReferenceError as exc:
             raise FinderError(str(exc)) from None
         known = {p.name.casefold() for p in everyone}
+        for name in verdicts.people() if verdicts else []:
+            if name.casefold() not in known:
+                everyone.append(Person(name, self.reference / name))
+                known.add(name.casefold())
+        everyone.sort(key=lambda p: p.name.casefold())
         for option, names in (("--person", people), ("--any", query.any_of),
                               ("--all", query.all_of), ("--without", query.without)):
             missing = [n for n in names if n.casefold() not in known]
@@ -417,13 +461,13 @@ class Finder:
         names = {p.name for p in chosen}
         return chosen, [n for n in stray if "/" not in n.rel or n.rel.split("/")[0] in names]
 
-    def _match(self, file: FileResult, gallery: Gallery, threshold: float) -> list[Match]:
+    def _match(self, file: FileResult, gallery: Gallery, threshold: float,
+               verdicts: Verdicts | None) -> tuple[list[Match], list[Match]]:
+        """(matches, maybes) of one file; videos have no maybes."""
         if file.kind == "video":
-            return match_video(file, gallery, threshold, self.settings.video_fps)
-        found = match_file(file, gallery, threshold)
-        for match in found:
-            match.taken, match.taken_from = file.taken, file.taken_from
-        return found
+            return match_video(file, gallery, threshold, self.settings.video_fps,
+                               verdicts), []
+        return match_file(file, gallery, threshold, verdicts, maybe_limit(threshold))
 
     @staticmethod
     def _photos_folder(photos: str | os.PathLike[str]) -> Path:

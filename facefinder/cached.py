@@ -85,7 +85,7 @@ class Analyser:
 
     # ------------------------------------------------------------------ internals
 
-    def _settings_id(self, kind: FileKind) -> int | None:
+    def settings_id(self, kind: FileKind) -> int | None:
         """The index's id of this run's analysis key for ``kind`` (computed once)."""
         if kind not in self._settings_ids:
             assert self.index is not None
@@ -133,7 +133,7 @@ class Analyser:
         stored: dict[FileKind, dict[int, FileResult]] = {}
         for kind in ("image", "video"):
             ids = [content_of[s[1]] for s in stats if s[2] == kind and s[1] in content_of]
-            settings = self._settings_id(kind) if ids else None
+            settings = self.settings_id(kind) if ids else None
             stored[kind] = index.load(settings, ids) if settings is not None else {}
         moved_known: list[tuple[str, int, int, int]] = []
         for path, rel, kind, size, mtime in stats:
@@ -163,7 +163,10 @@ class Analyser:
         for result in analyse_all(items, self.job, self.inline if small else self.executor):
             if result.kind != "other":
                 self.decoded += 1
-            self._store(result, pending.get(result.rel), root_id)
+            item = pending.get(result.rel)
+            self._store(result, item, root_id)
+            if item is not None and item.key and result.kind != "other":
+                result.key = item.key
             yield result
 
     def _store(self, result: FileResult, item: _Pending | None, root_id: int | None) -> None:
@@ -175,7 +178,7 @@ class Analyser:
         key = item.key
         if not key:
             return
-        settings = self._settings_id(item.kind)
+        settings = self.settings_id(item.kind)
         if settings is None or root_id is None:  # a read-only index (counts what it loses)
             index.record_lost()
             return

@@ -28,6 +28,14 @@ Layout, and why:
 
 * ``notices`` - (schema 2) reference notices already shown, so a note about a reference
   photo ("3 faces, used ...") is printed once, not on every run.
+* ``decisions`` - (schema 3) what the user said of a face: yes/no for a person. Keyed by
+  the file's content *key* (not its row id) and the face's number, so a decision outlives
+  ``--prune`` and the photo turning up again elsewhere; the face's box and embedding are
+  kept with it, so a confirmed face stays a reference for its person even when the photo
+  is gone. Nothing deletes a decision except the user changing it.
+* ``face_clusters`` / ``clusters`` - (schema 3) the cluster of each face that matches
+  nobody ("who else is here"), and per cluster whether the user hid it. Labels are kept
+  between runs so that new photos join the clusters the user has already seen.
 
 All SQL of the program lives here: reads, writes, transactions and the commit policy
 (:meth:`FaceIndex.record` commits every COMMIT_FILES files or COMMIT_SECONDS seconds),
@@ -57,10 +65,10 @@ from pathlib import Path
 
 import numpy as np
 
-from facefinder.records import Face, FileResult
+from facefinder.records import Decision, Face, FileResult
 
 APPLICATION_ID = 0x46414346  # "FACF" in the SQLite header: this file is a face index
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 SAMPLE = 64 * 1024
 BUSY_TIMEOUT_S = 30.0
 SQL_CHUNK = 400  # host parameters per IN (...) query; SQLite allows 999 on old builds
@@ -115,6 +123,36 @@ CREATE TABLE faces (
 CREATE TABLE notices (key TEXT PRIMARY KEY, shown REAL NOT NULL);
 """
 
+# Schema 3's tables: the user's decisions, clusters of unknown faces.
+_SCHEMA_3 = """
+CREATE TABLE decisions (
+    key BLOB NOT NULL,
+    settings INTEGER NOT NULL,
+    n INTEGER NOT NULL,
+    person TEXT NOT NULL,
+    verdict TEXT NOT NULL CHECK (verdict IN ('yes', 'no')),
+    x INTEGER NOT NULL, y INTEGER NOT NULL, w INTEGER NOT NULL, h INTEGER NOT NULL,
+    time REAL,
+    embedding BLOB,
+    at REAL NOT NULL,
+    PRIMARY KEY (key, settings, n, person)
+) WITHOUT ROWID;
+CREATE TABLE face_clusters (
+    key BLOB NOT NULL,
+    settings INTEGER NOT NULL,
+    n INTEGER NOT NULL,
+    cluster INTEGER NOT NULL,
+    PRIMARY KEY (key, settings, n)
+) WITHOUT ROWID;
+CREATE TABLE clusters (
+    settings INTEGER NOT NULL,
+    cluster INTEGER NOT NULL,
+    hidden INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (settings, cluster)
+) WITHOUT ROWID;
+"""
+SCHEMA += _SCHEMA_3
+
 KeyUpgrade = Callable[[str], "str | None"]
 
 
@@ -132,9 +170,17 @@ def _migrate_1_to_2(conn: sqlite3.Connection, upgrade_key: KeyUpgrade) -> None:
     conn.execute("CREATE TABLE IF NOT EXISTS notices (key TEXT PRIMARY KEY, shown REAL NOT NULL)")
 
 
+def _migrate_2_to_3(conn: sqlite3.Connection, upgrade_key: KeyUpgrade) -> None:
+    """Schema 3: the user's decisions and the clusters of unknown faces (new tables)."""
+    for statement in _SCHEMA_3.split(";"):
+        if statement.strip():
+            conn.execute(statement)
+
+
 # from version N to N + 1, applied in order inside one transaction
 MIGRATIONS: dict[int, Callable[[sqlite3.Connection, KeyUpgrade], None]] = {
     1: _migrate_1_to_2,
+    2: _migrate_2_to_3,
 }
 
 
@@ -468,13 +514,16 @@ class FaceIndex:
             marks = ",".join("?" * len(chunk))
             rows = self.conn.execute(
                 "SELECT a.content, a.error, a.frames, c.kind, c.width, c.height, c.taken, "
-                "c.taken_from, c.duration FROM analyses a JOIN contents c ON c.id = a.content "
+                "c.taken_from, c.duration, c.key FROM analyses a "
+                "JOIN contents c ON c.id = a.content "
                 f"WHERE a.settings = ? AND a.content IN ({marks})", (settings, *chunk))
-            for content, error, frames, kind, width, height, taken, taken_from, duration in rows:
+            for (content, error, frames, kind, width, height, taken, taken_from, duration,
+                 key) in rows:
                 results[content] = FileResult(
                     rel="", kind=kind, error=error, frames=frames,
                     size=(width, height) if width is not None else None,
                     taken=taken, taken_from=taken_from, duration=duration, from_index=True,
+                    key=bytes(key),
                 )
             rows = self.conn.execute(
                 "SELECT content, time, x, y, w, h, score, landmarks, embedding, skipped "
@@ -693,6 +742,79 @@ class FaceIndex:
         self._try_write(lambda: self.conn.execute(
             "INSERT OR REPLACE INTO meta VALUES (?, ?)",
             (key, json.dumps(value, ensure_ascii=False))))
+
+    # ------------------------------------------------------------------ decisions
+
+    def decisions(self, settings: Sequence[int]) -> list[Decision]:
+        """Every decision the user made on faces of these analyses, oldest first."""
+        if not settings:
+            return []
+        marks = ",".join("?" * len(settings))
+        return [
+            Decision(bytes(key), n, person, verdict, (x, y, w, h), when,
+                     None if vector is None else np.frombuffer(vector, np.float32))
+            for key, n, person, verdict, x, y, w, h, when, vector in self.conn.execute(
+                "SELECT key, n, person, verdict, x, y, w, h, time, embedding FROM decisions "
+                f"WHERE settings IN ({marks}) ORDER BY at", tuple(settings))
+        ]
+
+    def decide(self, settings: int, decision: Decision) -> None:
+        """Store one verdict at once (own transaction); a face is one person only, so a
+        ``yes`` replaces any other ``yes`` for that face, and either verdict replaces the
+        opposite one for the same person."""
+        key, n = decision.key, decision.n
+        with self._write():
+            if decision.verdict == "yes":
+                self.conn.execute("DELETE FROM decisions WHERE key = ? AND settings = ? AND "
+                                  "n = ? AND verdict = 'yes'", (key, settings, n))
+            self.conn.execute(
+                "INSERT OR REPLACE INTO decisions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (key, settings, n, decision.person, decision.verdict,
+                 *(int(v) for v in decision.box), decision.time,
+                 None if decision.embedding is None
+                 else np.asarray(decision.embedding, np.float32).tobytes(), time.time()))
+
+    def undecide(self, settings: int, key: bytes, n: int, person: str) -> None:
+        """Forget the verdict on one face for ``person`` (the user's undo)."""
+        with self._write():
+            self.conn.execute("DELETE FROM decisions WHERE key = ? AND settings = ? AND n = ? "
+                              "AND person = ?", (key, settings, n, person))
+
+    # ------------------------------------------------------------------ clusters
+
+    def cluster_labels(self, settings: int) -> dict[tuple[bytes, int], int]:
+        """(content key, face number) -> cluster, as last stored."""
+        return {(bytes(key), n): cluster for key, n, cluster in self.conn.execute(
+            "SELECT key, n, cluster FROM face_clusters WHERE settings = ?", (settings,))}
+
+    def set_cluster_labels(self, settings: int,
+                           labels: Iterable[tuple[bytes, int, int]]) -> None:
+        """Replace the stored clusters of this analysis with ``(key, n, cluster)`` rows;
+        clusters no face belongs to any more lose their flags."""
+        with self._write():
+            self.conn.execute("DELETE FROM face_clusters WHERE settings = ?", (settings,))
+            self.conn.executemany("INSERT OR REPLACE INTO face_clusters VALUES (?, ?, ?, ?)",
+                                  [(key, settings, n, c) for key, n, c in labels])
+            self.conn.execute("DELETE FROM clusters WHERE settings = ? AND cluster NOT IN "
+                              "(SELECT cluster FROM face_clusters WHERE settings = ?)",
+                              (settings, settings))
+
+    def hidden_clusters(self, settings: int) -> set[int]:
+        return {c for (c,) in self.conn.execute(
+            "SELECT cluster FROM clusters WHERE settings = ? AND hidden", (settings,))}
+
+    def hide_cluster(self, settings: int, cluster: int, hidden: bool = True) -> None:
+        with self._write():
+            self.conn.execute("INSERT OR REPLACE INTO clusters VALUES (?, ?, ?)",
+                              (settings, cluster, int(hidden)))
+
+    # ------------------------------------------------------------------ lookups
+
+    def paths_of(self, key: bytes) -> list[tuple[str, str]]:
+        """Every (root folder, relative path) known to hold the content ``key``."""
+        return [(decode_rel(root), decode_rel(rel)) for root, rel in self.conn.execute(
+            "SELECT r.path, p.rel FROM contents c JOIN paths p ON p.content = c.id "
+            "JOIN roots r ON r.id = p.root WHERE c.key = ? ORDER BY r.path, p.rel", (key,))]
 
     # ------------------------------------------------------------------ housekeeping
 

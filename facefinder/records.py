@@ -43,6 +43,9 @@ class FileResult:
     frames: int = 0  # video frames sampled (0 for photos)
     duration: float | None = None  # video length in seconds
     from_index: bool = False  # answered from the face index, not decoded in this run
+    # The content key (``index.content_key``) when a face index is used: with a face's
+    # number it names the face for decisions and the review page (see ``face_id``).
+    key: bytes | None = None
 
 
 @dataclass
@@ -59,3 +62,43 @@ class Match:
     first: float | None = None
     last: float | None = None
     frames: int | None = None
+    face: str | None = None  # the face's id (``face_id``) when a face index is used
+    confirmed: bool = False  # the user said yes to this face for this person
+
+
+def face_id(key: bytes, n: int) -> str:
+    """A face's stable name: its file's content key and its number in that file.
+
+    The same photo on another drive, or moved, keeps its faces' ids, so a decision made
+    once (yes/no on the review page) holds wherever the photo turns up.
+    """
+    return f"{key.hex()}-{n}"
+
+
+def parse_face_id(text: str) -> tuple[bytes, int]:
+    """The (content key, face number) of a face id; ValueError if it is not one."""
+    key, sep, n = text.partition("-")
+    if not sep or len(key) != 32 or not n.isdigit() or len(n) > 6:
+        raise ValueError(f"not a face id: {text[:80]!r}")
+    return bytes.fromhex(key), int(n)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What the user said of one face: it is (``yes``) or is not (``no``) ``person``.
+
+    The box, frame time and embedding are kept with the verdict, so a confirmed face
+    keeps serving as a reference for its person even after its photo is gone.
+    """
+
+    key: bytes  # the file's content key
+    n: int  # the face's number in that file
+    person: str
+    verdict: Literal["yes", "no"]
+    box: tuple[int, int, int, int]
+    time: float | None = None
+    embedding: np.ndarray | None = None
+
+    @property
+    def face(self) -> str:
+        return face_id(self.key, self.n)

@@ -55,10 +55,17 @@ class ReferenceFace:
     embedding: np.ndarray
 
 
-def find_people(reference: Path) -> tuple[list[Person], list[ReferenceNote]]:
+def find_people(reference: Path, *, allow_empty: bool = False
+                ) -> tuple[list[Person], list[ReferenceNote]]:
     """People (subfolders) of ``reference`` with their image files, and notes on files
-    that are not in a person's folder or are not photos."""
+    that are not in a person's folder or are not photos.
+
+    ``allow_empty``: the face index knows people by name already (named on the review
+    page), so a missing or empty reference folder is no error.
+    """
     if not reference.is_dir():
+        if allow_empty:
+            return [], []
         raise ReferenceError(
             f"reference folder not found: {reference} "
             "(make one subfolder per person, e.g. reference/Grandma/photo1.jpg)"
@@ -79,7 +86,7 @@ def find_people(reference: Path) -> tuple[list[Person], list[ReferenceNote]]:
     for entry in sorted(reference.iterdir()):
         if entry.is_dir() and not entry.name.startswith(".") and entry.name not in people:
             people[entry.name] = Person(entry.name, entry)
-    if not people:
+    if not people and not allow_empty:
         raise ReferenceError(
             f"no people in {reference}: make one subfolder per person holding their photos"
         )

@@ -14,10 +14,9 @@ from __future__ import annotations
 import itertools
 from collections import defaultdict
 
-import numpy as np
-
-from facefinder.match import Gallery
-from facefinder.records import FileResult, Match
+from facefinder.decisions import Verdicts
+from facefinder.match import FaceTable, Gallery
+from facefinder.records import FileResult, Match, face_id
 
 MIN_FRAMES = 2
 MAX_GAP_SAMPLES = 2.5  # sampling steps between two sightings that confirm each other
@@ -34,32 +33,43 @@ def confirmed(times: list[float], sampled: int, fps: float) -> bool:
     return any(b - a <= gap for a, b in itertools.pairwise(ordered))
 
 
-def match_video(result: FileResult, gallery: Gallery, threshold: float, fps: float
-                ) -> list[Match]:
-    """The people seen in one analysed video, each with their closest face and time span."""
-    faces = [f for f in result.faces if f.embedding is not None]
-    if not faces or not gallery.people:
+def match_video(result: FileResult, gallery: Gallery, threshold: float, fps: float,
+                verdicts: Verdicts | None = None) -> list[Match]:
+    """The people seen in one analysed video, each with their closest face and time span.
+
+    A sampled face the user confirmed counts as a sighting whatever its distance, and one
+    they rejected for a person never does.
+    """
+    table = FaceTable.of(result, gallery, verdicts)
+    if not table.faces:
         return []
-    per_person = gallery.nearest(np.stack([f.embedding for f in faces]))
-    best_person = per_person.argmin(axis=1)
+    best_person = table.distance.argmin(axis=1)
     seen: dict[int, set[float]] = defaultdict(set)
     best: dict[int, tuple[float, int]] = {}
-    for i, person in enumerate(best_person):
-        distance = float(per_person[i, person])
-        if distance >= threshold:
-            continue
+    sure: set[int] = set()
+    for row, person in enumerate(best_person):
+        if table.confirmed[row] >= 0:
+            person, distance = int(table.confirmed[row]), 0.0
+            sure.add(person)
+        else:
+            distance = float(table.distance[row, person])
+            if distance >= threshold:
+                continue
         person = int(person)
-        seen[person].add(float(faces[i].time or 0.0))
+        seen[person].add(float(table.faces[row][1].time or 0.0))
         if person not in best or distance < best[person][0]:
-            best[person] = (distance, i)
+            best[person] = (distance, row)
     matches = []
     for person in sorted(best):
         times = sorted(seen[person])
-        if not confirmed(times, result.frames, fps):
+        if person not in sure and not confirmed(times, result.frames, fps):
             continue
-        distance, i = best[person]
-        matches.append(Match(result.rel, gallery.people[person], distance, faces[i].box,
+        distance, row = best[person]
+        n, face = table.faces[row]
+        matches.append(Match(result.rel, gallery.people[person], distance, face.box,
                              taken=result.taken,
                              taken_from=result.taken_from, first=times[0], last=times[-1],
-                             frames=len(times)))
+                             frames=len(times),
+                             face=None if result.key is None else face_id(result.key, n),
+                             confirmed=person in sure and distance == 0.0))
     return matches

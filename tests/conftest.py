@@ -192,3 +192,153 @@ _STATE = pytest.StashKey[list]()
 def _private_face_index(tmp_path_factory: pytest.TempPathFactory, monkeypatch) -> None:
     """Every test gets its own face index, so tests do not see each other's results."""
     monkeypatch.setenv("FACEFINDER_INDEX", str(tmp_path_factory.mktemp("index") / "t.sqlite"))
+
+
+# Real-browser tests (tests/browser.py): `browser` (one headless Chromium per session),
+# `page` (a fresh context per test: no cookies or storage leak between tests),
+# `console_errors` (what the page logged as an error or threw) and `screenshot`.
+
+SCREENSHOTS = Path(os.environ.get("FACEFINDER_SCREENSHOTS") or ROOT / "tests" / "screenshots")
+_SHOTS = pytest.StashKey[list]()
+_BROWSER_INFO = pytest.StashKey[str]()
+
+
+@pytest.fixture(scope="session")
+def browser(pytestconfig: pytest.Config):
+    """Headless Chromium from the system's packages (installed with apt-get as root on
+    Debian if missing), driven by Playwright; skipped with the reason where none can be had.
+
+    Playwright's sync API runs in the main thread: a browser test runs its servers in
+    threads (browser.serve_asgi, browser.serve_directory), not with asyncio.run()."""
+    import asyncio
+    import contextlib
+    import importlib.metadata
+    import time
+
+    from browser import BrowserUnavailable, chromium_version, ensure_chromium, launch
+
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.skip("Playwright is not installed: python -m pip install -r requirements-test.txt")
+    reporter = pytestconfig.pluginmanager.get_plugin("terminalreporter")
+    capture = pytestconfig.pluginmanager.get_plugin("capturemanager")
+
+    def say(text: str) -> None:  # past pytest's output capture: shown as it happens
+        with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
+            if reporter is None:
+                print(text, file=sys.stderr, flush=True)
+            else:
+                reporter.ensure_newline()
+                reporter.write_line(text, yellow=True)
+
+    try:
+        binary = ensure_chromium(say)
+    except BrowserUnavailable as reason:
+        pytest.skip(str(reason))
+    started = time.monotonic()
+    with sync_playwright() as playwright:
+        _PLAYWRIGHT_LOOP[:] = [asyncio._get_running_loop()]
+        try:
+            chromium = launch(playwright, binary)
+            pytestconfig.stash[_BROWSER_INFO] = (
+                f"{chromium_version(binary) or binary} at {binary}, Playwright "
+                f"{importlib.metadata.version('playwright')}, launched in "
+                f"{time.monotonic() - started:.1f} s")
+            try:
+                yield chromium
+            finally:
+                _show_playwright_loop()  # torn down after a test that hid it
+                chromium.close()
+        finally:
+            _show_playwright_loop()
+            _PLAYWRIGHT_LOOP.clear()
+
+
+# Playwright's sync API keeps its asyncio loop marked as running in the main thread while
+# the browser is open, so asyncio.run() there would fail ("cannot be called from a running
+# event loop"). Tests that do not use the browser get the thread without it.
+_PLAYWRIGHT_LOOP: list = []
+
+
+def _show_playwright_loop() -> None:
+    import asyncio
+
+    if _PLAYWRIGHT_LOOP and _PLAYWRIGHT_LOOP[0] is not None \
+            and _PLAYWRIGHT_LOOP[0].is_running() and asyncio._get_running_loop() is None:
+        asyncio._set_running_loop(_PLAYWRIGHT_LOOP[0])
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem):
+    import asyncio
+
+    hide = bool(_PLAYWRIGHT_LOOP) and asyncio._get_running_loop() is _PLAYWRIGHT_LOOP[0] \
+        and "browser" not in getattr(item, "fixturenames", ())
+    if hide:
+        asyncio._set_running_loop(None)
+    try:
+        yield
+    finally:
+        if hide:
+            _show_playwright_loop()
+
+
+@pytest.fixture
+def console_errors() -> list[str]:
+    """Every console error and uncaught exception of the test's pages, as lines; a test
+    checks ``assert not console_errors, console_errors`` after its page has run."""
+    return []
+
+
+@pytest.fixture
+def page(browser, console_errors: list[str]):
+    """A new page in a new browser context (its own cookies and storage), watched for
+    console errors and uncaught exceptions, as are pages it opens (popups)."""
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    context.set_default_timeout(15_000)
+
+    def watch(new_page) -> None:
+        def on_console(message) -> None:
+            if message.type == "error":
+                where = message.location or {}
+                console_errors.append(f"console.error: {message.text} "
+                                      f"({where.get('url', '')}:{where.get('lineNumber', '')})")
+
+        new_page.on("console", on_console)
+        new_page.on("pageerror", lambda error: console_errors.append(f"uncaught: {error}"))
+
+    context.on("page", watch)
+    try:
+        yield context.new_page()
+    finally:
+        context.close()
+
+
+@pytest.fixture
+def screenshot(pytestconfig: pytest.Config):
+    """``screenshot(page, name)`` writes tests/screenshots/<name>.png (the whole page) and
+    returns its path; the folder is named in the run's summary."""
+
+    def take(page, name: str, full_page: bool = True) -> Path:
+        safe = re.sub(r"[^\w.-]+", "_", name).strip("._") or "page"
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        path = SCREENSHOTS / f"{safe}.png"
+        page.screenshot(path=str(path), full_page=full_page)
+        pytestconfig.stash.setdefault(_SHOTS, []).append(path)
+        return path
+
+    return take
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    """Which browser the browser tests used and where their screenshots are."""
+    info = config.stash.get(_BROWSER_INFO, None)
+    shots = config.stash.get(_SHOTS, [])
+    if info is None and not shots:
+        return
+    terminalreporter.write_sep("-", "browser tests")
+    if info:
+        terminalreporter.write_line(f"browser: {info}")
+    if shots:
+        terminalreporter.write_line(f"{len(shots)} screenshot(s) written to {SCREENSHOTS}")
