@@ -124,16 +124,23 @@ def _finder(args: argparse.Namespace) -> Finder:
 def _preflight(args: argparse.Namespace) -> None:
     """Refuse, before anything is read or written, options and outputs that cannot work."""
     from facefinder.copying import check_destination
+    from facefinder.html_report import check_writable_html
     from facefinder.report import check_writable
 
     if not 0 < args.video_fps <= 30:
         raise FinderError("--video-fps must be more than 0 and at most 30")
     if args.min_face < 1 or args.detect_size < 32:
         raise FinderError("--min-face must be 1 or more and --detect-size 32 or more")
-    if args.csv and args.json and args.csv.resolve() == args.json.resolve():
-        raise FinderError(f"--csv and --json name the same file ({args.csv}); give two names")
-    for option, path, kind in (("--csv", args.csv, "csv"), ("--json", args.json, "json")):
-        problem = path and check_writable(path, kind)
+    reports = [(o, p) for o, p in (("--csv", args.csv), ("--json", args.json),
+                                   ("--html", args.html)) if p]
+    for n, (option, path) in enumerate(reports):
+        for other, other_path in reports[n + 1:]:
+            if path.resolve() == other_path.resolve():
+                raise FinderError(f"{option} and {other} name the same file ({path}); "
+                                  "give two names")
+    for option, path in reports:
+        problem = (check_writable_html(path) if option == "--html"
+                   else check_writable(path, option[2:]))
         if problem:
             raise FinderError(f"{option} {path}: {problem}")
     if args.copy and args.photos:

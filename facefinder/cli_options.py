@@ -80,6 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write one row per (photo, person) match, e.g. --csv matches.csv")
     p.add_argument("--json", type=Path, metavar="FILE",
                    help="write matches, unreadable files and the summary, e.g. --json run.json")
+    p.add_argument("--html", type=Path, metavar="FILE",
+                   help="write a page that opens offline in any browser: each person's "
+                        "photos as previews with the face outlined, the maybes, the "
+                        "unreadable files, e.g. --html found.html")
     p.add_argument("--show-distance", action="store_true",
                    help="print each match's distance (how sure it is: lower = surer)")
     p.add_argument("--list", default=str(LIST_LINES), metavar="N|all",

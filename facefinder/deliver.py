@@ -21,7 +21,7 @@ from facefinder.walk import printable
 def deliver(args: argparse.Namespace, result: RunResult, say: Callable[[str], None]) -> int:
     """Write the reports and copies ``args`` asks for; returns the exit status."""
     if not result.searched:  # stopped while reading the references: nothing to deliver
-        if args.csv or args.json or args.copy:
+        if args.csv or args.json or _html(args) or args.copy:
             say("No report written and nothing copied: the search had not started.")
         return EXIT_INTERRUPTED
     failed = _reports(args, result, say)
@@ -39,11 +39,16 @@ def deliver(args: argparse.Namespace, result: RunResult, say: Callable[[str], No
     return EXIT_UNDELIVERED if failed else EXIT_OK
 
 
+def _html(args: argparse.Namespace) -> Path | None:
+    """``--html`` (absent from namespaces made before the option existed)."""
+    return getattr(args, "html", None)
+
+
 def _reports(args: argparse.Namespace, result: RunResult, say: Callable[[str], None]) -> bool:
     from facefinder.report import write_csv, write_json
 
     failed = False
-    for path, kind in ((args.csv, "csv"), (args.json, "json")):
+    for path, kind in ((args.csv, "csv"), (args.json, "json"), (_html(args), "html")):
         if path is None:
             continue
         target = partial_path(path) if result.interrupted else path
@@ -51,6 +56,10 @@ def _reports(args: argparse.Namespace, result: RunResult, say: Callable[[str], N
             if kind == "csv":
                 write_csv(target, result.matches, model=result.model,
                           threshold=result.threshold)
+            elif kind == "html":
+                from facefinder.html_report import write_html
+
+                write_html(result, target, say=say)
             else:
                 write_json(target, matches=result.matches, unreadable=result.unreadable,
                            summary=result.summary.as_dict(), model=result.model,
@@ -70,10 +79,12 @@ def _reports(args: argparse.Namespace, result: RunResult, say: Callable[[str], N
 
 def _remove_stale_partial(path: Path, kind: str) -> None:
     """A complete report supersedes the partial one of an earlier interrupted run."""
+    from facefinder.html_report import is_our_html
     from facefinder.report import is_our_report
 
     try:
-        if path.is_file() and is_our_report(path, kind):
+        ours = is_our_html(path) if kind == "html" else is_our_report(path, kind)
+        if path.is_file() and ours:
             path.unlink()
     except OSError:
         pass  # a leftover that cannot be removed does no harm
@@ -86,7 +97,7 @@ def _reference_crops(args: argparse.Namespace, result: RunResult,
     Written next to the report (or into the copy folder) as ``reference-faces/``.
     """
     notes = [n for n in result.reference_notes if n.box is not None]
-    places = [p.parent for p in (args.csv, args.json) if p is not None]
+    places = [p.parent for p in (args.csv, args.json, _html(args)) if p is not None]
     places += [args.copy] if args.copy else []
     if not notes or not places:
         return False
