@@ -246,6 +246,20 @@ def analyse_image(path: Path, rel: str, job: AnalysisJob, pipe: FacePipeline
     return result, crops
 
 
+def analyse_bytes(data: bytes, job: AnalysisJob, pipe: FacePipeline) -> FileResult:
+    """The faces of a photo given as bytes (an upload): same decoder, same pipeline."""
+    try:
+        image = load_image(data, job.settings.decode_side)
+    except DecodeError as exc:
+        return FileResult(rel="upload", kind="image", error=str(exc))
+    result = FileResult(rel="upload", kind="image", size=image.orig_size, taken=image.taken,
+                        taken_from="exif" if image.taken else None)
+    faces, crops = _faces_in(pipe, image.rgb, image.scale, job.settings, None)
+    _embed_into(pipe, faces, crops)
+    result.faces = faces
+    return result
+
+
 def _embed_into(pipe: FacePipeline, faces: list[Face], crops: list[np.ndarray]) -> None:
     """Fill in the embeddings of the unskipped ``faces`` from their ``crops`` (same order)."""
     if not crops:

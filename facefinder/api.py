@@ -255,6 +255,12 @@ class Finder:
         path = Path(path)
         return analyse_files([(path, path.name, kind_of(path))], self.job, self._models)[0]
 
+    def faces_in_bytes(self, data: bytes) -> FileResult:
+        """The faces of a photo given as bytes (an upload), decoded as safely as a file."""
+        from facefinder.analyse import analyse_bytes
+
+        return analyse_bytes(data, self.job, self._models.get(self.job))
+
     # ------------------------------------------------------------------ searching
 
     def verify_models(self) -> None:
@@ -350,6 +356,40 @@ class Finder:
             emit(Notice(f"The face index {index.path} could not be updated "
                         f"({index.why_not_kept}); this search was answered in full."))
         return result
+
+    def rematch(self, result: RunResult, verdicts: Verdicts) -> None:
+        """Match ``result.files`` again under ``verdicts``; no file is read.
+
+        The review page calls this after each answer, so what it shows next is exactly
+        what a new run would report: the same gallery (reference faces plus confirmed
+        ones) and the same per-file rule as :meth:`find`.
+        """
+        names = {n.casefold(): n for n in result.reference_faces}
+        for name in verdicts.people():
+            names.setdefault(name.casefold(), name)
+        per_person = {
+            name: [*(f.embedding for f in result.reference_faces.get(name, ())),
+                   *verdicts.confirmed_vectors(name)]
+            for name in sorted(names.values(), key=str.casefold)}
+        gallery = Gallery.build(per_person)
+        result.people = list(gallery.people)
+        result.confirmed_faces = {n: len(verdicts.confirmed_vectors(n)) for n in per_person
+                                  if verdicts.confirmed_vectors(n)}
+        result.matches, result.maybes = [], []
+        for file in result.files:
+            found, maybes = self._match(file, gallery, result.threshold, verdicts)
+            result.matches.extend(found)
+            result.maybes.extend(maybes)
+        result.summary.matches_per_person = dict(Counter(m.person for m in result.matches))
+
+    def verdicts(self, index: FaceIndex) -> Verdicts:
+        """The user's decisions stored in ``index`` for this model's analyses."""
+        return self._verdicts(index, Analyser(index, self.job, self._executor, self._inline))
+
+    def settings_ids(self, index: FaceIndex) -> dict[str, int | None]:
+        """The index's ids of this finder's analyses, for photos and for videos."""
+        analyser = Analyser(index, self.job, self._executor, self._inline)
+        return {kind: analyser.settings_id(kind) for kind in ("image", "video")}
 
     def _verdicts(self, index: FaceIndex | None, analyser: Analyser) -> Verdicts:
         """The user's decisions on faces of this model's analyses (none without an index)."""

@@ -75,6 +75,8 @@ def _run(args: argparse.Namespace, started: float) -> int:
     from facefinder.console import Console
     from facefinder.deliver import deliver
 
+    if args.export_references:
+        return _export_references(args)
     api.check_threshold(args.model, args.threshold)
     console = Console(args)  # checks --since/--until/--min-faces... before any work
     _preflight(args)
@@ -93,6 +95,8 @@ def _run(args: argparse.Namespace, started: float) -> int:
             photos = demo / "photos"
             say(f"No PHOTOS_DIR given: running the demo on {photos}\n"
                 "(usage: python finder.py PHOTOS_DIR; see --help)")
+        if args.review:
+            return _review(args, finder, photos, console)
         result = finder.find(photos, people=args.person, threshold=args.threshold,
                              query=console.query, exclude=console.exclude,
                              on_event=console.on_event, count_files=not args.no_progress,
@@ -100,6 +104,44 @@ def _run(args: argparse.Namespace, started: float) -> int:
         console.close()
         console.print_result(result, finder, wall_s=time.monotonic() - started, demo=demo)
     return deliver(args, result, say)
+
+
+def _review(args: argparse.Namespace, finder: Finder, photos: Path, console) -> int:
+    """Search, then serve the review page until Ctrl-C."""
+    from facefinder.review import Review
+    from facefinder.web.server import serve
+
+    if not 0 <= args.port <= 65535:
+        raise FinderError("--port must be 0 (any free port) to 65535")
+    review = Review(finder, photos, threshold=args.threshold, on_event=console.on_event)
+    console.close()
+    s = review.result.summary
+    say(f"Searched {s.files_scanned} files: {len(review.result.matches)} photos found, "
+        f"{len(review.result.maybes)} maybes, {len(review.clusters())} groups of unknown "
+        "faces.")
+    try:
+        serve(review, port=args.port, open_browser=not args.no_browser, say=say)
+    except OSError as exc:
+        raise FinderError(f"--port {args.port}: cannot listen there ({exc.strerror or exc})"
+                          ) from None
+    except KeyboardInterrupt:
+        pass
+    say("Review page stopped; every answer is kept in the face index.")
+    return EXIT_OK
+
+
+def _export_references(args: argparse.Namespace) -> int:
+    """Write every confirmed face as a reference photo, then exit."""
+    from facefinder.review import export_references
+
+    if args.no_index:
+        raise FinderError("--export-references reads the face index; drop --no-index")
+    written, kept, missing = export_references(_index_path(args), args.export_references)
+    say(f"Exported {written} confirmed faces to {args.export_references.resolve()}"
+        + (f" ({kept} were there already)" if kept else "")
+        + (f"; {missing} could not be written: their photos are not reachable now"
+           if missing else "") + ".")
+    return EXIT_UNDELIVERED if missing else EXIT_OK
 
 
 def _finder(args: argparse.Namespace) -> Finder:

@@ -117,6 +117,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="only files with at least N faces, e.g. --min-faces 3 (groups)")
     q.add_argument("--max-faces", type=int, metavar="N",
                    help="only files with at most N faces, e.g. --max-faces 1 (portraits)")
+    r = p.add_argument_group("review (see what was found, say yes or no, name people)")
+    r.add_argument("--review", action="store_true",
+                   help="search PHOTOS_DIR, then open the review page in the browser (only "
+                        "this PC can reach it); answers are kept in the face index and "
+                        "used by every later run, e.g. python finder.py D:\\Photos --review")
+    r.add_argument("--port", type=int, default=0, metavar="N",
+                   help="port of the review page on 127.0.0.1 (default: any free one)")
+    r.add_argument("--no-browser", action="store_true",
+                   help="do not open the browser; just print the review page's address")
+    r.add_argument("--export-references", type=Path, metavar="DIR",
+                   help="write each person's confirmed faces as photos to DIR/<Person>/ "
+                        "(to carry a reference set elsewhere), then exit")
     x = p.add_argument_group("face index")
     x.add_argument("--index", type=Path, metavar="FILE",
                    help="the face index file (default: index.sqlite beside finder.py), "

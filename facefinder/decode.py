@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import io
 import os
 import re
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -279,8 +281,11 @@ def _decode(image: Image.Image, max_side: int) -> DecodedImage:
     )
 
 
-def load_image(path: Path, max_side: int = 1600) -> DecodedImage:
+def load_image(path: Path | bytes, max_side: int = 1600) -> DecodedImage:
     """Decode ``path`` by content (not by its suffix), upright, long side <= ``max_side``.
+
+    ``path`` may also be the file's bytes (a photo uploaded to the review page): the same
+    checks apply, nothing is written anywhere.
 
     Raises :class:`DecodeError` with a one-line reason for anything that is not a fully
     readable image: empty, unreadable, not an image, truncated/corrupt, or too large.
@@ -288,11 +293,14 @@ def load_image(path: Path, max_side: int = 1600) -> DecodedImage:
     """
     formats = _open_formats()
     try:
-        handle = open(path, "rb")  # noqa: SIM115 - closed in the finally below
+        handle: BinaryIO = (io.BytesIO(path) if isinstance(path, bytes)
+                            else open(path, "rb"))  # noqa: SIM115 - closed below
     except OSError as error:
         raise DecodeError(f"cannot read file: {error.strerror or one_line(error)}") from None
     try:
-        if os.fstat(handle.fileno()).st_size == 0:
+        empty = (not path) if isinstance(path, bytes) else (
+            os.fstat(handle.fileno()).st_size == 0)
+        if empty:
             raise DecodeError("empty file")
         try:
             with _our_bomb_check():

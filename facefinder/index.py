@@ -442,6 +442,12 @@ class FaceIndex:
             conn.execute("ROLLBACK")
             raise
 
+    def __enter__(self) -> FaceIndex:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def close(self) -> None:
         """Write what is queued and close; a no-op when already closed."""
         try:
@@ -745,17 +751,18 @@ class FaceIndex:
 
     # ------------------------------------------------------------------ decisions
 
-    def decisions(self, settings: Sequence[int]) -> list[Decision]:
-        """Every decision the user made on faces of these analyses, oldest first."""
-        if not settings:
+    def decisions(self, settings: Sequence[int] | None) -> list[Decision]:
+        """Every decision the user made on faces of these analyses (None: of any
+        analysis), oldest first."""
+        if settings is not None and not settings:
             return []
-        marks = ",".join("?" * len(settings))
+        where = "" if settings is None else f"WHERE settings IN ({','.join('?' * len(settings))})"
         return [
             Decision(bytes(key), n, person, verdict, (x, y, w, h), when,
                      None if vector is None else np.frombuffer(vector, np.float32))
             for key, n, person, verdict, x, y, w, h, when, vector in self.conn.execute(
                 "SELECT key, n, person, verdict, x, y, w, h, time, embedding FROM decisions "
-                f"WHERE settings IN ({marks}) ORDER BY at", tuple(settings))
+                f"{where} ORDER BY at", tuple(settings or ()))
         ]
 
     def decide(self, settings: int, decision: Decision) -> None:

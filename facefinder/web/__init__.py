@@ -1,0 +1,1 @@
+"""The review page: a local web server and its static files (no build step)."""

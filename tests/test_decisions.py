@@ -1,0 +1,222 @@
+"""The user's decisions: stored in the index, honoured by every run, never lost.
+
+Unit tests of the rule (``Verdicts`` + ``match_file``) on made-up vectors, then the real
+thing: a search over real faces, decisions stored in its index, and later runs, reports,
+``--prune`` and a schema upgrade that must all keep them.
+"""
+
+from __future__ import annotations
+
+import csv
+import shutil
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from facefinder import Finder
+from facefinder.api import open_index
+from facefinder.cli import main
+from facefinder.decisions import Verdicts, check_name
+from facefinder.index import SCHEMA_VERSION
+from facefinder.match import Gallery, match_file
+from facefinder.records import Decision, Face, FileResult, face_id, parse_face_id
+from facefinder.review import export_references
+
+KEY = bytes(range(16))
+
+
+def _unit(*values: float) -> np.ndarray:
+    v = np.array(values, np.float32)
+    return v / np.linalg.norm(v)
+
+
+def _face(vector: np.ndarray, x: int = 0) -> Face:
+    return Face((x, 0, 50, 50), np.zeros((5, 2), np.float32), 0.9, vector)
+
+
+ANNA, BEN = _unit(1, 0, 0), _unit(0, 1, 0)
+GALLERY = Gallery.build({"Anna": [ANNA], "Ben": [BEN]})
+
+
+def _photo(*vectors: np.ndarray) -> FileResult:
+    return FileResult("a.jpg", "image", (200, 100),
+                      [_face(v, 60 * i) for i, v in enumerate(vectors)], key=KEY)
+
+
+def test_face_ids_round_trip_and_refuse_anything_else() -> None:
+    assert parse_face_id(face_id(KEY, 7)) == (KEY, 7)
+    for bad in ("", "../etc/passwd", "00-1", f"{KEY.hex()}-", f"{KEY.hex()}-x",
+                f"{'zz' * 16}-1", f"{KEY.hex()}-1/2", f"{KEY.hex()}-99999999"):
+        with pytest.raises(ValueError):
+            parse_face_id(bad)
+
+
+def test_names_must_work_as_folder_names_everywhere() -> None:
+    assert check_name("  Grandma   Rose ") == "Grandma Rose"
+    assert check_name("Zoë") == "Zoë"
+    for bad in ("", "   ", "a/b", "a\\b", "..", "x.", "a:b", "bell\x07", "x" * 101, "<b>"):
+        with pytest.raises(ValueError):
+            check_name(bad)
+
+
+def test_a_yes_replaces_the_faces_other_yes_and_a_no_undoes_a_yes() -> None:
+    verdicts = Verdicts([Decision(KEY, 0, "Anna", "yes", (0, 0, 9, 9), None, ANNA)],
+                        names=["Anna"])
+    assert verdicts.people() == ["Anna"] and len(verdicts.confirmed_vectors("anna")) == 1
+    verdicts.add(Decision(KEY, 0, "Ben", "yes", (0, 0, 9, 9), None, ANNA))
+    assert verdicts.people() == ["Ben"] and verdicts.verdict(KEY, 0)[0] == "Ben"
+    verdicts.add(Decision(KEY, 0, "ben", "no", (0, 0, 9, 9)))
+    assert verdicts.people() == [] and verdicts.verdict(KEY, 0) == (None, {"ben"})
+    verdicts.remove(KEY, 0, "Ben")
+    assert verdicts.verdict(KEY, 0) == (None, set())
+
+
+def test_rejected_face_is_never_that_person_and_confirmed_face_always_is() -> None:
+    near_anna = _unit(1, 0.2, 0)  # distance ~0.02 to Anna
+    far = _unit(1, 1.3, 0.2)  # over the threshold for both
+    matches, _ = match_file(_photo(near_anna), GALLERY, 0.32)
+    assert [m.person for m in matches] == ["Anna"] and matches[0].face == face_id(KEY, 0)
+
+    no = Verdicts([Decision(KEY, 0, "Anna", "no", (0, 0, 50, 50))])
+    matches, maybes = match_file(_photo(near_anna), GALLERY, 0.32, no, 0.5)
+    assert matches == [] and maybes == []  # not Anna; and too far from Ben
+
+    yes = Verdicts([Decision(KEY, 1, "Ben", "yes", (60, 0, 50, 50), None, far)])
+    matches, _ = match_file(_photo(near_anna, far), GALLERY, 0.32, yes)
+    assert {(m.person, m.confirmed, m.box[0]) for m in matches} == {
+        ("Anna", False, 0), ("Ben", True, 60)}
+
+
+def test_a_face_confirmed_as_someone_not_searched_is_nobody_elses() -> None:
+    verdicts = Verdicts([Decision(KEY, 0, "Carl", "yes", (0, 0, 50, 50), None, ANNA)])
+    matches, maybes = match_file(_photo(ANNA), GALLERY, 0.32, verdicts, 0.9)
+    assert matches == [] and maybes == []
+
+
+def test_maybe_is_the_nearest_face_just_over_the_threshold() -> None:
+    over = _unit(1, 0.85, 0)  # ~0.24 from Anna at a 0.2 threshold
+    matches, maybes = match_file(_photo(over), GALLERY, 0.2, None, 0.3)
+    assert matches == [] and [(m.person, m.face) for m in maybes] == [("Anna", face_id(KEY, 0))]
+    assert match_file(_photo(over), GALLERY, 0.2, None, 0.22)[1] == []
+
+
+# --------------------------------------------------------------------------- end to end
+
+
+@pytest.fixture
+def indexed(celeb_album: Path, models_dir: Path, tmp_path: Path):
+    """(finder, photos folder, index path) after one search of a copy of the album."""
+    photos = tmp_path / "photos"
+    shutil.copytree(celeb_album / "collection", photos)
+    index = tmp_path / "faces.sqlite"
+    finder = Finder(celeb_album / "reference", models=models_dir, index=index, jobs=2)
+    yield finder, photos, index
+    finder.close()
+
+
+def _decide(finder: Finder, index_path: Path, decision: Decision) -> None:
+    with open_index(index_path) as index:
+        kind_id = finder.settings_ids(index)["image"]
+        assert kind_id is not None
+        index.decide(kind_id, decision)
+
+
+def test_a_rejected_match_stays_out_of_every_later_run_report_and_copy(
+        indexed, models_dir: Path, tmp_path: Path) -> None:
+    finder, photos, index = indexed
+    first = finder.find(photos)
+    wrong = first.matches[0]
+    key, n = parse_face_id(wrong.face)
+    _decide(finder, index, Decision(key, n, wrong.person, "no", wrong.box))
+
+    again = finder.find(photos)
+    assert (wrong.rel, wrong.person) not in {(m.rel, m.person) for m in again.matches}
+    assert len(again.matches) == len(first.matches) - 1
+    assert again.summary.files_decoded == 0  # decisions need no new analysis
+
+    out, copies = tmp_path / "run.csv", tmp_path / "found"
+    assert main([str(photos), "--reference", str(finder.reference), "--index", str(index),
+                 "--models", str(models_dir), "--no-progress", "--csv", str(out),
+                 "--copy", str(copies)]) == 0
+    rows = list(csv.DictReader(out.open(encoding="utf-8-sig")))
+    assert (wrong.rel, wrong.person) not in {(r["path"], r["person"]) for r in rows}
+    assert not (copies / wrong.person / wrong.rel).exists()
+    assert len(rows) == len(again.matches)
+
+
+def test_a_confirmed_face_is_found_whatever_the_threshold_and_becomes_a_reference(
+        indexed, tmp_path: Path) -> None:
+    finder, photos, index = indexed
+    strict = finder.find(photos, threshold=0.1)
+    loose = finder.find(photos)
+    missed = next(m for m in loose.matches
+                  if (m.rel, m.person) not in {(s.rel, s.person) for s in strict.matches})
+    key, n = parse_face_id(missed.face)
+    file = next(f for f in loose.files if f.rel == missed.rel)
+    _decide(finder, index, Decision(key, n, missed.person, "yes", missed.box, None,
+                                    file.faces[n].embedding))
+    after = finder.find(photos, threshold=0.1)
+    found = {(m.rel, m.person): m for m in after.matches}
+    assert found[(missed.rel, missed.person)].confirmed
+    assert found[(missed.rel, missed.person)].distance == 0.0
+    assert after.confirmed_faces == {missed.person: 1}
+
+
+def test_a_name_given_on_the_page_is_a_person_without_a_folder(
+        indexed, models_dir: Path, tmp_path: Path) -> None:
+    finder, photos, index = indexed
+    result = finder.find(photos)
+    file = result.files[0]
+    _decide(finder, index, Decision(file.key, 0, "New Friend", "yes", file.faces[0].box,
+                                    None, file.faces[0].embedding))
+    again = finder.find(photos)
+    assert "New Friend" in again.people
+    assert ("New Friend", file.rel) in {(m.person, m.rel) for m in again.matches}
+    # and the same face is nobody else's now
+    assert [m.person for m in again.matches if m.rel == file.rel] == ["New Friend"]
+    exported = tmp_path / "refs"
+    assert export_references(index, exported) == (1, 0, 0)
+    assert export_references(index, exported) == (0, 1, 0)  # never overwritten
+    (crop,) = (exported / "New Friend").iterdir()
+    assert Finder(exported, models=models_dir).faces(crop).faces  # a usable reference
+
+
+def test_decisions_outlive_prune_and_come_back_with_the_photo(indexed) -> None:
+    finder, photos, index = indexed
+    result = finder.find(photos)
+    wrong = result.matches[0]
+    key, n = parse_face_id(wrong.face)
+    _decide(finder, index, Decision(key, n, wrong.person, "no", wrong.box))
+    moved = photos.parent / "elsewhere.jpg"
+    shutil.move(photos / wrong.rel, moved)
+    finder.find(photos)
+    from facefinder import api
+
+    assert api.prune(index, photos)[1] >= 1  # its content is forgotten ...
+    with open_index(index) as opened:
+        assert len(opened.decisions(None)) == 1  # ... its decision is not
+    shutil.move(moved, photos / wrong.rel)
+    back = finder.find(photos)
+    assert back.summary.files_decoded == 1
+    assert (wrong.rel, wrong.person) not in {(m.rel, m.person) for m in back.matches}
+
+
+def test_a_schema_2_index_is_upgraded_and_keeps_every_file(indexed) -> None:
+    finder, photos, index = indexed
+    first = finder.find(photos)
+    conn = sqlite3.connect(index)
+    for table in ("decisions", "face_clusters", "clusters"):
+        conn.execute(f"DROP TABLE {table}")
+    conn.execute("PRAGMA user_version = 2")
+    conn.commit()
+    conn.close()
+    again = finder.find(photos)
+    assert again.summary.files_decoded == 0
+    assert sorted((m.rel, m.person) for m in again.matches) == sorted(
+        (m.rel, m.person) for m in first.matches)
+    conn = sqlite3.connect(index)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+    assert conn.execute("SELECT count(*) FROM decisions").fetchone()[0] == 0
+    conn.close()
