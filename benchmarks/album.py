@@ -12,6 +12,13 @@ Accuracy is over (file, person) pairs. Because each face's best person does not 
 the threshold, one run at a generous threshold gives the figures for every lower one:
 ``--sweep`` prints them, which is how the default thresholds were calibrated.
 
+Recall is also given by ``kind`` (truth.csv's column) and by its group (the part before
+'/'), and the precision-recall curve's operating points are printed: the thresholds where
+precision first drops below 1, 0.995 and 0.99, the best F1, and the most recall with
+precision >= 0.995. The curve is exact (every distance of the run is a point; thresholds
+are midpoints between two distances) but reaches only the run's threshold: the default
+one, or 0.60 with ``--sweep`` (use it for the whole curve).
+
 The face index is measured with three runs on a fresh index in a temporary folder (the
 user's own index is never touched): a cold run with every person but one (the album is
 read), a warm re-run with the same people and another threshold, and a re-run with the
@@ -25,6 +32,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+import itertools
 import json
 import os
 import platform
@@ -114,6 +122,74 @@ def score(truth: dict, found: set[tuple[str, str]], only_kind: str | None = None
     if only_kind is not None:
         found = {pair for pair in found if truth.get(pair[0], (set(), ""))[1].startswith(only_kind)}
     return Scores(len(found & expected), len(found - expected), len(expected - found))
+
+
+def kind_groups(truth: dict) -> list[str]:
+    """The groups of truth.csv's kinds (``lfw-single/heic`` -> ``lfw-single``) that hold
+    positives."""
+    return sorted({kind.split("/")[0] for people, kind in truth.values() if people})
+
+
+def pr_curve(truth: dict, pairs: list[tuple[str, str, float]], up_to: float
+             ) -> list[tuple[float, Scores]]:
+    """(threshold, scores) at every point of the precision-recall curve below ``up_to``.
+
+    Each threshold is the midpoint between two consecutive distances of ``pairs`` (the
+    last is ``up_to``), so each point adds the (file, person) pairs of one distance.
+    """
+    distances = sorted({d for _, _, d in pairs if d < up_to})
+    cuts = [(a + b) / 2 for a, b in itertools.pairwise(distances)] + [up_to]
+    ordered = sorted(pairs, key=lambda pair: pair[2])
+    curve, found, i = [], set(), 0
+    for t in cuts:
+        while i < len(ordered) and ordered[i][2] < t:
+            found.add(ordered[i][:2])
+            i += 1
+        curve.append((t, score(truth, found)))
+    return curve
+
+
+def operating_points(curve: list[tuple[float, Scores]]) -> dict:
+    """Where precision first drops below 1, 0.995, 0.99 (with the point just before), the
+    best F1, and the highest recall with precision >= 0.995."""
+
+    def point(t: float, s: Scores) -> dict:
+        return {"threshold": round(t, 4), "precision": s.precision, "recall": s.recall,
+                "f1": s.f1, "fp": s.fp, "fn": s.fn}
+
+    points: dict = {}
+    for level in (1.0, 0.995, 0.99):
+        drop = next((i for i, (_, s) in enumerate(curve) if s.precision < level), None)
+        points[f"precision_below_{level:g}"] = None if drop is None else {
+            "first": point(*curve[drop]),
+            "before": point(*curve[drop - 1]) if drop else None}
+    if curve:
+        points["max_f1"] = point(*max(curve, key=lambda ts: (ts[1].f1, -ts[0])))
+        ok = [ts for ts in curve if ts[1].precision >= 0.995]
+        points["recall_at_precision_0.995"] = (
+            point(*max(ok, key=lambda ts: (ts[1].recall, -ts[0]))) if ok else None)
+    return points
+
+
+def print_operating_points(points: dict, up_to: float) -> None:
+    def text(p: dict) -> str:
+        return (f"threshold {p['threshold']:.4f}  P {p['precision']:.4f}  "
+                f"R {p['recall']:.4f}  F1 {p['f1']:.4f}  (fp {p['fp']}, fn {p['fn']})")
+
+    print(f"precision-recall operating points (curve up to threshold {up_to:.2f}):")
+    for level in (1.0, 0.995, 0.99):
+        p = points.get(f"precision_below_{level:g}")
+        label = f"  precision < {level:<5g} first at"
+        if p is None:
+            print(f"{label} -: not below {level:g} up to {up_to:.2f}")
+            continue
+        print(f"{label} {text(p['first'])}")
+        if p["before"]:
+            print(f"  {'':>24} just before: {text(p['before'])}")
+    if points.get("max_f1"):
+        print(f"  max F1 at                {text(points['max_f1'])}")
+    p = points.get("recall_at_precision_0.995")
+    print(f"  recall at P >= 0.995:    {text(p) if p else '-'}")
 
 
 def run_finder(
@@ -233,6 +309,16 @@ def main() -> None:
         s = score(truth, found, kind)
         by_kind[kind] = {"recall": s.recall, "positives": s.tp + s.fn, "false": s.fp}
         print(f"  {kind:28s} {s.recall:.3f}  ({s.tp}/{s.tp + s.fn}, {s.fp} false)")
+    print("recall by kind group:")
+    by_group = {}
+    for group in kind_groups(truth):
+        part = {p: v for p, v in truth.items() if v[1].split("/")[0] == group}
+        s = score(part, {pair for pair in found if pair[0] in part})
+        by_group[group] = {"recall": s.recall, "positives": s.tp + s.fn, "false": s.fp}
+        print(f"  {group:28s} {s.recall:.3f}  ({s.tp}/{s.tp + s.fn}, {s.fp} false)")
+    curve_end = run_threshold if run_threshold is not None else threshold
+    points = operating_points(pr_curve(truth, pairs, curve_end))
+    print_operating_points(points, curve_end)
     if args.api_check:
         same = api_matches(args.album, args.jobs, args.model, run_threshold) == {
             (m["path"], m["person"], round(m["distance"], 4)) for m in report["matches"]}
@@ -259,6 +345,8 @@ def main() -> None:
             "precision": overall.precision, "recall": overall.recall, "f1": overall.f1,
             "false_on_negatives": false_on_negatives, "recall_by_kind": by_kind,
             "sweep": sweep, "date": time.strftime("%Y-%m-%d"),
+            "recall_by_kind_group": by_group, "pr_curve_up_to": curve_end,
+            "operating_points": points,
         }, indent=2), encoding="utf-8")
 
 

@@ -282,6 +282,7 @@ class IndexInfo:
     settings: list[tuple[str, int, int]]  # (analysis key, files analysed, faces)
     last_run: dict | None
     created: str | None
+    decisions: tuple[int, int, int] | None = None  # (confirmed, rejected, people named)
 
 
 class FaceIndex:
@@ -878,8 +879,16 @@ class FaceIndex:
             if os.path.exists(p)
         )
         last = json.loads(meta["last_run"]) if "last_run" in meta else None
+        decisions = None
+        with contextlib.suppress(sqlite3.OperationalError):  # an old schema: no table
+            yes, no, named = conn.execute(
+                "SELECT count(*) FILTER (WHERE verdict = 'yes'), "
+                "count(*) FILTER (WHERE verdict = 'no'), "
+                "count(DISTINCT person) FILTER (WHERE verdict = 'yes') FROM decisions"
+            ).fetchone()
+            decisions = (yes, no, named) if yes or no else None
         return IndexInfo(self.path, size, roots, contents, unreadable, settings, last,
-                         meta.get("created"))
+                         meta.get("created"), decisions)
 
 
 def _is_locked(exc: sqlite3.Error) -> bool:

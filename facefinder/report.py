@@ -246,6 +246,10 @@ def _json_match(match: Match) -> dict:
     if match.taken is not None:
         entry["taken"] = match.taken
         entry["taken_from"] = match.taken_from
+    if match.face is not None:  # with a face index: the face's id on the review page
+        entry["face"] = match.face
+    if match.confirmed:
+        entry["confirmed"] = True  # the user said yes to this face on the review page
     if match.frames is not None:
         entry["first_s"] = None if match.first is None else round(float(match.first), 3)
         entry["last_s"] = None if match.last is None else round(float(match.last), 3)
@@ -268,7 +272,8 @@ def write_json(
     "person", "distance", "box": [x, y, w, h]}], "unreadable": [{"path", "reason"}],
     "summary": {...}}``; the ``"facefinder"`` marker is what lets a later run replace
     the file. A match also has ``"taken"`` (capture time) and ``"taken_from"`` (its
-    source) when known, and for a video
+    source) when known, ``"face"`` (the face's id, with a face index) and
+    ``"confirmed": true`` when the user confirmed it on the review page, and for a video
     ``"first_s"``, ``"last_s"`` and ``"frames"`` (when and in how many sampled frames).
     ``ensure_ascii=False`` keeps names readable; the only characters UTF-8 cannot encode
     (lone surrogates from undecodable Linux file names) are written as ``\\udcXX`` JSON
@@ -500,6 +505,10 @@ def format_index_info(info: IndexInfo, check: str, describe: Callable[[str], str
     lines.append("How files were analysed:")
     lines += [f"  {describe(key)}: {_plural(files, 'file')}, {_plural(faces, 'face')}"
               for key, files, faces in info.settings] or ["  (nothing yet)"]
+    if info.decisions:
+        yes, no, named = info.decisions
+        lines.append(f"Your decisions (review page): {_plural(yes, 'face')} confirmed "
+                     f"for {named} {'person' if named == 1 else 'people'}, {no} rejected")
     run = info.last_run
     if run:
         lines.append(
