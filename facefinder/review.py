@@ -335,7 +335,8 @@ class Review:
                     "confirmed": bool(match and match.confirmed),
                     "maybe": None if maybe is None else maybe.person,
                     "cluster": cluster_of.get(fid),
-                    "rejected": sorted(no), "skipped": face.skipped,
+                    "rejected": sorted(self.verdicts.names.get(n, n) for n in no),
+                    "skipped": face.skipped,
                     "decided": yes,
                 })
             return {"file": file, "path": result.rel, "kind": result.kind,

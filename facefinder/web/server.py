@@ -29,7 +29,7 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -81,7 +81,12 @@ class Guard:
         request = Request(scope)
         problem = self._refuse(request)
         if problem is not None:
-            await _secure(JSONResponse({"error": problem[1]}, problem[0]))(scope, receive, send)
+            status, text = problem
+            if request.url.path == "/" and status == 401:  # a person at the door: words
+                answer: Response = HTMLResponse(_LOCKED_PAGE.format(text=text), status)
+            else:
+                answer = JSONResponse({"error": text}, status)
+            await _secure(answer)(scope, receive, send)
             return
 
         async def send_secure(message: dict[str, Any]) -> None:
@@ -108,6 +113,11 @@ class Guard:
             return 401, "open the address the finder printed (it holds this run's token)"
         return None
 
+
+_LOCKED_PAGE = """<!doctype html><html lang="en"><meta charset="utf-8">
+<title>Face finder</title><h1>Face finder: review page</h1>
+<p>This page is locked: {text}. Look in the window where the finder runs for the line
+"Review page: http://127.0.0.1:...", and open that address.</p></html>"""
 
 _HEADERS = {
     "Content-Security-Policy": CSP,
@@ -364,7 +374,7 @@ async def _json(request: Request) -> Any:
     data = await _body(request, MAX_JSON)
     try:
         return json.loads(data or b"{}")
-    except ValueError:
+    except (ValueError, RecursionError):  # "[[[[...": deeper than Python's recursion limit
         raise ReviewError("the request body is not JSON") from None
 
 
