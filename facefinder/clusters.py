@@ -5,9 +5,10 @@ distance) closer than ``threshold``, weighted by how close they are. Chinese whi
 (Biemann 2006; dlib's face clustering) then lets every face take, over and over in a
 random order, the cluster its neighbours pull hardest towards. It needs no number of
 clusters, leaves a face with no close neighbour alone, and is linear in the edges.
-Measured against Leiden and HDBSCAN in docs/clusters.md.
+Leiden, HDBSCAN and plain connected components were measured against it
+(docs/clusters.md).
 
-Two rules the face data adds:
+Rules the face data adds:
 
 - Two faces of one photo are two people: a face never takes a cluster that another face of
   its photo holds, so such faces never end in one cluster, even when their vectors agree.
@@ -15,10 +16,15 @@ Two rules the face data adds:
   only new faces move. They join an existing cluster or form new ones, numbered above
   every earlier id, so a cluster someone has named is never renamed behind their back.
   ``carry_labels`` maps a full re-clustering onto earlier ids the same way.
+- Optionally (``mean_threshold``) a face joins a cluster only if it is, on average, that
+  close to the cluster's faces: an average-linkage guard against chains of look-alikes
+  (A near B near C ...), worth having when ``threshold`` is loosened.
 
-Deterministic: the visiting order comes from a seeded generator and ties go to the face's
-current cluster, then to the lowest id. (The neighbour search is exact, hence reproducible,
-up to 20,000 faces; above that see ``Neighbours``' ``threads``.)
+Deterministic: the visiting order comes from a seeded generator, ties go to the face's
+current cluster, then to the lowest id, and the neighbour search is reproducible (exact
+below 20,000 faces, a graph built by one thread above).
+
+The defaults are for the Facenet model's cosine distances; another model needs its own.
 """
 
 from __future__ import annotations
@@ -29,13 +35,14 @@ import numpy as np
 
 from facefinder.neighbours import Neighbours
 
-# Edge threshold (cosine distance, Facenet): the largest distance that had no false accept
-# in any training split of the LFW and CFP pair folds (cross-validated; docs/clusters.md).
-# Stricter than the 0.32 used to match a reference person: one false edge can merge two
-# strangers' clusters, where a false match costs one photo.
-DEFAULT_THRESHOLD = 0.30
+# Edge threshold (cosine distance, Facenet): the largest distance at which different people
+# of the LFW and CFP folds meet with a rate of at most 1e-5 per pair (cross-validated over
+# the folds, benchmarks/cluster_threshold.py, docs/clusters.md). Stricter than the 0.32
+# that matches a reference person: a face meets thousands of strangers, and one false
+# edge can merge two of them, where a false match costs one photo.
+DEFAULT_THRESHOLD = 0.23
 DEFAULT_K = 20  # neighbours per face; more adds time, not quality (docs/clusters.md)
-MAX_SWEEPS = 40  # Chinese whispers settles in 5-15 sweeps on face graphs
+MAX_SWEEPS = 40  # it settled in 5 sweeps on the devset, 9 on 100,000 synthetic faces
 BATCHES = 8  # faces moved at once = N / BATCHES: numpy per batch, not Python per face
 
 
@@ -59,8 +66,8 @@ def cluster_faces(
     ids above every earlier one). Without it labels are 0..C-1 in order of each cluster's
     first face. ``neighbours``: an index already holding the first rows of ``vectors``
     (the faces clustered before), so an update does not index them again.
-    ``mean_threshold``: the largest mean distance from a face to the faces of a cluster it
-    joins (default: ``threshold``; see ``_whispers``).
+    ``mean_threshold``: if given, the largest mean distance from a face to the faces of a
+    cluster it joins (see ``_whispers``; e.g. 0.32 with a threshold of 0.30).
     """
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     n = len(vectors)
@@ -84,8 +91,7 @@ def cluster_faces(
     if len(moving) == 0:
         return labels
     src, dst, weight = _edges(vectors, photo, moving, threshold, k, neighbours)
-    _whispers(labels, vectors, photo, moving, src, dst, weight,
-              threshold if mean_threshold is None else mean_threshold,
+    _whispers(labels, vectors, photo, moving, src, dst, weight, mean_threshold,
               np.random.default_rng(seed))
     return _renumber(labels, first_new)
 
@@ -175,10 +181,9 @@ def _edges(vectors: np.ndarray, photo: np.ndarray, moving: np.ndarray, threshold
     back = is_moving[dst]  # the reverse of edges between two moving faces
     src, dst = np.concatenate([src, dst[back]]), np.concatenate([dst, src[back]])
     dist = np.concatenate([dist, dist[back]])
-    # An edge found from both ends appears twice: keep one.
-    pairs, first = np.unique(np.stack([src, dst], axis=1), axis=0, return_index=True)
-    weight = _weight(dist[first], threshold)
-    return pairs[:, 0].copy(), pairs[:, 1].copy(), weight
+    # An edge found from both ends appears twice: keep one (sorted by src, then dst).
+    keys, first = np.unique(src * n + dst, return_index=True)
+    return keys // n, keys % n, _weight(dist[first], threshold)
 
 
 def _weight(dist: np.ndarray, threshold: float) -> np.ndarray:
@@ -192,25 +197,25 @@ def _weight(dist: np.ndarray, threshold: float) -> np.ndarray:
 
 def _whispers(labels: np.ndarray, vectors: np.ndarray, photo: np.ndarray,
               moving: np.ndarray, src: np.ndarray, dst: np.ndarray, weight: np.ndarray,
-              mean_threshold: float, rng: np.random.Generator) -> None:
+              mean_threshold: float | None, rng: np.random.Generator) -> None:
     """Chinese whispers on the moving faces, in place.
 
     Faces move in random batches (vectorised: each batch is a few sorts over its edges).
     Within a batch at most one face per photo moves, and a face never takes a label held
     by another face of its photo, so the same-photo rule holds after every batch. A face
-    keeps its label unless another one pulls strictly harder, and it only joins a cluster
-    whose faces are, on average, closer to it than ``mean_threshold``: plain Chinese
-    whispers chains look-alikes (A near B near C...) into one cluster of strangers; this
-    average-linkage guard stops the chain where it drifts. The loop ends when a sweep
-    over all moving faces changes nothing.
+    keeps its label unless another one pulls strictly harder. With ``mean_threshold`` it
+    only joins a cluster whose faces are, on average, closer to it than that: Chinese
+    whispers can chain look-alikes (A near B near C ...) into one cluster of strangers,
+    and this average-linkage guard stops a chain where it drifts (on the devset at a
+    threshold of 0.30 it lifted pairwise precision from 0.89 to 0.95; at the default 0.23
+    there is no chain left for it to stop). The loop ends when a sweep over all moving
+    faces changes nothing.
     """
     n = len(labels)
     ids, compact = np.unique(labels, return_inverse=True)  # work on labels 0..L-1
     compact = compact.reshape(-1)
-    sums = np.zeros((len(ids), vectors.shape[1]), dtype=np.float64)
-    np.add.at(sums, compact, vectors)
-    sizes = np.bincount(compact, minlength=len(ids)).astype(np.float64)
-    state = _State(compact, vectors, photo, sums, sizes, 1.0 - mean_threshold)
+    state = _State(compact, vectors, photo, len(ids),
+                   None if mean_threshold is None else 1.0 - mean_threshold)
     starts = np.searchsorted(src, np.arange(n + 1))  # src is sorted: CSR row pointers
     batches = max(1, min(BATCHES, len(moving)))
     for _ in range(MAX_SWEEPS):
@@ -227,17 +232,20 @@ def _whispers(labels: np.ndarray, vectors: np.ndarray, photo: np.ndarray,
 
 
 class _State:
-    """Labels (0..L-1) and, per label, the sum of its vectors and its size."""
+    """Labels (0..L-1); with the guard, per label the sum of its vectors and its size."""
 
     def __init__(self, labels: np.ndarray, vectors: np.ndarray, photo: np.ndarray,
-                 sums: np.ndarray, sizes: np.ndarray, min_mean_similarity: float) -> None:
+                 span: int, min_mean_similarity: float | None) -> None:
         self.labels = labels
         self.vectors = vectors
         self.photo = photo
-        self.sums = sums
-        self.sizes = sizes
+        self.span = span
         self.min_mean_similarity = min_mean_similarity
         self.shared = _faces_sharing_a_photo(photo)
+        if min_mean_similarity is not None:
+            self.sums = np.zeros((span, vectors.shape[1]), dtype=np.float64)
+            np.add.at(self.sums, labels, vectors)
+            self.sizes = np.bincount(labels, minlength=span).astype(np.float64)
 
 
 def _move(state: _State, batch: np.ndarray, starts: np.ndarray, dst: np.ndarray,
@@ -251,7 +259,7 @@ def _move(state: _State, batch: np.ndarray, starts: np.ndarray, dst: np.ndarray,
     owner = np.repeat(np.arange(len(batch)), lengths)
     edge = np.repeat(starts[batch] - np.cumsum(lengths) + lengths, lengths) + np.arange(
         lengths.sum())
-    span = len(state.sizes)
+    span = state.span
     # Sum the weights per (face, label).
     groups, inverse = np.unique(owner * span + labels[dst[edge]], return_inverse=True)
     score = np.bincount(inverse.reshape(-1), weights=weight[edge])
@@ -266,10 +274,11 @@ def _move(state: _State, batch: np.ndarray, starts: np.ndarray, dst: np.ndarray,
         return 0
     c_face, c_label = face[candidate], g_label[candidate]
     allowed = ~_held_by_photo_mate(labels, state.photo, c_face, c_label, state.shared)
-    # Average linkage: mean similarity of the face to the label's faces (it is not one).
-    mean = np.einsum("ij,ij->i", state.sums[c_label], state.vectors[c_face]) / np.maximum(
-        state.sizes[c_label], 1.0)
-    allowed &= mean >= state.min_mean_similarity
+    if state.min_mean_similarity is not None:
+        # Mean similarity of the face to the label's faces (it is not one of them).
+        mean = np.einsum("ij,ij->i", state.sums[c_label], state.vectors[c_face]
+                         ) / np.maximum(state.sizes[c_label], 1.0)
+        allowed &= mean >= state.min_mean_similarity
     candidate = candidate[allowed]
     if len(candidate) == 0:
         return 0
@@ -278,11 +287,12 @@ def _move(state: _State, batch: np.ndarray, starts: np.ndarray, dst: np.ndarray,
     order = np.lexsort((g_label[candidate], -score[candidate], c_owner))
     best = candidate[order[np.r_[True, c_owner[order][1:] != c_owner[order][:-1]]]]
     movers, to = batch[g_owner[best]], g_label[best]
-    was = labels[movers]
-    np.add.at(state.sums, was, -state.vectors[movers])
-    np.add.at(state.sums, to, state.vectors[movers])
-    np.add.at(state.sizes, was, -1.0)
-    np.add.at(state.sizes, to, 1.0)
+    if state.min_mean_similarity is not None:
+        was = labels[movers]
+        np.add.at(state.sums, was, -state.vectors[movers])
+        np.add.at(state.sums, to, state.vectors[movers])
+        np.add.at(state.sizes, was, -1.0)
+        np.add.at(state.sizes, to, 1.0)
     labels[movers] = to
     return len(best)
 
