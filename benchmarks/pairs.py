@@ -297,6 +297,32 @@ def print_set(name: str, figures: dict, images: int, misses: dict[str, int]) -> 
               f"(threshold {e['pooled_threshold']:.3f})")
 
 
+def rule_operating_point(pairs: Pairs, model: str) -> dict | None:
+    """TPR/FPR under the finder's own decision rule (``facefinder.decide``).
+
+    A pair is searched as a person with one reference photo (image 1) in a collection of
+    one photo (image 2): the collection holds no crowd of look-alikes, so the rule gives
+    that person its loosest cutoff - exactly what ``Finder.find`` would do.
+    """
+    from facefinder.decide import RULES, person_thresholds
+    from facefinder.match import Gallery
+
+    rule = RULES.get(model.lower())
+    if rule is None:
+        return None
+    cuts = np.empty(len(pairs.distances))
+    for i, (a, b) in enumerate(zip(pairs.embeddings1, pairs.embeddings2, strict=True)):
+        if np.isnan(a).any() or np.isnan(b).any():
+            cuts[i] = rule.floor
+            continue
+        cuts[i] = person_thresholds(rule, Gallery.build({"p": [a]}), b[None])[0]
+    accept = pairs.distances < cuts
+    same = pairs.same
+    return {"tpr": float(accept[same].mean()), "fpr": float(accept[~same].mean()),
+            "false_accepts": int(accept[~same].sum()), "impostors": int((~same).sum()),
+            "cutoff_min": float(cuts.min()), "cutoff_max": float(cuts.max())}
+
+
 def print_summary(results: dict[str, dict]) -> None:
     print("\n== summary (held-out figures: mean over the 5 folds)")
     print("set      acc@def  TPR@def  FPR@def  CV acc (sd)       CV thr  "
@@ -348,6 +374,18 @@ def main() -> None:
         results[name] = figures
         print_set(name, figures, images, misses)
     print_summary(results)
+    print("\n== at the finder's default operating point (its decision rule; a pair is a "
+          "person with one reference photo, searched in a collection of one photo)")
+    print("set      TPR      FPR      false accepts  cutoff")
+    for name in names:
+        point = rule_operating_point(build_pairs(rows[name], faces), args.model)
+        results[name]["rule"] = point
+        if point is None:
+            print(f"{name:7s}  (no calibrated rule for {args.model}: plain threshold)")
+            continue
+        print(f"{name:7s}  {point['tpr']:.4f}   {point['fpr']:.4f}   "
+              f"{point['false_accepts']:4d} of {point['impostors']:<5d}  "
+              f"{point['cutoff_min']:.3f}-{point['cutoff_max']:.3f}")
     if args.out:
         args.out.write_text(json.dumps({
             "model": args.model, "default_threshold": default, "sets": results,

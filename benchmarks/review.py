@@ -151,7 +151,8 @@ def play_user(server: Server, truth: dict, answers: int) -> list[dict]:
             for s in answer["suggestions"]:
                 if (s["face"], s["person"]) in asked:
                     continue
-                key = (abs(s["distance"] - threshold), s["path"], s["person"], s, threshold)
+                own = s.get("threshold") or threshold  # each person has their own cutoff
+                key = (abs(s["distance"] - own), s["path"], s["person"], s, own)
                 if best is None or key[:3] < best[:3]:
                     best = key
                 break

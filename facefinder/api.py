@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+import numpy as np
+
 from facefinder.analyse import (
     AnalysisJob,
     AnalysisSettings,
@@ -38,6 +40,7 @@ from facefinder.analyse import (
     upgrade_v1_key,
 )
 from facefinder.cached import Analyser
+from facefinder.decide import RULES, decide, with_confidence
 from facefinder.decisions import Verdicts
 from facefinder.executors import (
     Executor,
@@ -176,6 +179,11 @@ class RunResult:
     reference_faces: dict[str, list[ReferenceFace]] = field(default_factory=dict)
     reference_notes: list[ReferenceNote] = field(default_factory=list)
     confirmed_faces: dict[str, int] = field(default_factory=dict)  # used as references
+    # Each person's cutoff (``decide``: from how crowded their neighbourhood is), and how
+    # many confident faces of the collection joined their references (query expansion).
+    thresholds: dict[str, float] = field(default_factory=dict)
+    expanded_faces: dict[str, int] = field(default_factory=dict)
+    chosen_threshold: float | None = None  # one cutoff for everyone, given by the caller
     files: list[FileResult] = field(default_factory=list)
     searched: bool = False  # the search of ``photos`` began (False: stopped while reading
     complete: bool = False  # references); every file of ``photos`` was looked at
@@ -317,6 +325,7 @@ class Finder:
         emit = on_event or (lambda event: None)
         stop = cancel or threading.Event()
         query = query or Query()
+        chosen = None if threshold is None else check_threshold(self.spec.name, threshold)
         threshold = check_threshold(self.spec.name, threshold)
         root = self._photos_folder(photos)
         index = self._open_index(emit)
@@ -327,7 +336,7 @@ class Finder:
             hidden = {name.casefold() for name in query.without}
             listed = [p.name for p in persons if p.name.casefold() not in hidden]
             result = RunResult(root, self.reference, listed, self.spec.name, threshold, [],
-                               Summary())
+                               Summary(), chosen_threshold=chosen)
             try:
                 gallery = self._references(persons, stray, threshold, analyser, index,
                                            result, emit, verdicts)
@@ -336,8 +345,9 @@ class Finder:
                     total = _count(root, excluded, follow_links) if count_files else None
                     emit(Started(root, list(result.reference_faces), len(gallery.vectors),
                                  self.spec.name, threshold, self._executor.jobs, total))
-                    self._search(root, excluded, gallery, query, analyser, result, emit,
-                                 stop, keep_files, follow_links, verdicts)
+                    seen = self._search(root, excluded, gallery, query, analyser, result,
+                                        emit, stop, keep_files, follow_links, verdicts)
+                    self._decide(result, seen, gallery, verdicts, query, chosen)
             except KeyboardInterrupt:
                 pass
             self._finish(result, analyser, index, started, interrupted=not result.complete)
@@ -375,11 +385,8 @@ class Finder:
         result.people = list(gallery.people)
         result.confirmed_faces = {n: len(verdicts.confirmed_vectors(n)) for n in per_person
                                   if verdicts.confirmed_vectors(n)}
-        result.matches, result.maybes = [], []
-        for file in result.files:
-            found, maybes = self._match(file, gallery, result.threshold, verdicts)
-            result.matches.extend(found)
-            result.maybes.extend(maybes)
+        self._decide(result, [f for f in result.files if f.faces], gallery, verdicts, None,
+                     result.chosen_threshold)
         result.summary.matches_per_person = dict(Counter(m.person for m in result.matches))
 
     def verdicts(self, index: FaceIndex) -> Verdicts:
@@ -429,26 +436,57 @@ class Finder:
     def _search(self, root: Path, excluded: list[Path], gallery: Gallery, query: Query,
                 analyser: Analyser, result: RunResult, emit: Callable[[Event], None],
                 stop: Cancel, keep_files: bool, follow_links: bool = False,
-                verdicts: Verdicts | None = None) -> None:
-        """Look at every file under ``root``; ``result.complete`` once all were seen."""
+                verdicts: Verdicts | None = None) -> list[FileResult]:
+        """Look at every file under ``root``; ``result.complete`` once all were seen.
+
+        Returns the files with faces (what the decision rule needs). The matches sent
+        with each ``FileDone`` are provisional: at the model's default cutoff, before the
+        per-person cutoffs and expansion that need the whole collection.
+        """
         summary = result.summary
         result.searched = True
-        listed = set(result.people)
+        seen: list[FileResult] = []
         found = _scan(root, excluded, summary, follow_links)
         with contextlib.closing(analyser.results(root, found)) as files:
             for file in files:
                 summary.add(file)
-                found, maybes = self._match(file, gallery, result.threshold, verdicts)
-                kept = query.keep(file, found)
-                result.matches.extend(kept)
-                result.maybes.extend(m for m in maybes if m.person in listed
-                                     and query.keep(file, [*found, m]))
+                provisional, _ = self._match(file, gallery, result.threshold, verdicts)
+                kept = query.keep(file, provisional)
+                if file.faces:
+                    seen.append(file)
                 if keep_files:
                     result.files.append(file)
                 emit(FileDone(file, kept, summary.files_scanned))
                 if stop.is_set():
-                    return
+                    return seen
         result.complete = True
+        return seen
+
+    def _decide(self, result: RunResult, files: Sequence[FileResult], gallery: Gallery,
+                verdicts: Verdicts | None, query: Query | None,
+                chosen: float | None) -> None:
+        """Apply the decision rule to every file seen: per-person cutoffs, expansion,
+        then the matches and maybes of each file, filtered by the question."""
+        rule = RULES.get(self.spec.name.lower())
+        decided = decide(files, gallery, rule,
+                         chosen if chosen is not None or rule is None else None, verdicts)
+        result.thresholds, result.expanded_faces = decided.thresholds, decided.expanded
+        final = decided.gallery
+        cuts = np.array([decided.thresholds[p] for p in final.people], np.float32)
+        maybe_cuts = cuts + (maybe_limit(result.threshold) - result.threshold)
+        listed = set(result.people)
+        query = query or Query()
+        result.matches, result.maybes = [], []
+        for file in files:
+            if file.kind == "video":
+                found = match_video(file, final, cuts, self.settings.video_fps, verdicts)
+                maybes: list[Match] = []
+            else:
+                found, maybes = match_file(file, final, cuts, verdicts, maybe_cuts)
+            result.matches.extend(query.keep(file, found))
+            result.maybes.extend(m for m in maybes if m.person in listed
+                                 and query.keep(file, [*found, m]))
+        with_confidence(result.matches, rule, decided.thresholds)
 
     def _finish(self, result: RunResult, analyser: Analyser, index: FaceIndex | None,
                 started: float, *, interrupted: bool) -> None:

@@ -75,9 +75,11 @@ class Console:
             from tqdm import tqdm
 
             people = len(event.people)
+            cutoff = (f"threshold {self.args.threshold:g}" if self.args.threshold is not None
+                      else f"each person's own threshold from {event.threshold:g}")
             say(f"Looking for {people} {'person' if people == 1 else 'people'} "
                  f"({event.reference_faces} reference faces) in {event.photos} with "
-                 f"{event.model}, threshold {event.threshold:g}, {event.jobs} "
+                 f"{event.model}, {cutoff}, {event.jobs} "
                  f"job{'s' * (event.jobs > 1)}")
             self._bar = tqdm(total=event.total, unit="file", disable=self.args.no_progress,
                              file=sys.stderr, dynamic_ncols=True, smoothing=0.1)
@@ -105,6 +107,9 @@ class Console:
                                       show_distance=args.show_distance, limit=limit))
         out = say if question is not None else safe_print
         out("")
+        rule = describe_rule(result)
+        if rule:
+            out(rule)
         out(format_summary(result.summary.as_dict(), wall_s=wall_s))
         score = _demo_score(result, demo) if demo is not None else ""
         if score:
@@ -113,6 +118,20 @@ class Console:
             say("Interrupted: the results above cover only the files read before Ctrl-C"
                  + (" (the face index keeps them: run again to carry on)."
                     if finder.index_path else "."))
+
+
+def describe_rule(result: RunResult) -> str:
+    """One line on how the decision rule treated this collection (cutoffs, expansion)."""
+    cuts = sorted(set(round(v, 2) for v in result.thresholds.values()))
+    if not cuts or result.chosen_threshold is not None:
+        return ""
+    span = f"{cuts[0]:g}" if len(cuts) == 1 else f"{cuts[0]:g} to {cuts[-1]:g}"
+    grown = sum(result.expanded_faces.values())
+    confirmed = sum(result.confirmed_faces.values())
+    return (f"Thresholds per person: {span} (stricter where the collection holds look-alikes)"
+            + (f"; {grown} sure faces joined their person's references" if grown else "")
+            + (f"; {confirmed} faces you confirmed are references" if confirmed else "")
+            + ".")
 
 
 def _demo_score(result: RunResult, demo: Path) -> str:

@@ -197,6 +197,8 @@ def _card(match: Match, previews: _Previews) -> dict[str, Any]:
         card["s"] = _SOURCES.get(match.taken_from or "", match.taken_from or "")
     if match.confirmed:
         card["c"] = 1
+    if match.confidence is not None:
+        card["k"] = round(float(match.confidence), 3)
     if shown != match.rel:
         card["x"] = 1  # shown differently from its name on disk: no link to open it
     return card
@@ -479,7 +481,8 @@ var cap=el("figcaption"),path=el("div","path");
 var link=c.x||!data.root?"":href(c.p);
 if(link){var a=el("a",null,c.p);a.href=link;a.rel="noopener noreferrer";path.appendChild(a);}
 else path.textContent=c.p;cap.appendChild(path);
-var meta=(c.t?c.t+" ("+c.s+")":"no date")+" · distance "+c.d.toFixed(3);
+var meta=(c.t?c.t+" ("+c.s+")":"no date")+" · distance "+c.d.toFixed(3)+
+(c.k!==undefined&&!c.c?" · "+(c.k*100).toFixed(1)+"% sure":"");
 cap.appendChild(el("div","meta",meta));
 if(c.v)cap.appendChild(el("div","meta","video: seen "+clock(c.v[0])+"–"+clock(c.v[1])+
 ", "+c.v[2]+(c.v[2]===1?" frame":" frames")+"; frame at "+clock(c.v[3])));

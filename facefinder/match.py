@@ -79,14 +79,29 @@ class FaceTable:
         return cls(faces, distance, confirmed)
 
 
-def match_file(result: FileResult, gallery: Gallery, threshold: float,
-               verdicts: Verdicts | None = None, maybe_below: float | None = None
+def cutoffs(value: float | np.ndarray | None, people: int) -> np.ndarray | None:
+    """A per-person (P,) array from one cutoff for everyone or from per-person cutoffs."""
+    if value is None:
+        return None
+    return np.broadcast_to(np.asarray(value, np.float32), (people,))
+
+
+def match_file(result: FileResult, gallery: Gallery, threshold: float | np.ndarray,
+               verdicts: Verdicts | None = None,
+               maybe_below: float | np.ndarray | None = None
                ) -> tuple[list[Match], list[Match]]:
     """The people shown in one analysed photo, each with their closest face; and the
-    "maybes": faces nearest a person not found in the photo, under ``maybe_below``."""
+    "maybes": faces nearest a person not found in the photo, under ``maybe_below``.
+
+    ``threshold`` and ``maybe_below`` are one value for everyone or one per person (in
+    ``gallery.people`` order).
+    """
     table = FaceTable.of(result, gallery, verdicts)
     if not table.faces:
         return [], []
+    cut = cutoffs(threshold, len(gallery.people))
+    maybe_cut = cutoffs(maybe_below, len(gallery.people))
+    assert cut is not None
     best: dict[int, tuple[float, int, bool]] = {}  # person -> (distance, row, confirmed)
     maybe: dict[int, tuple[float, int]] = {}
     best_person = table.distance.argmin(axis=1)
@@ -99,10 +114,10 @@ def match_file(result: FileResult, gallery: Gallery, threshold: float,
             continue
         distance = float(table.distance[row, person])
         person = int(person)
-        if distance < threshold:
+        if distance < cut[person]:
             if person not in best or (not best[person][2] and distance < best[person][0]):
                 best[person] = (distance, row, False)
-        elif (maybe_below is not None and distance < maybe_below
+        elif (maybe_cut is not None and distance < maybe_cut[person]
               and (person not in maybe or distance < maybe[person][0])):
             maybe[person] = (distance, row)
 
@@ -111,7 +126,7 @@ def match_file(result: FileResult, gallery: Gallery, threshold: float,
         return Match(result.rel, gallery.people[person], distance, face.box,
                      taken=result.taken, taken_from=result.taken_from,
                      face=None if result.key is None else face_id(result.key, n),
-                     confirmed=confirmed)
+                     confirmed=confirmed, threshold=float(cut[person]))
 
     matches = [make(p, d, r, c) for p, (d, r, c) in sorted(best.items())]
     used = {r for _, r, _ in best.values()}

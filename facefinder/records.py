@@ -64,6 +64,10 @@ class Match:
     frames: int | None = None
     face: str | None = None  # the face's id (``face_id``) when a face index is used
     confirmed: bool = False  # the user said yes to this face for this person
+    threshold: float | None = None  # the person's cutoff this match was decided with
+    # Share of matches at least this far under the cutoff that were right on the
+    # calibration albums (``decide.CONFIDENCE``); 1.0 for a face the user confirmed.
+    confidence: float | None = None
 
 
 def face_id(key: bytes, n: int) -> str:

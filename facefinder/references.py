@@ -141,8 +141,70 @@ def choose_faces(people: Sequence[Person], results: dict[str, FileResult], *,
                 "their face is clear and at least 40 pixels wide"
             )
         chosen[person.name] = faces
+        notes += _odd_ones_out(person.name, faces)
+        notes += _coverage(person.name, faces, results)
     _refuse_shared_faces(people, chosen)
     return chosen, notes
+
+
+UNLIKE = 0.6  # median distance to a person's other references that no photo of them reaches
+#               in the calibration albums (their references: 0.09-0.38; strangers ~0.9)
+MIN_FOR_COVERAGE = 2
+
+
+def _odd_ones_out(name: str, faces: list[ReferenceFace]) -> list[ReferenceNote]:
+    """Reference photos whose face is unlike all the person's others: a wrong photo in the
+    folder would make the finder search for someone else too."""
+    if len(faces) < 3:
+        return []
+    vectors = np.stack([f.embedding for f in faces])
+    distance = 1.0 - vectors @ vectors.T
+    notes = []
+    for i, face in enumerate(faces):
+        median = float(np.median(np.delete(distance[i], i)))
+        if median > UNLIKE:
+            notes.append(ReferenceNote(face.rel, (
+                f"this face is unlike {name}'s other reference photos (distance "
+                f"{median:.2f}): check it is {name}; if it is (a photo from long ago, say), "
+                "keep it"), box=face.box))
+    return notes
+
+
+def yaw_of(landmarks: np.ndarray) -> float:
+    """How far a face is turned: the nose's offset from between the eyes, in eye widths
+    (0 facing the camera, about 0.3 half-turned, 0.5 and more in profile)."""
+    left, right, nose = landmarks[0], landmarks[1], landmarks[2]
+    eyes = float(np.linalg.norm(right - left)) or 1.0
+    return abs(float(nose[0] - (left[0] + right[0]) / 2)) / eyes
+
+
+def _coverage(name: str, faces: list[ReferenceFace], results: dict[str, FileResult]
+              ) -> list[ReferenceNote]:
+    """What the reference photos cover (years, angles), so the user knows what to add."""
+    if len(faces) < MIN_FOR_COVERAGE:
+        return []
+    years = sorted({r.taken[:4] for f in faces
+                    if (r := results.get(f.rel)) is not None and r.taken
+                    and r.taken_from == "exif"})
+    turned = 0
+    for face in faces:
+        result = results.get(face.rel)
+        found = [g for g in (result.faces if result else []) if g.box == face.box]
+        if found and yaw_of(np.asarray(found[0].landmarks)) > 0.2:
+            turned += 1
+    when = (f"taken {years[0]}" if len(years) == 1 else
+            f"taken {years[0]}-{years[-1]}" if years else "no camera dates")
+    angles = ("all facing the camera" if not turned else
+              f"{turned} of them turned to the side")
+    advice = []
+    if len(years) < 2:
+        advice.append("photos from other years")
+    if not turned:
+        advice.append("a half-turned face")
+    text = f"{len(faces)} reference faces, {when}, {angles}"
+    if advice:
+        text += f"; to find more of {name}'s photos, add " + " and ".join(advice)
+    return [ReferenceNote(name, text)]
 
 
 def _pick(name: str, rel: str, usable: list[Face], anchors: np.ndarray | None,

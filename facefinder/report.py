@@ -42,7 +42,8 @@ from facefinder.index import IndexInfo
 from facefinder.records import Match
 from facefinder.walk import printable
 
-CSV_COLUMNS = ("path", "person", "distance", "box", "model", "threshold", "taken", "taken_from")
+CSV_COLUMNS = ("path", "person", "distance", "box", "model", "threshold", "taken", "taken_from",
+               "confidence")
 # Added after CSV_COLUMNS only when some match is in a video: seconds of the first and last
 # sampled frame showing the person, and how many sampled frames show them.
 CSV_VIDEO_COLUMNS = ("first_s", "last_s", "frames")
@@ -170,7 +171,11 @@ def spreadsheet_safe(text: str) -> str:
 
 def write_csv(path: Path, matches: Sequence[Match], *, model: str, threshold: float) -> None:
     """Write one row per (file, person) match:
-    ``path,person,distance,box,model,threshold,taken,taken_from``.
+    ``path,person,distance,box,model,threshold,taken,taken_from,confidence``.
+
+    ``threshold`` is the cutoff this person was decided with (each person has their own,
+    see ``decide``); ``confidence`` the share of matches this far under it that were right
+    on the calibration albums (1 for a face you confirmed; empty when not calibrated).
 
     ``taken`` is the capture time used for sorting and --since/--until, and
     ``taken_from`` says where it comes from: ``exif`` (the camera), ``video`` (the
@@ -205,9 +210,10 @@ def write_csv(path: Path, matches: Sequence[Match], *, model: str, threshold: fl
                 f"{float(match.distance):.4f}",
                 ",".join(str(int(v)) for v in match.box),
                 model,
-                repr(_number(threshold)),
+                repr(_number(threshold if match.threshold is None else match.threshold)),
                 match.taken or "",
                 match.taken_from or "",
+                "" if match.confidence is None else f"{match.confidence:.3f}",
             ]
             if videos:
                 row += [_seconds(match.first), _seconds(match.last),
@@ -246,6 +252,10 @@ def _json_match(match: Match) -> dict:
     if match.taken is not None:
         entry["taken"] = match.taken
         entry["taken_from"] = match.taken_from
+    if match.threshold is not None:  # this person's own cutoff
+        entry["threshold"] = round(float(match.threshold), 4)
+    if match.confidence is not None:
+        entry["confidence"] = round(float(match.confidence), 3)
     if match.face is not None:  # with a face index: the face's id on the review page
         entry["face"] = match.face
     if match.confirmed:
@@ -368,6 +378,18 @@ def _when_seen(match: Match) -> str:
             f"{_plural(match.frames or 0, 'frame')}]")
 
 
+def _how_sure(match: Match) -> str:
+    """Distance, the person's cutoff and the calibrated confidence, as shown on request."""
+    text = f"{match.distance:.3f}"
+    if match.threshold is not None:
+        text += f" < {match.threshold:.2f}"
+    if match.confirmed:
+        text += ", confirmed by you"
+    elif match.confidence is not None:
+        text += f", {match.confidence:.1%} sure"
+    return text
+
+
 def format_results(matches: Sequence[Match], people: Sequence[str], *, show_distance: bool,
                    limit: int | None = LIST_LINES) -> str:
     """The per-person listing printed after a run: a count and the first ``limit`` paths.
@@ -391,7 +413,7 @@ def format_results(matches: Sequence[Match], people: Sequence[str], *, show_dist
         for match in ordered[:limit]:
             line = f"  {_date(match.taken, match.taken_from)}  {printable(match.rel)}"
             if show_distance:
-                line += f"  ({match.distance:.3f})"
+                line += f"  ({_how_sure(match)})"
             if match.frames is not None:
                 line += _when_seen(match)
             lines.append(line)
@@ -416,7 +438,7 @@ def format_answer(matches: Sequence[Match], question: str, *, show_distance: boo
     for rel, found in sorted(files.items(), key=lambda item: by_date(item[1][0])):
         first = found[0]
         people = ", ".join(
-            f"{m.person} ({m.distance:.3f})" if show_distance else m.person
+            f"{m.person} ({_how_sure(m)})" if show_distance else m.person
             for m in sorted(found, key=lambda m: m.person.casefold()))
         line = f"  {_date(first.taken, first.taken_from)}  {printable(rel)}  - {people}"
         if first.frames is not None:

@@ -159,8 +159,9 @@ class Review:
                 chosen = sorted(maybe, key=lambda m: m.distance)
             elif kind == "check":
                 chosen = sorted(check, key=lambda m: -m.distance)
-            else:
-                chosen = sorted([*check, *maybe], key=lambda m: abs(m.distance - threshold))
+            else:  # each face against its person's own cutoff
+                chosen = sorted([*check, *maybe], key=lambda m: abs(
+                    m.distance - (threshold if m.threshold is None else m.threshold)))
             return chosen[:limit]
 
     def _person(self, person: str | None) -> str:

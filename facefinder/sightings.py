@@ -14,8 +14,10 @@ from __future__ import annotations
 import itertools
 from collections import defaultdict
 
+import numpy as np
+
 from facefinder.decisions import Verdicts
-from facefinder.match import FaceTable, Gallery
+from facefinder.match import FaceTable, Gallery, cutoffs
 from facefinder.records import FileResult, Match, face_id
 
 MIN_FRAMES = 2
@@ -33,8 +35,8 @@ def confirmed(times: list[float], sampled: int, fps: float) -> bool:
     return any(b - a <= gap for a, b in itertools.pairwise(ordered))
 
 
-def match_video(result: FileResult, gallery: Gallery, threshold: float, fps: float,
-                verdicts: Verdicts | None = None) -> list[Match]:
+def match_video(result: FileResult, gallery: Gallery, threshold: float | np.ndarray,
+                fps: float, verdicts: Verdicts | None = None) -> list[Match]:
     """The people seen in one analysed video, each with their closest face and time span.
 
     A sampled face the user confirmed counts as a sighting whatever its distance, and one
@@ -43,6 +45,8 @@ def match_video(result: FileResult, gallery: Gallery, threshold: float, fps: flo
     table = FaceTable.of(result, gallery, verdicts)
     if not table.faces:
         return []
+    cut = cutoffs(threshold, len(gallery.people))
+    assert cut is not None
     best_person = table.distance.argmin(axis=1)
     seen: dict[int, set[float]] = defaultdict(set)
     best: dict[int, tuple[float, int]] = {}
@@ -53,7 +57,7 @@ def match_video(result: FileResult, gallery: Gallery, threshold: float, fps: flo
             sure.add(person)
         else:
             distance = float(table.distance[row, person])
-            if distance >= threshold:
+            if distance >= cut[person]:
                 continue
         person = int(person)
         seen[person].add(float(table.faces[row][1].time or 0.0))
@@ -71,5 +75,6 @@ def match_video(result: FileResult, gallery: Gallery, threshold: float, fps: flo
                              taken_from=result.taken_from, first=times[0], last=times[-1],
                              frames=len(times),
                              face=None if result.key is None else face_id(result.key, n),
-                             confirmed=person in sure and distance == 0.0))
+                             confirmed=person in sure and distance == 0.0,
+                             threshold=float(cut[person])))
     return matches

@@ -58,7 +58,7 @@ def test_csv_has_the_documented_columns(celeb_run: Path):
         rows = list(csv.DictReader(handle))
     assert rows
     assert list(rows[0]) == ["path", "person", "distance", "box", "model", "threshold",
-                             "taken", "taken_from"]
+                             "taken", "taken_from", "confidence"]
     assert {row["taken_from"] for row in rows} <= {"exif", "file time"}
     for row in rows:
         assert "\\" not in row["path"] and not row["path"].startswith("/")

@@ -149,6 +149,8 @@ def match_json(review: Review, match: Match) -> dict[str, Any]:
         "box": list(match.box), "size": list(file.size) if file and file.size else None,
         "kind": file.kind if file else None, "taken": match.taken,
         "taken_from": match.taken_from, "confirmed": match.confirmed,
+        "threshold": None if match.threshold is None else round(match.threshold, 4),
+        "confidence": match.confidence,
         "first": match.first, "last": match.last, "frames": match.frames,
     }
 
@@ -193,6 +195,7 @@ def make_app(review: Review, token: str, port: int) -> ASGIApp:
         s = result.summary
         return {"photos": str(review.photos), "model": result.model,
                 "threshold": result.threshold, "maybe_below": review.maybe_below,
+                "thresholds": {k: round(v, 4) for k, v in result.thresholds.items()},
                 "files": s.files_scanned, "images": s.images_read, "videos": s.videos_read,
                 "faces": s.faces_found, "unreadable": len(s.unreadable),
                 "matches": len(result.matches), "maybes": len(result.maybes),
@@ -213,7 +216,10 @@ def make_app(review: Review, token: str, port: int) -> ASGIApp:
         limit = _int(request, "limit", 20)
         kind = request.query_params.get("kind", "both")
         found = await run_in_threadpool(review.suggestions, person, limit, kind)
-        return {"person": person, "threshold": review.result.threshold,
+        result = review.result
+        cut = next((v for k, v in result.thresholds.items() if k.casefold() == person.casefold()),
+                   result.threshold)
+        return {"person": person, "threshold": round(cut, 4),
                 "suggestions": [match_json(review, m) for m in found]}
 
     async def decisions(request: Request) -> dict:
