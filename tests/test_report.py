@@ -40,10 +40,10 @@ def test_csv_header_and_rows_exact(tmp_path: Path) -> None:
     assert raw.startswith(b"\xef\xbb\xbf")  # BOM, so Excel on Windows reads UTF-8
     text = raw[3:].decode("utf-8")
     assert text.split("\r\n") == [
-        "path,person,distance,box,model,threshold,taken,taken_from",
-        '"2019/Zoë, ""beach"".jpg",Zoë,0.1235,"10,20,30,40",facenet512,0.6,,',
-        '2020/b.jpg,Anna,0.5556,"1,2,3,4",facenet512,0.6,,',
-        '2020/b.jpg,Zoë,0.3000,"5,6,7,8",facenet512,0.6,,',
+        "path,person,distance,box,model,threshold,taken,taken_from,confidence",
+        '"2019/Zoë, ""beach"".jpg",Zoë,0.1235,"10,20,30,40",facenet512,0.6,,,',
+        '2020/b.jpg,Anna,0.5556,"1,2,3,4",facenet512,0.6,,,',
+        '2020/b.jpg,Zoë,0.3000,"5,6,7,8",facenet512,0.6,,,',
         "",
     ]
     assert leftovers(tmp_path) == []
@@ -77,7 +77,7 @@ def test_empty_csv_has_header_only(tmp_path: Path) -> None:
     out = tmp_path / "matches.csv"
     write_csv(out, [], model="m", threshold=0.5)
     assert out.read_bytes() == (b"\xef\xbb\xbfpath,person,distance,box,model,threshold,"
-                                b"taken,taken_from\r\n")
+                                b"taken,taken_from,confidence\r\n")
 
 
 def test_reports_replace_old_reports_but_never_a_photo(tmp_path: Path) -> None:

@@ -112,17 +112,22 @@ def copy_index(album: Album, folder: Path) -> Path:
     return folder / album.index.name
 
 
+# One cutoff for everyone: these tests are about the page's mechanics, and the album was
+# built so that some faces sit just over the model's default threshold (maybes).
+THRESHOLD = 0.32
+
+
 @contextlib.contextmanager
 def open_review(album: Album, index: Path) -> Iterator[Review]:
     """A Review of the album over ``index``; its finder is closed afterwards."""
     with Finder(album.reference, models=album.models, index=index, jobs=1) as finder:
-        yield Review(finder, album.photos)
+        yield Review(finder, album.photos, threshold=THRESHOLD)
 
 
 def fresh_find(album: Album, index: Path):
     """What a new search over the same index reports (a new Finder, nothing shared)."""
     with Finder(album.reference, models=album.models, index=index, jobs=1) as finder:
-        return finder.find(album.photos)
+        return finder.find(album.photos, threshold=THRESHOLD)
 
 
 # --------------------------------------------------------------------------- the server
@@ -319,7 +324,7 @@ def test_a_no_removes_the_match_for_good(api: Served, album: Album, review: Revi
     left = api.json("GET", "/api/matches?person=Elton")["matches"]
     assert worst["file"] not in {m["file"] for m in left}
     photo = api.json("GET", f"/api/photos/{worst['file']}")
-    assert photo["faces"][0]["rejected"] == ["elton"] and photo["faces"][0]["person"] != "Elton"
+    assert photo["faces"][0]["rejected"] == ["Elton"] and photo["faces"][0]["person"] != "Elton"
     refreshed = api.json("POST", "/api/refresh")
     assert refreshed["decisions"] == 1
     assert worst["file"] not in {m["file"] for m in
@@ -404,7 +409,7 @@ def test_decisions_survive_reopening_the_index(api: Served, album: Album,
             "Ben": 1, "Elton": 0, "Mindy": group["size"]}
         first = reopened.photo(ben[0]["file"])["faces"][0]
         assert first["decided"] == "Ben" and first["confirmed"]
-        assert reopened.photo(ben[-1]["file"])["faces"][0]["rejected"] == ["ben"]
+        assert reopened.photo(ben[-1]["file"])["faces"][0]["rejected"] == ["Ben"]
         assert len(reopened.verdicts) == 2 + group["size"]
     undo = api.json("POST", "/api/decisions",
                     {"face": ben[0]["face"], "person": "Ben", "verdict": "undo"})
@@ -472,7 +477,8 @@ def test_the_token_is_needed(api: Served) -> None:
     for path in ("/", "/api/people", "/static/app.js", "/api/faces/x/image"):
         status, _h, body = api.call("GET", path, token=False)
         assert status == 401, path
-        assert "open the address the finder printed" in json.loads(body)["error"]
+        text = body.decode() if path == "/" else json.loads(body)["error"]  # "/": a page
+        assert "open the address the finder printed" in text, path
     wrong = api.token[:-1] + ("a" if api.token[-1] != "a" else "b")
     for headers in ({"X-Finder-Token": wrong}, {"Cookie": f"finder_token={wrong}"},
                     {"X-Finder-Token": ""}):

@@ -115,7 +115,7 @@ def test_cookie_flow_people_and_answers_by_key(page, console_errors, screenshot,
     page.locator(f'li.card.confirmed[data-face="{first}"]').wait_for()
     assert page.locator(f'li.card[data-face="{second}"]').count() == 0
     photo = api.json("GET", f"/api/photos/{second.split('-')[0]}")
-    assert photo["faces"][0]["rejected"] == ["ben"]
+    assert photo["faces"][0]["rejected"] == ["Ben"]
     assert not console_errors, console_errors
 
 
@@ -146,7 +146,7 @@ def test_maybe_page_yes_then_check_these_no(page, console_errors, screenshot,
     if len(both) > 1:
         wait_focus(page, both[1]['face'])
     photo = api.json("GET", f"/api/photos/{both[0]['file']}")
-    assert "ben" in photo["faces"][0]["rejected"]
+    assert "Ben" in photo["faces"][0]["rejected"]
     assert not console_errors, console_errors
 
 
