@@ -276,7 +276,9 @@ def main() -> None:
 
         threshold = model_spec(args.model).default_threshold
     pairs = [(m["path"], m["person"], m["distance"]) for m in report["matches"]]
-    found = {(p, person) for p, person, d in pairs if d < threshold}
+    own_rule = run_threshold is None  # the finder's decision rule: each person's cutoff
+    found = {(p, person) for p, person, d in pairs if own_rule or d < threshold}
+    cutoffs = sorted({m["threshold"] for m in report["matches"] if "threshold" in m})
     overall = score(truth, found)
     negatives = {p for p, (people, kind) in truth.items() if kind.startswith(("no-face", "broken"))}
     false_on_negatives = sum(1 for p, _ in found if p in negatives)
@@ -284,7 +286,9 @@ def main() -> None:
     print(f"album: {args.album}  ({len(truth)} files, {images} images)")
     print(f"machine: {platform.machine()}, {psutil.cpu_count()} cores, "
           f"{psutil.virtual_memory().total / 2**30:.0f} GiB, Python {platform.python_version()}")
-    print(f"model: {report['model']}  threshold: {threshold}  jobs: {args.jobs}")
+    shown = (f"each person's own ({cutoffs[0]:g}-{cutoffs[-1]:g}; decision rule)"
+             if own_rule and cutoffs else f"{threshold}")
+    print(f"model: {report['model']}  threshold: {shown}  jobs: {args.jobs}")
     print(f"time: {seconds:.1f} s  ->  {images / seconds:.1f} photos/s "
           "(wall clock, including start-up)")
     print(f"peak memory (RSS, all processes): {peak / 2**20:.0f} MiB")
@@ -316,7 +320,8 @@ def main() -> None:
         s = score(part, {pair for pair in found if pair[0] in part})
         by_group[group] = {"recall": s.recall, "positives": s.tp + s.fn, "false": s.fp}
         print(f"  {group:28s} {s.recall:.3f}  ({s.tp}/{s.tp + s.fn}, {s.fp} false)")
-    curve_end = run_threshold if run_threshold is not None else threshold
+    curve_end = run_threshold if run_threshold is not None else (
+        max((d for *_, d in pairs), default=threshold) + 1e-4 if own_rule else threshold)
     points = operating_points(pr_curve(truth, pairs, curve_end))
     print_operating_points(points, curve_end)
     if args.api_check:

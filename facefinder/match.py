@@ -13,7 +13,7 @@ file, is a "maybe" for that person: what the reports and the review page offer t
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -28,6 +28,10 @@ class Gallery:
     people: list[str]
     vectors: np.ndarray  # (M, D) unit vectors, rows grouped by person in ``people`` order
     owner: np.ndarray  # (M,) index into ``people`` for each row
+    # Rows that are faces of the collection itself (query expansion): (content key, face
+    # number) -> row. Such a face's own distance leaves its own row out: it is reported
+    # (and judged) by how close it is to the *other* faces of its person, never 0.
+    members: dict[tuple[bytes, int], int] = field(default_factory=dict)
 
     @classmethod
     def build(cls, per_person: dict[str, Sequence[np.ndarray]]) -> Gallery:
@@ -43,6 +47,13 @@ class Gallery:
         distances = 1.0 - embeddings @ self.vectors.T  # (F, M)
         starts = np.flatnonzero(np.r_[True, self.owner[1:] != self.owner[:-1]])
         return np.minimum.reduceat(distances, starts, axis=1)
+
+    def nearest_without(self, embedding: np.ndarray, row: int) -> np.ndarray:
+        """(P,) distances of one face to each person, leaving gallery row ``row`` out."""
+        distances = 1.0 - self.vectors @ embedding
+        distances[row] = np.inf
+        starts = np.flatnonzero(np.r_[True, self.owner[1:] != self.owner[:-1]])
+        return np.minimum.reduceat(distances, starts)
 
 
 @dataclass
@@ -64,6 +75,11 @@ class FaceTable:
         if not faces or not people:
             return cls([], np.zeros((0, people), np.float32), np.zeros(0, np.int64))
         distance = gallery.nearest(np.stack([f.embedding for _, f in faces]))
+        if gallery.members and result.key is not None:
+            for row, (n, face) in enumerate(faces):
+                own = gallery.members.get((result.key, n))
+                if own is not None:
+                    distance[row] = gallery.nearest_without(face.embedding, own)
         confirmed = np.full(len(faces), -1, np.int64)
         if verdicts is not None and len(verdicts):
             column = {p.casefold(): i for i, p in enumerate(gallery.people)}

@@ -101,3 +101,16 @@ def test_confidence_grows_with_the_margin() -> None:
     assert confidence(None, 0.1) is None
     values = [confidence(RULE, m) for m in np.linspace(0, 0.5, 11)]
     assert all(v is None for v in values) or values == sorted(values)
+
+
+def test_a_face_that_joined_by_expansion_is_not_judged_by_itself() -> None:
+    """Its reported distance (and so its confidence) is to its person's other faces."""
+    from facefinder.match import match_file
+
+    e = _basis(5, 6)
+    gallery = Gallery.build({"Anna": [e[0]]})
+    photo = _photo(1, _at(e[0], e[1], 0.2))
+    decided = decide([photo], gallery, RULE, None, None)
+    assert decided.expanded == {"Anna": 1}
+    matches, _ = match_file(photo, decided.gallery, 0.32)
+    assert abs(matches[0].distance - 0.2) < 1e-4  # not 0: its own row is left out
