@@ -220,3 +220,25 @@ def test_a_schema_2_index_is_upgraded_and_keeps_every_file(indexed) -> None:
     assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
     assert conn.execute("SELECT count(*) FROM decisions").fetchone()[0] == 0
     conn.close()
+
+
+def test_a_wrong_photo_among_the_references_is_named_and_coverage_is_summarised(
+        celebrities: Path, models_dir: Path, tmp_path: Path) -> None:
+    """Someone else's photo in Madonna's folder would make the finder search for them
+    too: it is named. Each person's reference set is summarised with what to add."""
+    from conftest import copy_references
+
+    refs = copy_references(celebrities, tmp_path, ["madonna"], 4)
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    with Finder(refs, models=models_dir, jobs=1) as finder:
+        stranger = next(p for p in sorted((celebrities / "train" / "elton_john").glob("*.jpg"))
+                        if [f for f in finder.faces(p).faces if f.embedding is not None])
+        shutil.copy(stranger, refs / "madonna" / "zz_not_her.jpg")
+        result = finder.find(photos)
+    notes = {n.rel: n.text for n in result.reference_notes}
+    assert "unlike madonna's other reference photos" in notes["madonna/zz_not_her.jpg"]
+    assert not any("unlike" in text for rel, text in notes.items()
+                   if rel != "madonna/zz_not_her.jpg")
+    assert notes["madonna"].startswith("5 reference faces")
+    assert "add" in notes["madonna"]
