@@ -96,13 +96,13 @@ def _nearest(gallery: Gallery, vectors: np.ndarray, block: int = 65536) -> np.nd
 
 def expand(rule: RuleSpec, gallery: Gallery, vectors: np.ndarray, photo: np.ndarray,
            vetoed: Callable[[int, int], bool] | None = None,
-           names: Sequence[tuple[bytes, int] | None] | None = None
+           names: Sequence[tuple[str, int]] | None = None
            ) -> tuple[Gallery, dict[str, int]]:
     """The gallery with confident faces added to their person, round after round.
 
     ``photo[i]`` says which file face i is in (a person joins at most one face per photo);
     ``vetoed(i, p)`` is True when face i must not join person p (the user said no, or
-    said it is someone else); ``names[i]`` (content key, face number) marks the rows a
+    said it is someone else); ``names[i]`` (file path, face number) marks the rows a
     face joined, so its own distance can leave itself out (``Gallery.members``).
     """
     people = list(gallery.people)
@@ -136,8 +136,7 @@ def expand(rule: RuleSpec, gallery: Gallery, vectors: np.ndarray, photo: np.ndar
             for p in range(len(people)):
                 at += int((gallery.owner == p).sum())
                 for i in extra[p]:
-                    if names[i] is not None:
-                        current.members[names[i]] = at
+                    current.members[names[i]] = at
                     at += 1
     return current, {people[p]: len(v) for p, v in extra.items() if v}
 
@@ -181,7 +180,7 @@ def decide(files: Sequence[FileResult], gallery: Gallery, rule: RuleSpec | None,
                      min(rule.expand_below, float(cuts.min()) if len(cuts) else rule.floor),
                      rule.rounds, rule.confidence)
     expanded, added = expand(local, gallery, vectors, photo, vetoed,
-                             [(f.key, n) if f.key is not None else None for f, n in faces])
+                             [(f.rel, n) for f, n in faces])
     return Decided(expanded, {p: float(c) for p, c in zip(gallery.people, cuts, strict=True)},
                    added)
 

@@ -198,7 +198,7 @@ def _card(match: Match, previews: _Previews) -> dict[str, Any]:
     if match.confirmed:
         card["c"] = 1
     if match.confidence is not None:
-        card["k"] = round(float(match.confidence), 3)
+        card["k"] = round(float(match.confidence), 4)
     if shown != match.rel:
         card["x"] = 1  # shown differently from its name on disk: no link to open it
     return card
@@ -482,7 +482,7 @@ var link=c.x||!data.root?"":href(c.p);
 if(link){var a=el("a",null,c.p);a.href=link;a.rel="noopener noreferrer";path.appendChild(a);}
 else path.textContent=c.p;cap.appendChild(path);
 var meta=(c.t?c.t+" ("+c.s+")":"no date")+" · distance "+c.d.toFixed(3)+
-(c.k!==undefined&&!c.c?" · "+(c.k*100).toFixed(1)+"% sure":"");
+(c.k!==undefined&&!c.c?" · "+(c.k*100).toFixed(2)+"% sure":"");
 cap.appendChild(el("div","meta",meta));
 if(c.v)cap.appendChild(el("div","meta","video: seen "+clock(c.v[0])+"–"+clock(c.v[1])+
 ", "+c.v[2]+(c.v[2]===1?" frame":" frames")+"; frame at "+clock(c.v[3])));

@@ -28,10 +28,11 @@ class Gallery:
     people: list[str]
     vectors: np.ndarray  # (M, D) unit vectors, rows grouped by person in ``people`` order
     owner: np.ndarray  # (M,) index into ``people`` for each row
-    # Rows that are faces of the collection itself (query expansion): (content key, face
-    # number) -> row. Such a face's own distance leaves its own row out: it is reported
-    # (and judged) by how close it is to the *other* faces of its person, never 0.
-    members: dict[tuple[bytes, int], int] = field(default_factory=dict)
+    # Rows that are faces of the collection itself (query expansion): (file's path in the
+    # collection, face number) -> row. Such a face's own distance leaves its own row out:
+    # it is reported (and judged) by how close it is to the *other* faces of its person,
+    # never 0 - with or without a face index alike.
+    members: dict[tuple[str, int], int] = field(default_factory=dict)
 
     @classmethod
     def build(cls, per_person: dict[str, Sequence[np.ndarray]]) -> Gallery:
@@ -75,9 +76,9 @@ class FaceTable:
         if not faces or not people:
             return cls([], np.zeros((0, people), np.float32), np.zeros(0, np.int64))
         distance = gallery.nearest(np.stack([f.embedding for _, f in faces]))
-        if gallery.members and result.key is not None:
+        if gallery.members:
             for row, (n, face) in enumerate(faces):
-                own = gallery.members.get((result.key, n))
+                own = gallery.members.get((result.rel, n))
                 if own is not None:
                     distance[row] = gallery.nearest_without(face.embedding, own)
         confirmed = np.full(len(faces), -1, np.int64)

@@ -213,7 +213,7 @@ def write_csv(path: Path, matches: Sequence[Match], *, model: str, threshold: fl
                 repr(_number(threshold if match.threshold is None else match.threshold)),
                 match.taken or "",
                 match.taken_from or "",
-                "" if match.confidence is None else f"{match.confidence:.3f}",
+                "" if match.confidence is None else f"{match.confidence:.4f}",
             ]
             if videos:
                 row += [_seconds(match.first), _seconds(match.last),
@@ -255,7 +255,7 @@ def _json_match(match: Match) -> dict:
     if match.threshold is not None:  # this person's own cutoff
         entry["threshold"] = round(float(match.threshold), 4)
     if match.confidence is not None:
-        entry["confidence"] = round(float(match.confidence), 3)
+        entry["confidence"] = round(float(match.confidence), 4)
     if match.face is not None:  # with a face index: the face's id on the review page
         entry["face"] = match.face
     if match.confirmed:
@@ -386,7 +386,7 @@ def _how_sure(match: Match) -> str:
     if match.confirmed:
         text += ", confirmed by you"
     elif match.confidence is not None:
-        text += f", {match.confidence:.1%} sure"
+        text += f", {match.confidence:.2%} sure"
     return text
 
 
