@@ -41,7 +41,7 @@ from facefinder.analyse import (
 )
 from facefinder.cached import Analyser
 from facefinder.decide import RULES, decide, with_confidence
-from facefinder.decisions import Verdicts
+from facefinder.decisions import Verdicts, name_key
 from facefinder.executors import (
     Executor,
     InlineExecutor,
@@ -332,24 +332,33 @@ class Finder:
         try:
             analyser = Analyser(index, self.job, self._executor, self._inline)
             verdicts = self._verdicts(index, analyser)
-            persons, stray = self._people(people or [], query, verdicts)
-            hidden = {name.casefold() for name in query.without}
-            listed = [p.name for p in persons if p.name.casefold() not in hidden]
+            everyone, stray, wanted = self._people(people or [], query, verdicts)
+            hidden = {name_key(name) for name in query.without}
+            listed = [p.name for p in everyone
+                      if name_key(p.name) in wanted and name_key(p.name) not in hidden]
             result = RunResult(root, self.reference, listed, self.spec.name, threshold, [],
                                Summary(), chosen_threshold=chosen)
+            seen: list[FileResult] = []
             try:
-                gallery = self._references(persons, stray, threshold, analyser, index,
-                                           result, emit, verdicts)
+                # Everyone is matched, whoever is asked for: a face is the person it is
+                # nearest to, so narrowing the gallery would hand other people's faces
+                # to the one searched for.
+                gallery = self._references(everyone, stray, threshold, analyser, index,
+                                           result, emit, verdicts, wanted)
                 if not stop.is_set():
                     excluded = [self.reference, PROGRAM_DIR, *map(Path, exclude)]
                     total = _count(root, excluded, follow_links) if count_files else None
-                    emit(Started(root, list(result.reference_faces), len(gallery.vectors),
-                                 self.spec.name, threshold, self._executor.jobs, total))
-                    seen = self._search(root, excluded, gallery, query, analyser, result,
-                                        emit, stop, keep_files, follow_links, verdicts)
-                    self._decide(result, seen, gallery, verdicts, query, chosen)
+                    emit(Started(root, list(listed), sum(
+                        len(result.reference_faces.get(p, ())) + result.confirmed_faces.get(p, 0)
+                        for p in listed), self.spec.name, threshold, self._executor.jobs,
+                        total))
+                    self._search(root, excluded, gallery, query, analyser, result, emit,
+                                 stop, keep_files, follow_links, verdicts, seen)
             except KeyboardInterrupt:
                 pass
+            if result.searched:  # also after Ctrl-C: what was seen is decided and reported
+                with contextlib.suppress(KeyboardInterrupt):
+                    self._decide(result, seen, gallery, verdicts, query, chosen, wanted)
             self._finish(result, analyser, index, started, interrupted=not result.complete)
         finally:
             if index is not None:
@@ -374,9 +383,9 @@ class Finder:
         what a new run would report: the same gallery (reference faces plus confirmed
         ones) and the same per-file rule as :meth:`find`.
         """
-        names = {n.casefold(): n for n in result.reference_faces}
+        names = {name_key(n): n for n in result.reference_faces}
         for name in verdicts.people():
-            names.setdefault(name.casefold(), name)
+            names.setdefault(name_key(name), name)
         per_person = {
             name: [*(f.embedding for f in result.reference_faces.get(name, ())),
                    *verdicts.confirmed_vectors(name)]
@@ -386,7 +395,7 @@ class Finder:
         result.confirmed_faces = {n: len(verdicts.confirmed_vectors(n)) for n in per_person
                                   if verdicts.confirmed_vectors(n)}
         self._decide(result, [f for f in result.files if f.faces], gallery, verdicts, None,
-                     result.chosen_threshold)
+                     result.chosen_threshold, {name_key(p) for p in result.people})
         result.summary.matches_per_person = dict(Counter(m.person for m in result.matches))
 
     def verdicts(self, index: FaceIndex) -> Verdicts:
@@ -408,9 +417,15 @@ class Finder:
 
     def _references(self, persons: list[Person], stray: list[ReferenceNote], threshold: float,
                     analyser: Analyser, index: FaceIndex | None, result: RunResult,
-                    emit: Callable[[Event], None], verdicts: Verdicts) -> Gallery:
+                    emit: Callable[[Event], None], verdicts: Verdicts,
+                    wanted: set[str] | None = None) -> Gallery:
         """Read the reference photos (from the index when it knows them) into a gallery,
-        with the faces the user confirmed for each person."""
+        with the faces the user confirmed for each person.
+
+        ``wanted`` (name keys): the people asked for. A folder of someone else that has no
+        usable photo is then skipped rather than an error, and notes are told only for
+        the people asked for.
+        """
         confirmed = {p.name: verdicts.confirmed_vectors(p.name) for p in persons}
         # A person named on the review page may have no reference photo at all.
         persons = [p for p in persons if p.photos or not confirmed[p.name]]
@@ -418,10 +433,17 @@ class Finder:
         with contextlib.closing(analyser.results(self.reference, items, trusted=True)
                                 ) as analysed:
             results = {r.rel: r for r in analysed}
+        asked = [p for p in persons if wanted is None or name_key(p.name) in wanted]
+        others = [p for p in persons if p not in asked]
         try:
-            faces, notes = choose_faces(persons, results, agree_below=threshold)
+            faces, notes = choose_faces(asked, results, agree_below=threshold)
         except ReferenceError as exc:
             raise FinderError(str(exc)) from None
+        for person in others:
+            with contextlib.suppress(ReferenceError):
+                faces.update(choose_faces([person], results, agree_below=threshold)[0])
+        names = {p.name for p in asked}
+        stray = [n for n in stray if "/" not in n.rel or n.rel.split("/")[0] in names]
         result.reference_faces, result.reference_notes = faces, stray + notes
         result.summary.references_decoded = analyser.decoded
         analyser.decoded = analyser.from_index = 0  # from here on: the collection's files
@@ -436,16 +458,18 @@ class Finder:
     def _search(self, root: Path, excluded: list[Path], gallery: Gallery, query: Query,
                 analyser: Analyser, result: RunResult, emit: Callable[[Event], None],
                 stop: Cancel, keep_files: bool, follow_links: bool = False,
-                verdicts: Verdicts | None = None) -> list[FileResult]:
+                verdicts: Verdicts | None = None, seen: list[FileResult] | None = None
+                ) -> list[FileResult]:
         """Look at every file under ``root``; ``result.complete`` once all were seen.
 
-        Returns the files with faces (what the decision rule needs). The matches sent
-        with each ``FileDone`` are provisional: at the model's default cutoff, before the
-        per-person cutoffs and expansion that need the whole collection.
+        Files with faces are added to ``seen`` (what the decision rule needs; a list the
+        caller holds, so a Ctrl-C keeps them). The matches sent with each ``FileDone`` are
+        provisional: at the model's default cutoff, before the per-person cutoffs and
+        expansion that need the whole collection.
         """
         summary = result.summary
         result.searched = True
-        seen: list[FileResult] = []
+        seen = [] if seen is None else seen
         found = _scan(root, excluded, summary, follow_links)
         with contextlib.closing(analyser.results(root, found)) as files:
             for file in files:
@@ -464,25 +488,38 @@ class Finder:
 
     def _decide(self, result: RunResult, files: Sequence[FileResult], gallery: Gallery,
                 verdicts: Verdicts | None, query: Query | None,
-                chosen: float | None) -> None:
+                chosen: float | None, wanted: set[str] | None = None) -> None:
         """Apply the decision rule to every file seen: per-person cutoffs, expansion,
-        then the matches and maybes of each file, filtered by the question."""
+        then the matches and maybes of each file, filtered by the question.
+
+        Videos are matched at the model's own threshold (or the one given): how crowded
+        a person is, is counted on photos, and the two-frame rule of a video was tuned
+        at that threshold.
+        """
         rule = RULES.get(self.spec.name.lower())
-        decided = decide(files, gallery, rule,
-                         chosen if chosen is not None or rule is None else None, verdicts)
+        # a model without a calibrated rule: its plain threshold when none is given
+        given = chosen if rule is not None or chosen is not None else result.threshold
+        decided = decide(files, gallery, rule, given, verdicts)
         result.thresholds, result.expanded_faces = decided.thresholds, decided.expanded
         final = decided.gallery
         cuts = np.array([decided.thresholds[p] for p in final.people], np.float32)
+        video_cuts = np.full(len(cuts), result.threshold if chosen is None else chosen,
+                             np.float32)
         maybe_cuts = cuts + (maybe_limit(result.threshold) - result.threshold)
+        if rule is not None:  # never as far as the band where faces are clearly not them
+            maybe_cuts = np.maximum(cuts, np.minimum(maybe_cuts, rule.band[0]))
+        asked = wanted if wanted is not None else {name_key(p) for p in final.people}
         listed = set(result.people)
         query = query or Query()
         result.matches, result.maybes = [], []
         for file in files:
             if file.kind == "video":
-                found = match_video(file, final, cuts, self.settings.video_fps, verdicts)
+                found = match_video(file, final, video_cuts, self.settings.video_fps,
+                                    verdicts)
                 maybes: list[Match] = []
             else:
                 found, maybes = match_file(file, final, cuts, verdicts, maybe_cuts)
+            found = [m for m in found if name_key(m.person) in asked]
             result.matches.extend(query.keep(file, found))
             result.maybes.extend(m for m in maybes if m.person in listed
                                  and query.keep(file, [*found, m]))
@@ -507,8 +544,9 @@ class Finder:
             })
 
     def _people(self, people: Sequence[str], query: Query, verdicts: Verdicts | None = None
-                ) -> tuple[list[Person], list[ReferenceNote]]:
-        """The people to search for, each name checked under the option that gave it.
+                ) -> tuple[list[Person], list[ReferenceNote], set[str]]:
+        """Everyone, notes on stray files, and the name keys of the people asked for
+        (each name checked under the option that gave it).
 
         Everyone of the reference folder, and everyone the user named on the review page
         (confirmed faces and no folder: their confirmed faces are their references).
@@ -518,26 +556,24 @@ class Finder:
                 verdicts and verdicts.people()))
         except ReferenceError as exc:
             raise FinderError(str(exc)) from None
-        known = {p.name.casefold() for p in everyone}
+        known = {name_key(p.name) for p in everyone}
         for name in verdicts.people() if verdicts else []:
-            if name.casefold() not in known:
+            if name_key(name) not in known:
                 everyone.append(Person(name, self.reference / name))
-                known.add(name.casefold())
-        everyone.sort(key=lambda p: p.name.casefold())
+                known.add(name_key(name))
+        everyone.sort(key=lambda p: name_key(p.name))
         for option, names in (("--person", people), ("--any", query.any_of),
                               ("--all", query.all_of), ("--without", query.without)):
-            missing = [n for n in names if n.casefold() not in known]
+            missing = [n for n in names if name_key(n) not in known]
             if missing:
                 raise FinderError(
                     f"{option} {', '.join(missing)}: no such folder in {self.reference} "
                     f"(people there: {', '.join(p.name for p in everyone)})")
         if not people and not query.any_of:
-            return everyone, stray
-        wanted = {n.casefold() for n in [*people, *query.any_of, *query.all_of,
-                                          *query.without]}
-        chosen = [p for p in everyone if p.name.casefold() in wanted]
-        names = {p.name for p in chosen}
-        return chosen, [n for n in stray if "/" not in n.rel or n.rel.split("/")[0] in names]
+            return everyone, stray, known
+        wanted = {name_key(n) for n in [*people, *query.any_of, *query.all_of,
+                                         *query.without]}
+        return everyone, stray, wanted
 
     def _match(self, file: FileResult, gallery: Gallery, threshold: float,
                verdicts: Verdicts | None) -> tuple[list[Match], list[Match]]:

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from facefinder.decisions import Verdicts
+from facefinder.decisions import Verdicts, name_key
 from facefinder.match import Gallery
 from facefinder.records import FileResult, Match
 
@@ -71,74 +71,105 @@ RULES: dict[str, RuleSpec] = {
 class Decided:
     """The outcome of the rule over a collection."""
 
-    gallery: Gallery  # references, confirmed and expanded faces
+    gallery: Gallery  # references, confirmed and expanded faces (with their distances)
     thresholds: dict[str, float]  # person -> cutoff
     expanded: dict[str, int]  # person -> faces added by expansion
 
 
-def person_thresholds(rule: RuleSpec, gallery: Gallery, vectors: np.ndarray) -> np.ndarray:
-    """(P,) cutoffs from how many of ``vectors`` fall in each person's impostor band."""
+def person_thresholds(rule: RuleSpec, gallery: Gallery, vectors: np.ndarray,
+                      distance: np.ndarray | None = None) -> np.ndarray:
+    """(P,) cutoffs from how many of ``vectors`` fall in each person's impostor band
+    (``distance``: their (F, P) distances to the gallery, when already known)."""
     if not len(gallery.people):
         return np.zeros(0, np.float32)
     if not len(vectors):
         return np.full(len(gallery.people), rule.cap, np.float32)
-    distance = _nearest(gallery, vectors)
+    if distance is None:
+        distance = _nearest(gallery, vectors)
     low, high = rule.band
     crowd = ((distance >= low) & (distance < high)).sum(axis=0)
     return np.clip(rule.c0 - rule.slope * np.log10(1.0 + crowd), rule.floor, rule.cap)
 
 
-def _nearest(gallery: Gallery, vectors: np.ndarray, block: int = 65536) -> np.ndarray:
+BLOCK_VALUES = 1 << 24  # floats in one temporary distance matrix (64 MB)
+
+
+def _nearest(gallery: Gallery, vectors: np.ndarray) -> np.ndarray:
     """(F, P) distances in blocks, so a million faces never make one huge matrix."""
-    parts = [gallery.nearest(vectors[i:i + block]) for i in range(0, len(vectors), block)]
+    rows = max(1, BLOCK_VALUES // max(1, len(gallery.vectors)))
+    parts = [gallery.nearest(vectors[i:i + rows]) for i in range(0, len(vectors), rows)]
     return np.concatenate(parts) if parts else np.zeros((0, len(gallery.people)), np.float32)
+
+
+def _min_to(vectors: np.ndarray, joined: list[int]) -> np.ndarray:
+    """(F,) distance of every face to the nearest of faces ``joined``, each face leaving
+    itself out - in blocks of bounded size."""
+    best = np.full(len(vectors), np.inf, np.float32)
+    columns = max(1, min(len(joined), 4096))
+    rows = max(1, BLOCK_VALUES // columns)
+    for c in range(0, len(joined), columns):
+        part = np.asarray(joined[c:c + columns])
+        targets = vectors[part].T
+        for r in range(0, len(vectors), rows):
+            block = 1.0 - vectors[r:r + rows] @ targets
+            own = np.flatnonzero((part >= r) & (part < r + rows))
+            block[part[own] - r, own] = np.inf
+            np.minimum(best[r:r + rows], block.min(axis=1), out=best[r:r + rows])
+    return best
 
 
 def expand(rule: RuleSpec, gallery: Gallery, vectors: np.ndarray, photo: np.ndarray,
            vetoed: Callable[[int, int], bool] | None = None,
-           names: Sequence[tuple[str, int]] | None = None
-           ) -> tuple[Gallery, dict[str, int]]:
+           names: Sequence[tuple[str, int]] | None = None,
+           occupied: set[tuple[int, int]] | None = None,
+           distance: np.ndarray | None = None) -> tuple[Gallery, dict[str, int]]:
     """The gallery with confident faces added to their person, round after round.
 
-    ``photo[i]`` says which file face i is in (a person joins at most one face per photo);
-    ``vetoed(i, p)`` is True when face i must not join person p (the user said no, or
-    said it is someone else); ``names[i]`` (file path, face number) marks the rows a
-    face joined, so its own distance can leave itself out (``Gallery.members``).
+    ``photo[i]`` says which file face i is in: a person takes at most one face per photo,
+    over all rounds (``occupied``: (photo, person) slots already taken, by confirmed
+    faces). ``vetoed(i, p)`` is True when face i must not join person p (the user said
+    no, or said it is someone else). ``distance``: the faces' (F, P) distances to the
+    gallery, when known. Each round compares every face only with the faces that just
+    joined, so a round costs faces x newcomers, not faces x gallery.
+
+    The returned gallery carries every face's final distance to each person
+    (``Gallery.known``, keyed by ``names[i]`` = (file path, face number)); a face that
+    joined is measured to its person's *other* faces, never to itself.
     """
     people = list(gallery.people)
     if not people or not len(vectors):
         return gallery, {}
+    current = (_nearest(gallery, vectors) if distance is None else distance).copy()
     added = np.zeros(len(vectors), bool)
     extra: dict[int, list[int]] = {p: [] for p in range(len(people))}
-    current = gallery
+    taken = set(occupied or ())
     for _ in range(rule.rounds):
-        distance = _nearest(current, vectors)
-        best = distance.argmin(axis=1)
-        close = distance[np.arange(len(vectors)), best]
+        best = current.argmin(axis=1)
+        close = current[np.arange(len(vectors)), best]
         chosen: dict[tuple[int, int], int] = {}
         for i in np.flatnonzero((close < rule.expand_below) & ~added):
             p = int(best[i])
-            if vetoed is not None and vetoed(int(i), p):
-                continue
             slot = (int(photo[i]), p)
+            if slot in taken or (vetoed is not None and vetoed(int(i), p)):
+                continue
             if slot not in chosen or close[i] < close[chosen[slot]]:
                 chosen[slot] = int(i)
         if not chosen:
             break
-        for (_, p), i in chosen.items():
-            extra[p].append(i)
+        newcomers: dict[int, list[int]] = {}
+        for slot, i in chosen.items():
+            taken.add(slot)
             added[i] = True
-        current = Gallery.build({
-            name: [*gallery.vectors[gallery.owner == p], *vectors[extra[p]]]
-            for p, name in enumerate(people)})
-        if names is not None:
-            at = 0
-            for p in range(len(people)):
-                at += int((gallery.owner == p).sum())
-                for i in extra[p]:
-                    current.members[names[i]] = at
-                    at += 1
-    return current, {people[p]: len(v) for p, v in extra.items() if v}
+            newcomers.setdefault(slot[1], []).append(i)
+        for p, joined in newcomers.items():
+            extra[p].extend(joined)
+            np.minimum(current[:, p], _min_to(vectors, joined), out=current[:, p])
+    grown = Gallery.build({
+        name: [*gallery.vectors[gallery.owner == p], *vectors[extra[p]]]
+        for p, name in enumerate(people)})
+    if names is not None:
+        grown.known = {name: current[i] for i, name in enumerate(names)}
+    return grown, {people[p]: len(v) for p, v in extra.items() if v}
 
 
 def confidence(rule: RuleSpec | None, margin: float) -> float | None:
@@ -157,30 +188,38 @@ def decide(files: Sequence[FileResult], gallery: Gallery, rule: RuleSpec | None,
     """The final gallery and per-person cutoffs for a collection's ``files``.
 
     ``threshold`` given (the user's ``--threshold``): that cutoff for everyone, with
-    expansion under it; ``rule`` None (a model not calibrated for the rule): the plain
-    threshold, no expansion.
+    expansion under the smaller of it and the rule's expansion cutoff; ``rule`` None (a
+    model not calibrated for the rule): the plain ``threshold``, no expansion.
     """
     if rule is None:
-        cut = float(threshold if threshold is not None else 0.0)
-        return Decided(gallery, {p: cut for p in gallery.people}, {})
+        assert threshold is not None
+        return Decided(gallery, {p: float(threshold) for p in gallery.people}, {})
     vectors, photo, faces = _collection_faces(files)
+    folded = {name_key(p): i for i, p in enumerate(gallery.people)}
+    occupied: set[tuple[int, int]] = set()
+    if verdicts is not None:
+        for i, (file, n) in enumerate(faces):
+            yes, _ = verdicts.verdict(file.key, n)
+            if yes is not None and name_key(yes) in folded:
+                occupied.add((int(photo[i]), folded[name_key(yes)]))
 
     def vetoed(i: int, p: int) -> bool:
         file, n = faces[i]
         if verdicts is None or file.key is None:
             return False
         yes, no = verdicts.verdict(file.key, n)
-        return yes is not None or gallery.people[p].casefold() in no
+        return yes is not None or name_key(gallery.people[p]) in no
 
+    distance = _nearest(gallery, vectors) if len(vectors) else None
     if threshold is None:
-        cuts = person_thresholds(rule, gallery, vectors)
+        cuts = person_thresholds(rule, gallery, vectors, distance)
     else:
         cuts = np.full(len(gallery.people), threshold, np.float32)
-    local = RuleSpec(rule.floor, rule.cap, rule.band, rule.c0, rule.slope,
-                     min(rule.expand_below, float(cuts.min()) if len(cuts) else rule.floor),
+    below = min(rule.expand_below, float(cuts.min()) if len(cuts) else rule.floor)
+    local = RuleSpec(rule.floor, rule.cap, rule.band, rule.c0, rule.slope, below,
                      rule.rounds, rule.confidence)
     expanded, added = expand(local, gallery, vectors, photo, vetoed,
-                             [(f.rel, n) for f, n in faces])
+                             [(f.rel, n) for f, n in faces], occupied, distance)
     return Decided(expanded, {p: float(c) for p, c in zip(gallery.people, cuts, strict=True)},
                    added)
 

@@ -16,7 +16,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from facefinder.records import Decision
+from facefinder.records import Decision, name_key
 
 MAX_NAME = 100
 _FORBIDDEN = set('<>:"/\\|?*')  # also folder names on Windows: the name becomes one in copies
@@ -44,7 +44,7 @@ def check_name(name: str) -> str:
 class Verdicts:
     """All decisions of one face index (for the analyses in use), looked up per face.
 
-    ``names`` maps a casefolded name to how it is shown (a reference folder's spelling
+    ``names`` maps a name's key (``name_key``) to how it is shown (a reference folder's spelling
     wins), so "anna" decided on the page and the folder "Anna" are one person.
     """
 
@@ -52,7 +52,7 @@ class Verdicts:
                  names: Iterable[str] = ()) -> None:
         self.names: dict[str, str] = {}
         for name in names:
-            self.names.setdefault(name.casefold(), name)
+            self.names.setdefault(name_key(name), name)
         self.yes: dict[tuple[bytes, int], str] = {}
         self.no: dict[tuple[bytes, int], set[str]] = defaultdict(set)
         self._confirmed: dict[str, list[Decision]] = defaultdict(list)
@@ -62,30 +62,29 @@ class Verdicts:
     def add(self, decision: Decision) -> None:
         """Take one more verdict into account (the review page, as the user answers)."""
         face = (decision.key, decision.n)
-        name = self.names.setdefault(decision.person.casefold(), decision.person)
-        folded = name.casefold()
+        name = self.names.setdefault(name_key(decision.person), decision.person)
+        folded = name_key(name)
         if decision.verdict == "yes":
             old = self.yes.get(face)
             if old is not None:
-                self._confirmed[old.casefold()] = [
-                    d for d in self._confirmed[old.casefold()]
-                    if (d.key, d.n) != face]
+                self._confirmed[name_key(old)] = [
+                    d for d in self._confirmed[name_key(old)] if (d.key, d.n) != face]
             self.yes[face] = name
             self.no[face].discard(folded)
             if decision.embedding is not None:
                 self._confirmed[folded].append(decision)
         else:
             self.no[face].add(folded)
-            if self.yes.get(face, "").casefold() == folded:
+            if name_key(self.yes.get(face, "")) == folded:
                 del self.yes[face]
                 self._confirmed[folded] = [d for d in self._confirmed[folded]
                                            if (d.key, d.n) != face]
 
     def remove(self, key: bytes, n: int, person: str) -> None:
         """Forget the verdict on one face for ``person`` (undo)."""
-        face, folded = (key, n), person.casefold()
+        face, folded = (key, n), name_key(person)
         self.no.get(face, set()).discard(folded)
-        if self.yes.get(face, "").casefold() == folded:
+        if name_key(self.yes.get(face, "")) == folded:
             del self.yes[face]
             self._confirmed[folded] = [d for d in self._confirmed[folded]
                                        if (d.key, d.n) != face]
@@ -97,13 +96,13 @@ class Verdicts:
 
     def confirmed(self, person: str) -> list[Decision]:
         """The faces the user confirmed for ``person`` (with their embeddings)."""
-        return list(self._confirmed.get(person.casefold(), ()))
+        return list(self._confirmed.get(name_key(person), ()))
 
     def confirmed_vectors(self, person: str) -> list[np.ndarray]:
         return [d.embedding for d in self.confirmed(person) if d.embedding is not None]
 
     def verdict(self, key: bytes | None, n: int) -> tuple[str | None, set[str]]:
-        """(the person this face was confirmed as or None, casefolded names it is not)."""
+        """(the person this face was confirmed as or None, name keys of those it is not)."""
         if key is None:
             return None, set()
         face = (key, n)

@@ -65,7 +65,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facefinder.records import Decision, Face, FileResult
+from facefinder.records import Decision, Face, FileResult, name_key
 
 APPLICATION_ID = 0x46414346  # "FACF" in the SQLite header: this file is a face index
 SCHEMA_VERSION = 3
@@ -775,6 +775,7 @@ class FaceIndex:
             if decision.verdict == "yes":
                 self.conn.execute("DELETE FROM decisions WHERE key = ? AND settings = ? AND "
                                   "n = ? AND verdict = 'yes'", (key, settings, n))
+            self._forget(settings, key, n, decision.person)
             self.conn.execute(
                 "INSERT OR REPLACE INTO decisions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (key, settings, n, decision.person, decision.verdict,
@@ -785,8 +786,17 @@ class FaceIndex:
     def undecide(self, settings: int, key: bytes, n: int, person: str) -> None:
         """Forget the verdict on one face for ``person`` (the user's undo)."""
         with self._write():
-            self.conn.execute("DELETE FROM decisions WHERE key = ? AND settings = ? AND n = ? "
-                              "AND person = ?", (key, settings, n, person))
+            self._forget(settings, key, n, person)
+
+    def _forget(self, settings: int, key: bytes, n: int, person: str) -> None:
+        """Delete a face's verdicts for ``person`` however the name was spelt then."""
+        wanted = name_key(person)
+        for (stored,) in self.conn.execute(
+                "SELECT person FROM decisions WHERE key = ? AND settings = ? AND n = ?",
+                (key, settings, n)).fetchall():
+            if name_key(stored) == wanted:
+                self.conn.execute("DELETE FROM decisions WHERE key = ? AND settings = ? AND "
+                                  "n = ? AND person = ?", (key, settings, n, stored))
 
     # ------------------------------------------------------------------ clusters
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from facefinder.decisions import Verdicts
+from facefinder.decisions import Verdicts, name_key
 from facefinder.records import Face, FileResult, Match, face_id
 
 
@@ -28,11 +28,11 @@ class Gallery:
     people: list[str]
     vectors: np.ndarray  # (M, D) unit vectors, rows grouped by person in ``people`` order
     owner: np.ndarray  # (M,) index into ``people`` for each row
-    # Rows that are faces of the collection itself (query expansion): (file's path in the
-    # collection, face number) -> row. Such a face's own distance leaves its own row out:
-    # it is reported (and judged) by how close it is to the *other* faces of its person,
-    # never 0 - with or without a face index alike.
-    members: dict[tuple[str, int], int] = field(default_factory=dict)
+    # Final distances of the collection's own faces to each person, from the decision
+    # rule ((file path, face number) -> (P,)): computed once for the whole collection
+    # (a face that joined by expansion is measured to its person's *other* faces, never
+    # to itself), so matching a file does not compare it with the grown gallery again.
+    known: dict[tuple[str, int], np.ndarray] = field(default_factory=dict)
 
     @classmethod
     def build(cls, per_person: dict[str, Sequence[np.ndarray]]) -> Gallery:
@@ -49,12 +49,7 @@ class Gallery:
         starts = np.flatnonzero(np.r_[True, self.owner[1:] != self.owner[:-1]])
         return np.minimum.reduceat(distances, starts, axis=1)
 
-    def nearest_without(self, embedding: np.ndarray, row: int) -> np.ndarray:
-        """(P,) distances of one face to each person, leaving gallery row ``row`` out."""
-        distances = 1.0 - self.vectors @ embedding
-        distances[row] = np.inf
-        starts = np.flatnonzero(np.r_[True, self.owner[1:] != self.owner[:-1]])
-        return np.minimum.reduceat(distances, starts)
+
 
 
 @dataclass
@@ -75,21 +70,20 @@ class FaceTable:
         people = len(gallery.people)
         if not faces or not people:
             return cls([], np.zeros((0, people), np.float32), np.zeros(0, np.int64))
-        distance = gallery.nearest(np.stack([f.embedding for _, f in faces]))
-        if gallery.members:
-            for row, (n, face) in enumerate(faces):
-                own = gallery.members.get((result.rel, n))
-                if own is not None:
-                    distance[row] = gallery.nearest_without(face.embedding, own)
+        known = [gallery.known.get((result.rel, n)) for n, _ in faces]
+        if gallery.known and all(k is not None for k in known):
+            distance = np.stack(known).astype(np.float32)  # a copy: vetoes go in below
+        else:
+            distance = gallery.nearest(np.stack([f.embedding for _, f in faces]))
         confirmed = np.full(len(faces), -1, np.int64)
         if verdicts is not None and len(verdicts):
-            column = {p.casefold(): i for i, p in enumerate(gallery.people)}
+            column = {name_key(p): i for i, p in enumerate(gallery.people)}
             for row, (n, _face) in enumerate(faces):
                 yes, no = verdicts.verdict(result.key, n)
                 if yes is not None:
                     distance[row, :] = np.inf  # theirs alone, or no one's searched
-                    if yes.casefold() in column:
-                        confirmed[row] = column[yes.casefold()]
+                    if name_key(yes) in column:
+                        confirmed[row] = column[name_key(yes)]
                 for name in no:
                     if name in column:
                         distance[row, column[name]] = np.inf

@@ -24,7 +24,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from facefinder.records import FileResult, Match
+from facefinder.records import FileResult, Match, name_key
 
 _DATE = re.compile(r"^(\d{4})(?:-(\d{2})(?:-(\d{2}))?)?$")
 
@@ -64,16 +64,20 @@ class Query:
                 and self.max_faces < self.min_faces):
             raise QueryError("--max-faces is smaller than --min-faces")
 
+    def asks(self) -> bool:
+        """Whether any filter is set (an empty Query keeps everything)."""
+        return self != Query()
+
     def keep(self, result: FileResult, matches: Sequence[Match]) -> list[Match]:
         """The matches of one file to report: all of them, or none when it is filtered out."""
         if not matches:
             return []
-        shown = {m.person.casefold() for m in matches}
-        if any(name.casefold() not in shown for name in self.all_of):
+        shown = {name_key(m.person) for m in matches}
+        if any(name_key(name) not in shown for name in self.all_of):
             return []
-        if self.any_of and not any(name.casefold() in shown for name in self.any_of):
+        if self.any_of and not any(name_key(name) in shown for name in self.any_of):
             return []
-        if any(name.casefold() in shown for name in self.without):
+        if any(name_key(name) in shown for name in self.without):
             return []
         taken = result.taken or ""
         if self.since and taken[: len(self.since)] < self.since:

@@ -7,6 +7,7 @@ store exactly these records and answer new questions without decoding a photo ag
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -68,6 +69,12 @@ class Match:
     # Share of matches at least this far under the cutoff that were right on the
     # calibration albums (``decide.CONFIDENCE``); 1.0 for a face the user confirmed.
     confidence: float | None = None
+
+
+def name_key(name: str) -> str:
+    """What makes two spellings of a name one person: case, and Unicode composition (a
+    folder copied from a Mac spells "José" with a separate accent)."""
+    return unicodedata.normalize("NFC", name).casefold()
 
 
 def face_id(key: bytes, n: int) -> str:

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from facefinder.api import Event, Finder, FinderError, RunResult, maybe_limit, open_index
-from facefinder.decisions import Verdicts, check_name
+from facefinder.decisions import Verdicts, check_name, name_key
 from facefinder.match import Gallery
 from facefinder.records import Decision, Face, FileResult, Match, face_id, parse_face_id
 
@@ -165,9 +165,9 @@ class Review:
             return chosen[:limit]
 
     def _person(self, person: str | None) -> str:
-        folded = str(person or "").casefold()
+        folded = name_key(str(person or ""))
         for name in self.result.people:
-            if name.casefold() == folded:
+            if name_key(name) == folded:
                 return name
         raise ReviewError(f"no such person: {str(person)[:100]!r}")
 
@@ -175,22 +175,30 @@ class Review:
 
     def decide(self, face: str, person: str, verdict: str) -> None:
         """Store the user's ``yes``/``no`` (or ``undo``) on ``face`` for ``person``."""
-        self.decide_many([face], person, verdict)
+        self.decide_all([(face, person, verdict)])
 
     def decide_many(self, faces: Iterable[str], person: str, verdict: str) -> None:
         """One verdict for several faces (naming a cluster), stored and applied at once."""
-        if verdict not in ("yes", "no", "undo"):
-            raise ReviewError("verdict must be yes, no or undo")
-        try:
-            name = check_name(person)
-        except ValueError as exc:
-            raise ReviewError(f"person: {exc}") from None
+        self.decide_all([(face, person, verdict) for face in faces])
+
+    def decide_all(self, answers: Iterable[tuple[str, str, str]]) -> None:
+        """Several answers (face, person, verdict): all checked first, then stored, then
+        the collection decided again once."""
         with self._lock:
-            known = {p.casefold(): p for p in self.result.people}
-            name = known.get(name.casefold(), name)
-            rows = [self._row(f) for f in faces]
+            known = {name_key(p): p for p in self.result.people}
+            checked = []
+            for face, person, verdict in answers:
+                if verdict not in ("yes", "no", "undo"):
+                    raise ReviewError("verdict must be yes, no or undo")
+                try:
+                    name = check_name(person)
+                except ValueError as exc:
+                    raise ReviewError(f"person: {exc}") from None
+                checked.append((self._row(face), known.get(name_key(name), name), verdict))
+            if not checked:
+                return
             with open_index(self.finder.index_path) as index:
-                for row in rows:
+                for row, name, verdict in checked:
                     file = self.result.files[row.file]
                     settings = self._settings[file.kind] or 0
                     assert file.key is not None
@@ -272,9 +280,16 @@ class Review:
             raise ReviewError(f"no such cluster: {str(cluster)[:40]!r}") from None
 
     def name_cluster(self, cluster: int, name: str) -> None:
-        """Every face of the cluster is ``name`` (a new person, or one already known)."""
+        """Every face of the cluster is ``name`` (a new person, or one already known) -
+        except a face the user already said is not ``name``: that answer stands."""
         with self._lock:
-            self.decide_many(self._cluster(cluster).faces, name, "yes")
+            key = name_key(name)
+            faces = []
+            for face in self._cluster(cluster).faces:
+                file_key, n = parse_face_id(face)
+                if key not in self.verdicts.verdict(file_key, n)[1]:
+                    faces.append(face)
+            self.decide_many(faces, name, "yes")
 
     def merge_clusters(self, into: int, other: int) -> None:
         """The faces of ``other`` join ``into`` (same person, split by the clustering)."""
@@ -300,10 +315,12 @@ class Review:
 
     def file(self, file: str) -> FileResult:
         """A file of the collection by its id (content key, hex)."""
-        try:
-            return self.result.files[self._by_file[str(file)]]
-        except KeyError:
-            raise ReviewError(f"no such file in this collection: {str(file)[:80]!r}") from None
+        with self._lock:
+            try:
+                return self.result.files[self._by_file[str(file)]]
+            except KeyError:
+                raise ReviewError(
+                    f"no such file in this collection: {str(file)[:80]!r}") from None
 
     def path_of(self, file: str) -> Path:
         """Where the file is: the search's own path for it, never one from a request."""
@@ -367,7 +384,8 @@ class Review:
                         order = np.argsort(near)[:3]
                         entry["people"] = [
                             {"name": gallery.people[i], "distance": round(float(near[i]), 4),
-                             "match": bool(near[i] < self.result.threshold)}
+                             "match": bool(near[i] < self.result.thresholds.get(
+                                 gallery.people[i], self.result.threshold))}
                             for i in order]
                     if len(self._vectors):
                         distance = 1.0 - self._vectors @ face.embedding

@@ -70,7 +70,11 @@ def test_expansion_never_takes_a_rejected_face_and_one_face_per_photo() -> None:
     gallery = Gallery.build({"Anna": [e[0]]})
     twins = np.stack([_at(e[0], e[1], 0.1), _at(e[0], e[2], 0.12)])  # both in photo 0
     _, added = expand(RULE, gallery, twins, np.array([0, 0]))
-    assert added == {"Anna": 2}  # one per round: the second round takes the other
+    assert added == {"Anna": 1}  # one face per photo, over all rounds (a twin, a poster)
+    _, added = expand(RULE, gallery, twins, np.array([0, 1]))
+    assert added == {"Anna": 2}
+    _, added = expand(RULE, gallery, twins, np.array([0, 1]), occupied={(0, 0)})
+    assert added == {"Anna": 1}  # photo 0 already has a face confirmed as Anna
     _, added = expand(RULE, gallery, twins, np.array([0, 0]),
                       vetoed=lambda i, p: True)
     assert added == {}

@@ -207,31 +207,35 @@ def make_app(review: Review, token: str, port: int) -> ASGIApp:
     async def matches(request: Request) -> dict:
         person = request.query_params.get("person")
         offset, limit = _int(request, "offset", 0), _int(request, "limit", 100000)
-        found = await run_in_threadpool(review.matches, person)
-        return {"total": len(found), "offset": offset,
-                "matches": [match_json(review, m) for m in found[offset:offset + limit]]}
+        def answer() -> dict:
+            found = review.matches(person)
+            return {"total": len(found), "offset": offset,
+                    "matches": [match_json(review, m) for m in found[offset:offset + limit]]}
+
+        return await run_in_threadpool(answer)
 
     async def suggestions(request: Request) -> dict:
         person = request.query_params.get("person", "")
         limit = _int(request, "limit", 20)
         kind = request.query_params.get("kind", "both")
-        found = await run_in_threadpool(review.suggestions, person, limit, kind)
+        found = await run_in_threadpool(
+            lambda: [match_json(review, m) for m in review.suggestions(person, limit, kind)])
         result = review.result
         cut = next((v for k, v in result.thresholds.items() if k.casefold() == person.casefold()),
                    result.threshold)
         return {"person": person, "threshold": round(cut, 4),
-                "suggestions": [match_json(review, m) for m in found]}
+                "suggestions": found}
 
     async def decisions(request: Request) -> dict:
         body = await _json(request)
         items = body.get("decisions", [body]) if isinstance(body, dict) else body
         if not isinstance(items, list) or not items:
             raise ReviewError("send {face, person, verdict} or {decisions: [...]}")
-        for item in items:
-            if not isinstance(item, dict):
-                raise ReviewError("each decision is {face, person, verdict}")
-            await run_in_threadpool(review.decide, str(item.get("face", "")),
-                                    str(item.get("person", "")), str(item.get("verdict", "")))
+        if not all(isinstance(item, dict) for item in items):
+            raise ReviewError("each decision is {face, person, verdict}")
+        await run_in_threadpool(review.decide_all, [
+            (str(i.get("face", "")), str(i.get("person", "")), str(i.get("verdict", "")))
+            for i in items])
         return {"ok": True, "decided": len(items), "matches": len(review.result.matches)}
 
     async def clusters(request: Request) -> dict:
@@ -267,8 +271,8 @@ def make_app(review: Review, token: str, port: int) -> ASGIApp:
 
     async def file_image(request: Request) -> Response:
         file = request.path_params["file"]
-        path = review.path_of(file)
-        kind = review.file(file).kind
+        path = await run_in_threadpool(review.path_of, file)
+        kind = (await run_in_threadpool(review.file, file)).kind
         side = _side(request)
         at = request.query_params.get("at")
         if kind == "video":
@@ -278,7 +282,7 @@ def make_app(review: Review, token: str, port: int) -> ASGIApp:
         return _jpeg(thumb)
 
     async def face_image(request: Request) -> Response:
-        file, _n, face = review.face(request.path_params["face"])
+        file, _n, face = await run_in_threadpool(review.face, request.path_params["face"])
         path = review.photos / file.rel
         side = _side(request, 160)
         if file.kind == "video":
