@@ -242,3 +242,36 @@ def test_a_wrong_photo_among_the_references_is_named_and_coverage_is_summarised(
                    if rel != "madonna/zz_not_her.jpg")
     assert notes["madonna"].startswith("5 reference faces")
     assert "add" in notes["madonna"]
+
+
+def test_a_model_without_a_calibrated_rule_searches_at_its_own_threshold(
+        indexed, monkeypatch) -> None:
+    """``--model dlib`` has no calibrated rule: its plain default threshold, no expansion
+    (not a cutoff of 0, which would find nothing)."""
+    from facefinder import decide
+
+    finder, photos, _index = indexed
+    with_rule = finder.find(photos)
+    monkeypatch.delitem(decide.RULES, "facenet")
+    plain = finder.find(photos)
+    assert plain.matches and set(plain.thresholds.values()) == {0.32}
+    assert plain.expanded_faces == {}
+    assert {(m.rel, m.person) for m in plain.matches} <= {
+        (m.rel, m.person) for m in with_rule.matches}
+
+
+def test_interrupted_search_still_reports_what_it_saw(indexed) -> None:
+    """Ctrl-C after some files: their matches are decided and kept (the partial report
+    and the listing are made from them)."""
+    from facefinder import FileDone
+
+    finder, photos, _index = indexed
+
+    def on_event(event: object) -> None:
+        if isinstance(event, FileDone) and event.done >= 12:
+            raise KeyboardInterrupt  # what Ctrl-C does in the middle of the search
+
+    result = finder.find(photos, on_event=on_event)
+    assert result.interrupted and result.matches
+    seen = {f.rel for f in result.files}
+    assert {m.rel for m in result.matches} <= seen
