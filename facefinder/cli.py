@@ -61,6 +61,7 @@ def main(argv: Sequence[str] | None = None, *, started: float | None = None) -> 
 def _run(args: argparse.Namespace, started: float) -> int:
     from facefinder import api
 
+    _check_xmp(args)
     if args.index_info:
         return _index_info(args)
     if args.prune:
@@ -113,6 +114,13 @@ def _review(args: argparse.Namespace, finder: Finder, photos: Path, console) -> 
 
     if not 0 <= args.port <= 65535:
         raise FinderError("--port must be 0 (any free port) to 65535")
+    ignored = [name for name, given in (
+        ("--csv", args.csv), ("--json", args.json), ("--html", args.html),
+        ("--copy", args.copy), ("--person", args.person)) if given]
+    if ignored or console.query.asks():
+        raise FinderError(f"--review shows everyone and every photo; "
+                          f"{', '.join(ignored) or 'questions'} belong to a search run "
+                          "(run again without --review: your answers are used there)")
     review = Review(finder, photos, threshold=args.threshold, on_event=console.on_event)
     console.close()
     s = review.result.summary
@@ -196,6 +204,32 @@ def _preflight(args: argparse.Namespace) -> None:
         raise FinderError(f"--copy {args.copy}: {problem}")
     if args.list != "all" and not (args.list.isdigit() and int(args.list) >= 0):
         raise FinderError(f"--list {args.list}: give a number of paths, or all")
+
+
+XMP_MODES = ("sidecar", "embed")
+
+
+def _check_xmp(args: argparse.Namespace) -> None:
+    """``--xmp [sidecar|embed]``: valid only with --copy, and only where exiv2 imports.
+
+    ``--xmp`` takes an optional word, so ``finder.py --xmp Photos`` reads the folder as
+    that word; a word that is no mode is taken back as PHOTOS_DIR when none was given.
+    """
+    mode = getattr(args, "xmp", None)
+    if mode is None:
+        return
+    if mode not in XMP_MODES:
+        if args.photos is not None:
+            raise FinderError(f"--xmp {mode}: say sidecar or embed (or just --xmp)")
+        args.photos, args.xmp = Path(mode), "sidecar"
+    if not args.copy:
+        raise FinderError("--xmp writes the names beside the copies: it needs --copy DIR, "
+                          "e.g. --copy E:\\found --xmp")
+    from facefinder.xmp import unavailable
+
+    problem = unavailable()
+    if problem:
+        raise FinderError(problem)
 
 
 def _holds(folder: Path, inner: Path) -> bool:

@@ -78,6 +78,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--copy", type=Path, metavar="DIR",
                    help="copy every matched photo to DIR/<Person>/<its folder path>; never "
                         "overwrites, re-runs copy only what is new, e.g. --copy E:\\found")
+    p.add_argument("--xmp", nargs="?", const="sidecar", metavar="sidecar|embed",
+                   help="with --copy: write the people found in each copied photo (face "
+                        "regions and names, as photo apps like digiKam, Immich and "
+                        "PhotoPrism read them) to COPY.ext.xmp beside the copy; --xmp embed "
+                        "puts them into JPEG copies instead. Originals are never touched. "
+                        "e.g. --copy E:\\found --xmp")
     p.add_argument("--csv", type=Path, metavar="FILE",
                    help="write one row per (photo, person) match, e.g. --csv matches.csv")
     p.add_argument("--json", type=Path, metavar="FILE",

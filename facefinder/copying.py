@@ -9,6 +9,10 @@ deliberately paranoid:
   sha256 equal) is skipped as "already there", so re-running copies nothing new. A target
   holding *different* bytes is kept and the new copy is written as ``name (2).ext``
   (``(3)``... if that is taken too), unless one of those already holds the same bytes.
+  A JPEG copy that ``--xmp embed`` annotated counts as the same bytes: apart from its
+  XMP segment, which carries the finder's marker, it is byte for byte the original
+  (:func:`facefinder.xmp.digest_without_xmp`), so a re-run neither copies it again nor
+  keeps the original a second time as ``name (2).jpg``.
 * Each copy is written to a hidden temporary file in the target folder, fsynced, verified
   (the written file is read back and its sha256 compared with the hash taken while reading
   the source) and only then given its real name, by an operation that fails instead of
@@ -68,6 +72,9 @@ class CopySummary:
     bytes_copied: int = 0
     interrupted: bool = False  # Ctrl-C while copying: the rest was not copied
     not_copied: int = 0
+    # (rel, person) -> the copy in DIR, new or already there: what ``--xmp`` annotates.
+    copies: dict[tuple[str, str], Path] = field(default_factory=dict, compare=False,
+                                                repr=False)
 
 
 # --------------------------------------------------------------------------- names
@@ -175,7 +182,7 @@ def _create_temp(folder: Path, name: str) -> tuple[int, Path]:
 class _Source:
     """An open, read-only source photo plus its lazily computed sha256."""
 
-    def __init__(self, path: Path, hash_cache: dict[tuple[str, int, int], str]) -> None:
+    def __init__(self, path: Path, hash_cache: dict[tuple, str]) -> None:
         self.handle = open(_fs(path), "rb")  # noqa: SIM115 - closed by close(); read-only
         try:
             self.stat = os.fstat(self.handle.fileno())
@@ -202,6 +209,17 @@ class _Source:
             cached = self._cache[self._key] = digest.hexdigest()
         return cached
 
+    def digest_without_xmp(self) -> str | None:
+        """The source's sha256 without its XMP segment (JPEGs only; None otherwise), once
+        per run: what a copy annotated by ``--xmp embed`` is compared with."""
+        key = ("without xmp", *self._key)
+        if key not in self._cache:
+            from facefinder.xmp import digest_without_xmp
+
+            found = digest_without_xmp(self.handle)
+            self._cache[key] = found[0] if found else ""
+        return self._cache[key] or None
+
     def remember(self, hexdigest: str) -> None:
         """Store the hash taken while copying, so a second person's copy need not re-read."""
         self._cache[self._key] = hexdigest
@@ -211,14 +229,31 @@ class _Source:
 
 
 def _same_content(candidate: Path, source: _Source) -> bool:
-    """True if candidate is a regular file with the source's size and sha256."""
+    """True if candidate is a regular file with the source's size and sha256, or the
+    source's copy with the finder's XMP embedded (``--xmp embed``)."""
     try:
         info = os.stat(_fs(candidate))
     except OSError:
         return False  # e.g. a dangling symlink: it exists, so it is not ours to replace
-    if not stat.S_ISREG(info.st_mode) or info.st_size != source.size:
+    if not stat.S_ISREG(info.st_mode):
         return False
-    return _sha256_file(candidate) == source.sha256()
+    if info.st_size == source.size and _sha256_file(candidate) == source.sha256():
+        return True
+    return _annotated_copy(candidate, source)
+
+
+def _annotated_copy(candidate: Path, source: _Source) -> bool:
+    """Whether candidate is the source's copy with the finder's own XMP segment in it."""
+    from facefinder.xmp import digest_without_xmp
+
+    try:
+        with open(_fs(candidate), "rb") as handle:
+            found = digest_without_xmp(handle, only_ours=True)
+    except OSError:
+        return False
+    if found is None:  # not a JPEG, or no XMP of ours in it
+        return False
+    return found[0] == source.digest_without_xmp()
 
 
 def _write_verified_temp(source: _Source, folder: Path, name: str) -> Path:
@@ -434,6 +469,7 @@ def _copy_match(match: Match, photos_root: Path, dest: Path, hash_cache: dict,
         summary.failed.append((label, reason))
         emit(f"Could not copy {printable(match.rel)} for {printable(match.person)}: {reason}")
         return
+    summary.copies[(match.rel, match.person)] = folder / final_name
     if outcome == "already":
         summary.already_there += 1
         return

@@ -1,4 +1,5 @@
-"""Deliver what the user asked for after a search: reports, copies, reference crops.
+"""Deliver what the user asked for after a search: reports, copies (and their XMP, --xmp),
+reference crops.
 
 Each delivery that fails is said in one line and makes the exit status 3, so a script
 (or a user coming back after hours) knows that something asked for is missing. After an
@@ -138,4 +139,29 @@ def _copies(args: argparse.Namespace, result: RunResult, say: Callable[[str], No
            if done.interrupted else ""))
     for rel, reason in done.failed:
         say(f"  could not copy {printable(rel)}: {reason}")
+    mode = getattr(args, "xmp", None)
+    if not mode or done.interrupted or not done.copies:
+        return bool(done.failed), done.interrupted
+    xmp_failed, stopped = _xmp(mode, result, done.copies, dest, say)
+    return bool(done.failed) or xmp_failed, stopped
+
+
+def _xmp(mode: str, result: RunResult, copies: dict, dest: Path,
+         say: Callable[[str], None]) -> tuple[bool, bool]:
+    """``--xmp``: the people of each copy (new or already there) as XMP; returns (some
+    copy could not be annotated, Ctrl-C stopped it)."""
+    from facefinder.xmp import annotate
+
+    done = annotate(copies, result.matches, result.photos, mode, dest=dest, on_event=say)
+    parts = [f"{done.written} sidecar{'' if done.written == 1 else 's'} written"]
+    if mode == "embed" or done.embedded:
+        parts.append(f"{done.embedded} JPEG cop{'y' if done.embedded == 1 else 'ies'} "
+                     "annotated")
+    parts.append(f"{done.unchanged} unchanged")
+    say("Names for photo apps (XMP): " + ", ".join(parts)
+        + (f", {len(done.failed)} FAILED" if done.failed else "")
+        + (f"; interrupted: {done.not_done} not written (run again to finish)"
+           if done.interrupted else ""))
+    for rel, reason in done.failed:
+        say(f"  no XMP for {printable(rel)}: {reason}")
     return bool(done.failed), done.interrupted
