@@ -11,7 +11,7 @@ deliberately paranoid:
   (``(3)``... if that is taken too), unless one of those already holds the same bytes.
   A JPEG copy that ``--xmp embed`` annotated counts as the same bytes: apart from its
   XMP segment, which carries the finder's marker, it is byte for byte the original
-  (:func:`facefinder.xmp.digest_without_xmp`), so a re-run neither copies it again nor
+  (:func:`facefinder.jpeg_segments.digest_without_xmp`), so a re-run neither copies it again nor
   keeps the original a second time as ``name (2).jpg``.
 * Each copy is written to a hidden temporary file in the target folder, fsynced, verified
   (the written file is read back and its sha256 compared with the hash taken while reading
@@ -214,7 +214,7 @@ class _Source:
         per run: what a copy annotated by ``--xmp embed`` is compared with."""
         key = ("without xmp", *self._key)
         if key not in self._cache:
-            from facefinder.xmp import digest_without_xmp
+            from facefinder.jpeg_segments import digest_without_xmp
 
             found = digest_without_xmp(self.handle)
             self._cache[key] = found[0] if found else ""
@@ -244,7 +244,7 @@ def _same_content(candidate: Path, source: _Source) -> bool:
 
 def _annotated_copy(candidate: Path, source: _Source) -> bool:
     """Whether candidate is the source's copy with the finder's own XMP segment in it."""
-    from facefinder.xmp import digest_without_xmp
+    from facefinder.jpeg_segments import digest_without_xmp
 
     try:
         with open(_fs(candidate), "rb") as handle:
