@@ -273,18 +273,50 @@ def _set_regions(xmp: Any, people: Sequence[tuple[str, Sequence[float]]], *,
         xmp[f"{item}/mwg-rs:Name"] = name
 
 
+def _forget_our_names(xmp: Any) -> None:
+    """Take out the person keywords an earlier run wrote (``facefinder:Names``), so a
+    name the user has since rejected goes, while every keyword an app or the user added
+    stays."""
+    ours = _existing_list(xmp, f"Xmp.{PREFIX}.Names")
+    if not ours:
+        return
+    forms = {
+        "Xmp.dc.subject": set(ours),
+        "Xmp.digiKam.TagsList": {f"{PEOPLE_ROOT}/{_keyword_part(n)}" for n in ours},
+        "Xmp.lr.hierarchicalSubject": {f"{PEOPLE_ROOT}|{_keyword_part(n)}" for n in ours},
+    }
+    for key, drop in forms.items():
+        kept = [item for item in _existing_list(xmp, key) if item not in drop]
+        pos = xmp.findKey(_exiv2().XmpKey(key))
+        if pos != xmp.end():
+            xmp.erase(pos)
+        if kept:
+            xmp[key] = _bag(kept)
+
+
 def build_xmp(people: Sequence[tuple[str, Sequence[float]]], *, upright: Size,
-              orientation: int, for_file: str, sidecar: bool, base: Any = None) -> Any:
+              orientation: int, for_file: str, sidecar: bool, base: Any = None,
+              regions: bool = True) -> Any:
     """The XMP for one photo: regions, keywords and our marker.
 
-    ``people``: (name, box in the upright image). ``base``: XMP already in the photo, kept
-    (its keywords extended, its regions replaced). ``sidecar`` adds tiff:Orientation.
+    ``people``: (name, box in the upright image). ``base``: XMP already there (the photo's
+    own, or what an app made of our earlier XMP), kept: its keywords extended (ours from
+    an earlier run replaced), its regions replaced. ``sidecar`` adds tiff:Orientation.
+    ``regions`` False: keywords only (the geometry could not be made sure of).
     """
     if not 1 <= orientation <= 8:
         orientation = 1
     xmp = base if base is not None else _exiv2().XmpData()
-    _set_regions(xmp, people, upright=upright, orientation=orientation)
+    _forget_our_names(xmp)
+    if regions:
+        _set_regions(xmp, people, upright=upright, orientation=orientation)
     _set_keywords(xmp, [name for name, _ in people])
+    names = _unique(name for name, _ in people)
+    pos = xmp.findKey(_exiv2().XmpKey(f"Xmp.{PREFIX}.Names"))
+    if pos != xmp.end():
+        xmp.erase(pos)
+    if names:
+        xmp[f"Xmp.{PREFIX}.Names"] = _bag(names)
     if sidecar:
         xmp["Xmp.tiff.Orientation"] = str(orientation)
     xmp[f"Xmp.{PREFIX}.ForFile"] = for_file
@@ -320,7 +352,8 @@ def _for_file(xmp: Any) -> str | None:
 
 
 def embed_bytes(original: bytes, people: Sequence[tuple[str, Sequence[float]]], *,
-                upright: Size, orientation: int, for_file: str) -> bytes:
+                upright: Size, orientation: int, for_file: str, regions: bool = True,
+                base_from: bytes | None = None) -> bytes:
     """The JPEG ``original`` with our XMP in its standard XMP APP1 segment.
 
     The original's own XMP is kept (keywords extended, regions replaced); every other
@@ -335,9 +368,18 @@ def embed_bytes(original: bytes, people: Sequence[tuple[str, Sequence[float]]], 
     if any(m == 0xE1 and head.startswith(EXT_XMP_HEADER) for m, _s, _e, head in found):
         raise CannotEmbed("the photo has Extended XMP")
     span = xmp_segment(found)
-    base = read_xmp(original) if span else None
+    try:
+        if base_from is not None:  # the copy, carrying our earlier XMP
+            base = read_xmp(base_from)
+        else:
+            base = read_xmp(original) if span else None
+    except _exiv2().Exiv2Error as error:
+        raise CannotEmbed(f"its metadata cannot be read ({error})") from None
+    if (span or base_from is not None) and base is not None and not len(base):
+        raise CannotEmbed("its own XMP cannot be read, and would be lost")
     packet = serialise(build_xmp(people, upright=upright, orientation=orientation,
-                                 for_file=for_file, sidecar=False, base=base))
+                                 for_file=for_file, sidecar=False, base=base,
+                                 regions=regions))
     if len(packet) > _MAX_PACKET:
         raise CannotEmbed("the XMP would not fit one JPEG segment")
     segment = (b"\xff\xe1" + (2 + len(XMP_HEADER) + len(packet)).to_bytes(2, "big")
@@ -425,21 +467,64 @@ def _own_sidecar(sidecar: Path, for_file: str) -> bool:
         return False
 
 
+def same_xmp(first: bytes, second: bytes) -> bool:
+    """Whether two XMP packets (or two images' XMP) say the same, in whatever order - so
+    a re-run that starts from what is there does not rewrite an unchanged file."""
+    def content(data: bytes) -> dict[str, str]:
+        return {d.key(): d.toString() for d in read_xmp(data)}
+
+    try:
+        return content(first) == content(second)
+    except _exiv2().Exiv2Error:
+        return False
+
+
 def write_sidecar(sidecar: Path, data: bytes, for_file: str) -> bool:
-    """Write our sidecar unless the same bytes are there; True if written."""
+    """Write our sidecar unless what is there says the same; True if written."""
     existing = _sidecar_state(sidecar, for_file)
-    if existing == data:
+    if existing == data or (existing and same_xmp(existing, data)):
         return False
     _write(sidecar, data, replace=bool(existing))
     return True
 
 
-def image_sidecar(copy: Path, people: Sequence[tuple[str, Sequence[float]]]) -> bytes:
-    """The sidecar packet for a still copy (geometry read from the copy itself)."""
+def _geometry(copy: Path) -> tuple[Size, int, bool]:
+    """(upright size, orientation, whether the boxes can be placed): the orientation apps
+    read must turn the stored image into the upright one the finder's boxes are in.
+
+    They disagree for a HEIC turned by its ``irot`` box with no Exif orientation, or a
+    JPEG whose only orientation is an XMP ``tiff:Orientation`` that the decoder honoured:
+    then no region is written (a wrong box is worse than none), the names still are.
+    """
+    from PIL import Image
+
+    from facefinder.decode import _orientation
+
     stored, orientation = read_geometry(copy)
     upright = stored_size(stored, orientation)  # the same swap both ways
+    try:
+        with Image.open(_fs(copy)) as image:
+            if "original_orientation" in image.info:  # pillow-heif turned it already
+                decoded = image.size
+            else:
+                turn = _orientation(image)
+                decoded = image.size[::-1] if turn in (5, 6, 7, 8) else image.size
+    except Exception:  # unreadable here: trust the metadata reader
+        decoded = upright
+    return upright, orientation, tuple(decoded) == tuple(upright)
+
+
+def image_sidecar(copy: Path, people: Sequence[tuple[str, Sequence[float]]]) -> bytes:
+    """The sidecar packet for a still copy (geometry read from the copy itself); an
+    earlier sidecar of ours is the base, so what an app added to it stays."""
+    upright, orientation, placed = _geometry(copy)
+    try:
+        existing = _sidecar_state(sidecar_path(copy), copy.name)
+    except (SidecarTaken, OSError):
+        existing = b""
+    base = read_xmp(existing) if existing else None
     return serialise(build_xmp(people, upright=upright, orientation=orientation,
-                               for_file=copy.name, sidecar=True))
+                               for_file=copy.name, sidecar=True, base=base, regions=placed))
 
 
 def _clock(seconds: float) -> str:
@@ -483,10 +568,15 @@ def embed(copy: Path, original: Path, people: Sequence[tuple[str, Sequence[float
         source = handle.read()
     with open(_fs(copy), "rb") as handle:
         current = handle.read()
-    stored, orientation = read_geometry(copy)
-    new = embed_bytes(source, people, upright=stored_size(stored, orientation),
-                      orientation=orientation, for_file=copy.name)
-    if new == current:
+    upright, orientation, placed = _geometry(copy)
+    # The copy's own XMP is the base once it carries ours: what an app wrote into it
+    # since (a rating, a keyword) stays; the first time, the original's XMP is.
+    ours = carries_our_xmp(copy)
+    new = embed_bytes(source, people, upright=upright, orientation=orientation,
+                      for_file=copy.name, regions=placed,
+                      base_from=current if ours else None)
+    if new == current or (without_xmp(new) == without_xmp(current)
+                           and same_xmp(new, current)):
         return False
     if without_xmp(current) != without_xmp(source):
         raise CannotEmbed("the copy no longer matches the original")

@@ -339,6 +339,31 @@ def test_a_rejected_face_is_not_written_and_a_rerun_takes_its_name_out(
     assert b"madonna" not in (fresh / "ben_afflek/Trip 2019/both.jpg.xmp").read_bytes()
 
 
+def test_what_an_app_wrote_into_the_finders_xmp_is_kept_on_a_rerun(
+        album: Path, models_dir: Path, exiftool: str, tmp_path: Path) -> None:
+    """A keyword or rating a photo app (here ExifTool) added to the finder's sidecar or
+    to an annotated copy survives the next run; the finder's own names are kept current."""
+    dest, index = tmp_path / "found", tmp_path / "i.sqlite"
+    assert run(album, models_dir, index, "--copy", dest, "--xmp") == 0
+    sidecar = dest / "madonna/Trip 2019/plain.jpg.xmp"
+    subprocess.run([exiftool, "-q", "-overwrite_original", "-XMP-dc:Subject+=Beach",
+                    "-XMP-xmp:Rating=5", str(sidecar)], check=True)
+    assert run(album, models_dir, index, "--copy", dest, "--xmp") == 0
+    tags = one(exiftool, sidecar, args=("-Subject", "-Rating", "-struct", "-RegionInfo"))
+    assert sorted(tags["Subject"]) == ["Beach", "madonna"] and tags["Rating"] == 5
+    assert [r["Name"] for r in tags["RegionInfo"]["RegionList"]] == ["madonna"]
+
+    embedded = tmp_path / "embedded"
+    assert run(album, models_dir, index, "--copy", embedded, "--xmp", "embed") == 0
+    copy = embedded / "madonna/Trip 2019/plain.jpg"
+    subprocess.run([exiftool, "-q", "-overwrite_original", "-XMP-dc:Subject+=Beach",
+                    str(copy)], check=True)
+    assert run(album, models_dir, index, "--copy", embedded, "--xmp", "embed") == 0
+    assert sorted(one(exiftool, copy, args=("-Subject",))["Subject"]) == [
+        "Beach", "Holiday", "madonna"]
+    assert not list(copy.parent.glob("plain (2)*"))
+
+
 def test_a_sidecar_name_taken_by_another_file_is_left_and_said(
         album: Path, models_dir: Path, tmp_path: Path, capsys) -> None:
     dest, index = tmp_path / "found", tmp_path / "i.sqlite"
