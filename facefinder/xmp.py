@@ -208,6 +208,14 @@ def _bag(items: Iterable[str]) -> Any:
     return value
 
 
+def _text(value: str) -> str:
+    """A text value as exiv2 must be given it: exiv2 reads a leading ``type=X `` as the
+    value's XMP type, so a name that starts that way goes behind an empty type. (exiv2's
+    own parser trips over such a name when it reads the file back: the finder then treats
+    that sidecar as not its own and says so; other readers, ExifTool included, read it.)"""
+    return f'type="" {value}' if value.startswith("type=") else value
+
+
 def _declare_bag(xmp: Any, key: str) -> None:
     """Declare ``key`` an (empty) rdf:Bag so that ``key[1]/...`` items can be set."""
     value = _exiv2().XmpTextValue()
@@ -270,7 +278,7 @@ def _set_regions(xmp: Any, people: Sequence[tuple[str, Sequence[float]]], *,
         xmp[f"{item}/mwg-rs:Area/stArea:h"] = f"{h:.6f}"
         xmp[f"{item}/mwg-rs:Area/stArea:unit"] = "normalized"
         xmp[f"{item}/mwg-rs:Type"] = "Face"
-        xmp[f"{item}/mwg-rs:Name"] = name
+        xmp[f"{item}/mwg-rs:Name"] = _text(name)
 
 
 def _forget_our_names(xmp: Any) -> None:
@@ -319,7 +327,7 @@ def build_xmp(people: Sequence[tuple[str, Sequence[float]]], *, upright: Size,
         xmp[f"Xmp.{PREFIX}.Names"] = _bag(names)
     if sidecar:
         xmp["Xmp.tiff.Orientation"] = str(orientation)
-    xmp[f"Xmp.{PREFIX}.ForFile"] = for_file
+    xmp[f"Xmp.{PREFIX}.ForFile"] = _marker(for_file)
     return xmp
 
 
@@ -343,9 +351,15 @@ def read_xmp(data: bytes) -> Any:
     return out
 
 
+def _marker(file_name: str) -> str:
+    """Our marker's value for a copy: its name behind "./" (a file name holds no "/"), so
+    it never starts with "type=", which exiv2's parser would take for a value type."""
+    return f"./{file_name}"
+
+
 def _for_file(xmp: Any) -> str | None:
     pos = xmp.findKey(_exiv2().XmpKey(f"Xmp.{PREFIX}.ForFile"))
-    return None if pos == xmp.end() else pos.toString()
+    return None if pos == xmp.end() else pos.toString().removeprefix("./")
 
 
 # ----------------------------------------------------------------------------- embedding
@@ -548,7 +562,7 @@ def video_sidecar(copy: Path, spans: Sequence[tuple[str, float, float]]) -> byte
     description = exiv2.LangAltValue()
     description.read(f'lang="x-default" {text}')
     xmp["Xmp.dc.description"] = description
-    xmp[f"Xmp.{PREFIX}.ForFile"] = copy.name
+    xmp[f"Xmp.{PREFIX}.ForFile"] = _marker(copy.name)
     return serialise(xmp)
 
 
