@@ -27,12 +27,12 @@ import http.server
 import os
 import shutil
 import subprocess
-import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+
+from debian import PackageUnavailable, install, is_root
 
 ENV_VAR = "FACEFINDER_CHROMIUM"
 ON_PATH = ("chromium", "chromium-browser", "google-chrome")
@@ -47,7 +47,7 @@ CHROMIUM_ARGS = ["--disable-background-networking", "--disable-component-update"
                  "--disable-sync", "--disable-quic", "--no-first-run", "--disable-gpu"]
 
 
-class BrowserUnavailable(Exception):
+class BrowserUnavailable(PackageUnavailable):
     """No browser can be had here; the message is a one-line reason for pytest.skip."""
 
 
@@ -69,84 +69,12 @@ def find_chromium() -> str | None:
     return None
 
 
-def _is_root() -> bool:
-    return hasattr(os, "geteuid") and os.geteuid() == 0
-
-
-def _debian_like() -> bool:
-    try:
-        release = Path("/etc/os-release").read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return False
-    fields = dict(line.split("=", 1) for line in release.splitlines() if "=" in line)
-    ids = (fields.get("ID", "") + " " + fields.get("ID_LIKE", "")).replace('"', "").split()
-    return "debian" in ids or "ubuntu" in ids
-
-
-def why_no_install() -> str | None:
-    """Why this machine cannot install Debian's chromium itself, or None if it can."""
-    if not sys.platform.startswith("linux") or not _debian_like():
-        return "this is not Debian or Ubuntu"
-    if shutil.which("apt-get") is None:
-        return "apt-get is not available"
-    if not _is_root():
-        return "not running as root, so apt-get cannot install it"
-    return None
-
-
-@contextlib.contextmanager
-def _install_lock() -> Iterator[None]:
-    """Held by one test session at a time (others wait, then find Chromium installed)."""
-    import fcntl
-
-    with open(Path(tempfile.gettempdir()) / "facefinder-chromium-install.lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-
-
-APT_GET = ["apt-get", "-o", "DPkg::Lock::Timeout=600", "-q"]
-
-
-def install_chromium(say: Callable[[str], None]) -> str:
-    """Install Debian's ``chromium`` package; return its binary. ``say`` tells the user."""
-    reason = why_no_install()
-    if reason:
-        raise BrowserUnavailable(f"no Chromium found and {reason}: {HOW_TO_INSTALL}")
-    with _install_lock():
-        found = find_chromium()  # another session may have installed it while we waited
-        if found:
-            return found
-        log_path = Path(tempfile.gettempdir()) / "facefinder-chromium-install.log"
-        say("browser tests: no Chromium found; installing Debian's package as root "
-            "(apt-get update && apt-get install -y --no-install-recommends chromium, "
-            f"under a minute on a fast network; log: {log_path})")
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        started = time.monotonic()
-        with open(log_path, "w", encoding="utf-8") as log:
-            for command in ([*APT_GET, "update"],
-                            [*APT_GET, "install", "-y", "--no-install-recommends", "chromium"]):
-                log.write(f"$ {' '.join(command)}\n")
-                log.flush()
-                done = subprocess.run(command, stdin=subprocess.DEVNULL, stdout=log,
-                                      stderr=subprocess.STDOUT, env=env, timeout=1800)
-                if done.returncode:
-                    raise BrowserUnavailable(
-                        f"`{' '.join(command)}` failed (exit {done.returncode}, see "
-                        f"{log_path}): {HOW_TO_INSTALL}")
-        found = find_chromium()
-        if found is None:
-            raise BrowserUnavailable(f"apt-get installed chromium but no binary was found: "
-                                     f"{HOW_TO_INSTALL}")
-        say(f"browser tests: installed {found} in {time.monotonic() - started:.0f} s")
-        return found
-
-
 def ensure_chromium(say: Callable[[str], None] = print) -> str:
     """A Chromium binary, installing Debian's package if need be; else BrowserUnavailable."""
-    return find_chromium() or install_chromium(say)
+    try:
+        return install("chromium", find_chromium, how_to=HOW_TO_INSTALL, say=say)
+    except PackageUnavailable as error:
+        raise BrowserUnavailable(str(error)) from None
 
 
 def chromium_version(binary: str) -> str:
@@ -167,7 +95,7 @@ def launch(playwright, binary: str):
     with ``--no-sandbox``.
     """
     options = {"executable_path": binary, "headless": True, "args": CHROMIUM_ARGS}
-    if _is_root():
+    if is_root():
         return playwright.chromium.launch(**options, chromium_sandbox=False)
     try:
         return playwright.chromium.launch(**options, chromium_sandbox=True)

@@ -16,21 +16,17 @@ skipped with the reason.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from browser import APT_GET, why_no_install
 from conftest import copy_references
+from debian import PackageUnavailable, install
 from PIL import Image, ImageCms, ImageOps
 
 from facefinder import xmp
@@ -45,47 +41,13 @@ TO_STORED = {6: Image.Transpose.ROTATE_90, 8: Image.Transpose.ROTATE_270}
 # --------------------------------------------------------------------------- ExifTool
 
 
-@contextlib.contextmanager
-def _install_lock() -> Iterator[None]:
-    import fcntl
-
-    with open(Path(tempfile.gettempdir()) / "facefinder-exiftool-install.lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-
-
-def _install_exiftool() -> str | None:
-    """Debian's libimage-exiftool-perl, installed as root; None (and why) if it cannot be."""
-    with _install_lock():
-        if shutil.which("exiftool"):  # another session installed it while we waited
-            return shutil.which("exiftool")
-        log = Path(tempfile.gettempdir()) / "facefinder-exiftool-install.log"
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        with open(log, "w", encoding="utf-8") as out:
-            for command in ([*APT_GET, "update"], [*APT_GET, "install", "-y",
-                                                   "--no-install-recommends",
-                                                   "libimage-exiftool-perl"]):
-                done = subprocess.run(command, stdin=subprocess.DEVNULL, stdout=out,
-                                      stderr=subprocess.STDOUT, env=env, timeout=1200)
-                if done.returncode:
-                    pytest.skip(f"`{' '.join(command)}` failed (see {log}): {HOW_TO_INSTALL}")
-    return shutil.which("exiftool")
-
-
 @pytest.fixture(scope="session")
 def exiftool() -> str:
-    found = shutil.which("exiftool")
-    if found is None:
-        reason = why_no_install()
-        if reason:
-            pytest.skip(f"no exiftool on PATH and {reason}: {HOW_TO_INSTALL}")
-        found = _install_exiftool()
-    if found is None:
-        pytest.skip(f"apt-get installed libimage-exiftool-perl but no exiftool: {HOW_TO_INSTALL}")
-    return found
+    try:
+        return install("libimage-exiftool-perl", lambda: shutil.which("exiftool"),
+                       how_to=HOW_TO_INSTALL)
+    except PackageUnavailable as error:
+        pytest.skip(str(error))
 
 
 def one(tool: str, path: Path, args: tuple[str, ...] = ("-struct", "-RegionInfo", "-Subject",
