@@ -42,7 +42,6 @@ import sys
 import tempfile
 import threading
 import time
-from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -122,6 +121,12 @@ def score(truth: dict, found: set[tuple[str, str]], only_kind: str | None = None
     if only_kind is not None:
         found = {pair for pair in found if truth.get(pair[0], (set(), ""))[1].startswith(only_kind)}
     return Scores(len(found & expected), len(found - expected), len(expected - found))
+
+
+def by_kind(truth: dict, found: set[tuple[str, str]]) -> dict[str, Scores]:
+    """Scores per truth.csv ``kind`` that holds positives (recall by kind)."""
+    kinds = sorted({kind for people, kind in truth.values() if people})
+    return {kind: score(truth, found, kind) for kind in kinds}
 
 
 def kind_groups(truth: dict) -> list[str]:
@@ -304,14 +309,9 @@ def main() -> None:
     print(f"false matches on no-face/broken files: {false_on_negatives}")
     print(f"unreadable files reported: {len(report['unreadable'])}")
     print("recall by kind:")
-    kinds: dict[str, int] = defaultdict(int)
-    for people, kind in truth.values():
-        if people:
-            kinds[kind] += len(people)
-    by_kind = {}
-    for kind in sorted(kinds):
-        s = score(truth, found, kind)
-        by_kind[kind] = {"recall": s.recall, "positives": s.tp + s.fn, "false": s.fp}
+    recall_by_kind = {}
+    for kind, s in by_kind(truth, found).items():
+        recall_by_kind[kind] = {"recall": s.recall, "positives": s.tp + s.fn, "false": s.fp}
         print(f"  {kind:28s} {s.recall:.3f}  ({s.tp}/{s.tp + s.fn}, {s.fp} false)")
     print("recall by kind group:")
     by_group = {}
@@ -348,7 +348,7 @@ def main() -> None:
                       "held_out": held_out, "decoded_warm": decoded[0],
                       "decoded_new_person": decoded[1], "index_mib": index_mib},
             "precision": overall.precision, "recall": overall.recall, "f1": overall.f1,
-            "false_on_negatives": false_on_negatives, "recall_by_kind": by_kind,
+            "false_on_negatives": false_on_negatives, "recall_by_kind": recall_by_kind,
             "sweep": sweep, "date": time.strftime("%Y-%m-%d"),
             "recall_by_kind_group": by_group, "pr_curve_up_to": curve_end,
             "operating_points": points,

@@ -41,10 +41,9 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections import defaultdict
 from pathlib import Path
 
-from album import read_truth, score
+from album import by_kind, read_truth, score
 
 ROOT = Path(__file__).resolve().parent.parent
 FINDER = ROOT / "finder.py"  # the program started, as a user starts it
@@ -205,16 +204,10 @@ def diagnose(server: Server, album: Path, path: str, person: str) -> str:
 
 def figures(truth: dict, found: set[tuple[str, str]]) -> dict:
     overall = score(truth, found)
-    kinds: dict[str, int] = defaultdict(int)
-    for people, kind in truth.values():
-        if people:
-            kinds[kind] += len(people)
-    by_kind = {}
-    for kind in sorted(kinds):
-        s = score(truth, found, kind)
-        by_kind[kind] = {"recall": s.recall, "tp": s.tp, "fn": s.fn, "fp": s.fp}
+    kinds = {kind: {"recall": s.recall, "tp": s.tp, "fn": s.fn, "fp": s.fp}
+             for kind, s in by_kind(truth, found).items()}
     return {"precision": overall.precision, "recall": overall.recall, "f1": overall.f1,
-            "tp": overall.tp, "fp": overall.fp, "fn": overall.fn, "by_kind": by_kind}
+            "tp": overall.tp, "fp": overall.fp, "fn": overall.fn, "by_kind": kinds}
 
 
 def print_table(before: dict, after: dict) -> None:
