@@ -107,10 +107,13 @@ class Started:
 
 @dataclass(frozen=True)
 class FileDone:
-    """One file of the collection is done (``matches`` after the query's filters)."""
+    """One file of the collection has been looked at (its faces are in ``result``).
+
+    Who is who is decided once every file is seen (each person's cutoff depends on the
+    whole collection), so the matches come in ``RunResult``, not file by file.
+    """
 
     result: FileResult
-    matches: list[Match]
     done: int
 
 
@@ -352,8 +355,8 @@ class Finder:
                         len(result.reference_faces.get(p, ())) + result.confirmed_faces.get(p, 0)
                         for p in listed), self.spec.name, threshold, self._executor.jobs,
                         total))
-                    self._search(root, excluded, gallery, query, analyser, result, emit,
-                                 stop, keep_files, follow_links, verdicts, seen)
+                    self._search(root, excluded, analyser, result, emit, stop, keep_files,
+                                 follow_links, seen)
             except KeyboardInterrupt:
                 pass
             if result.searched:  # also after Ctrl-C: what was seen is decided and reported
@@ -383,16 +386,9 @@ class Finder:
         what a new run would report: the same gallery (reference faces plus confirmed
         ones) and the same per-file rule as :meth:`find`.
         """
-        names = {name_key(n): n for n in result.reference_faces}
-        for name in verdicts.people():
-            names.setdefault(name_key(name), name)
-        per_person = {
-            name: [*(f.embedding for f in result.reference_faces.get(name, ())),
-                   *verdicts.confirmed_vectors(name)]
-            for name in sorted(names.values(), key=str.casefold)}
-        gallery = Gallery.build(per_person)
+        gallery = reference_gallery(result.reference_faces, verdicts)
         result.people = list(gallery.people)
-        result.confirmed_faces = {n: len(verdicts.confirmed_vectors(n)) for n in per_person
+        result.confirmed_faces = {n: len(verdicts.confirmed_vectors(n)) for n in gallery.people
                                   if verdicts.confirmed_vectors(n)}
         self._decide(result, [f for f in result.files if f.faces], gallery, verdicts, None,
                      result.chosen_threshold, {name_key(p) for p in result.people})
@@ -452,20 +448,16 @@ class Finder:
         for name in confirmed:
             faces.setdefault(name, [])
         result.reference_faces = faces
-        return Gallery.build({n: [*(f.embedding for f in faces[n]), *confirmed[n]]
-                              for n in sorted(faces, key=str.casefold)})
+        return reference_gallery(faces, verdicts)
 
-    def _search(self, root: Path, excluded: list[Path], gallery: Gallery, query: Query,
-                analyser: Analyser, result: RunResult, emit: Callable[[Event], None],
-                stop: Cancel, keep_files: bool, follow_links: bool = False,
-                verdicts: Verdicts | None = None, seen: list[FileResult] | None = None
-                ) -> list[FileResult]:
+    def _search(self, root: Path, excluded: list[Path], analyser: Analyser,
+                result: RunResult, emit: Callable[[Event], None], stop: Cancel,
+                keep_files: bool, follow_links: bool = False,
+                seen: list[FileResult] | None = None) -> list[FileResult]:
         """Look at every file under ``root``; ``result.complete`` once all were seen.
 
         Files with faces are added to ``seen`` (what the decision rule needs; a list the
-        caller holds, so a Ctrl-C keeps them). The matches sent with each ``FileDone`` are
-        provisional: at the model's default cutoff, before the per-person cutoffs and
-        expansion that need the whole collection.
+        caller holds, so a Ctrl-C keeps them); nothing is matched here.
         """
         summary = result.summary
         result.searched = True
@@ -474,13 +466,11 @@ class Finder:
         with contextlib.closing(analyser.results(root, found)) as files:
             for file in files:
                 summary.add(file)
-                provisional, _ = self._match(file, gallery, result.threshold, verdicts)
-                kept = query.keep(file, provisional)
                 if file.faces:
                     seen.append(file)
                 if keep_files:
                     result.files.append(file)
-                emit(FileDone(file, kept, summary.files_scanned))
+                emit(FileDone(file, summary.files_scanned))
                 if stop.is_set():
                     return seen
         result.complete = True
@@ -575,14 +565,6 @@ class Finder:
                                          *query.without]}
         return everyone, stray, wanted
 
-    def _match(self, file: FileResult, gallery: Gallery, threshold: float,
-               verdicts: Verdicts | None) -> tuple[list[Match], list[Match]]:
-        """(matches, maybes) of one file; videos have no maybes."""
-        if file.kind == "video":
-            return match_video(file, gallery, threshold, self.settings.video_fps,
-                               verdicts), []
-        return match_file(file, gallery, threshold, verdicts, maybe_limit(threshold))
-
     @staticmethod
     def _photos_folder(photos: str | os.PathLike[str]) -> Path:
         root = Path(photos).resolve()
@@ -655,6 +637,19 @@ def _disk_full(path: Path) -> bool:
         return shutil.disk_usage(path.parent).free < 1 << 20
     except OSError:
         return False
+
+
+def reference_gallery(reference_faces: dict[str, list[ReferenceFace]],
+                      verdicts: Verdicts) -> Gallery:
+    """Everyone's reference faces plus the faces the user confirmed for them (a person
+    named only on the review page has the latter alone): what every search starts from."""
+    names = {name_key(n): n for n in reference_faces}
+    for name in verdicts.people():
+        names.setdefault(name_key(name), name)
+    return Gallery.build({
+        name: [*(f.embedding for f in reference_faces.get(name, ())),
+               *verdicts.confirmed_vectors(name)]
+        for name in sorted(names.values(), key=str.casefold)})
 
 
 def open_index(path: Path, *, read_only: bool = False) -> FaceIndex:

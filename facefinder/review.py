@@ -31,9 +31,16 @@ from pathlib import Path
 
 import numpy as np
 
-from facefinder.api import Event, Finder, FinderError, RunResult, maybe_limit, open_index
+from facefinder.api import (
+    Event,
+    Finder,
+    FinderError,
+    RunResult,
+    maybe_limit,
+    open_index,
+    reference_gallery,
+)
 from facefinder.decisions import Verdicts, check_name, name_key
-from facefinder.match import Gallery
 from facefinder.records import Decision, Face, FileResult, Match, face_id, parse_face_id
 
 SUGGESTION_KINDS = ("both", "maybe", "check")
@@ -371,7 +378,7 @@ class Review:
         if found.error:
             raise ReviewError(f"cannot read the uploaded photo: {found.error}")
         with self._lock:
-            gallery = self._gallery()
+            gallery = reference_gallery(self.result.reference_faces, self.verdicts)
             person_of = {m.face: m.person for m in self.result.matches}
             answers = []
             for face in found.faces:
@@ -389,7 +396,8 @@ class Review:
                             for i in order]
                     if len(self._vectors):
                         distance = 1.0 - self._vectors @ face.embedding
-                        nearest = np.argsort(distance)[:k]
+                        top = np.argpartition(distance, min(k, len(distance)) - 1)[:k]
+                        nearest = top[np.argsort(distance[top])]
                         for i in nearest:
                             row = self._rows[int(i)]
                             fid = self._face_id(row)
@@ -401,13 +409,6 @@ class Review:
                                 "person": person_of.get(fid)})
                 answers.append(entry)
             return answers
-
-    def _gallery(self) -> Gallery:
-        result, verdicts = self.result, self.verdicts
-        return Gallery.build({
-            name: [*(f.embedding for f in result.reference_faces.get(name, ())),
-                   *verdicts.confirmed_vectors(name)]
-            for name in result.people})
 
     @property
     def maybe_below(self) -> float:
