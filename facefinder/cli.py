@@ -174,7 +174,6 @@ def _finder(args: argparse.Namespace) -> Finder:
 def _preflight(args: argparse.Namespace) -> None:
     """Refuse, before anything is read or written, options and outputs that cannot work."""
     from facefinder.copying import check_destination
-    from facefinder.html_report import check_writable_html
     from facefinder.report import check_writable
 
     if not 0 < args.video_fps <= 30:
@@ -189,8 +188,7 @@ def _preflight(args: argparse.Namespace) -> None:
                 raise FinderError(f"{option} and {other} name the same file ({path}); "
                                   "give two names")
     for option, path in reports:
-        problem = (check_writable_html(path) if option == "--html"
-                   else check_writable(path, option[2:]))
+        problem = check_writable(path, option[2:])
         if problem:
             raise FinderError(f"{option} {path}: {problem}")
     if args.copy and args.photos:

@@ -80,12 +80,10 @@ def _reports(args: argparse.Namespace, result: RunResult, say: Callable[[str], N
 
 def _remove_stale_partial(path: Path, kind: str) -> None:
     """A complete report supersedes the partial one of an earlier interrupted run."""
-    from facefinder.html_report import is_our_html
     from facefinder.report import is_our_report
 
     try:
-        ours = is_our_html(path) if kind == "html" else is_our_report(path, kind)
-        if path.is_file() and ours:
+        if path.is_file() and is_our_report(path, kind):
             path.unlink()
     except OSError:
         pass  # a leftover that cannot be removed does no harm

@@ -42,15 +42,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from facefinder import partials, thumbs
+from facefinder import thumbs
 from facefinder.records import FileResult, Match
-from facefinder.report import _atomic_write, _looks_like, by_date, check_writable
+from facefinder.report import HTML_MARKER, SIGNATURES, _atomic_write, by_date
 from facefinder.walk import printable
 
 if TYPE_CHECKING:  # the API (and its models) is not loaded just to name its result
     from facefinder.api import RunResult
 
-MARKER = b"<!DOCTYPE html>\n<!-- facefinder report -->"  # what makes a file ours to replace
+MARKER = HTML_MARKER  # what makes a file ours to replace
 PAGE = 48  # cards per page of a person
 UNREADABLE_PAGE = 100  # rows per page of the unreadable list
 CHUNK = 64  # previews per text block: the page splits only the blocks it shows
@@ -109,28 +109,6 @@ def make_preview(job: PreviewJob) -> thumbs.Thumbnail | None:
 # --------------------------------------------------------------------------- the data
 
 
-def is_our_html(path: Path) -> bool:
-    """Whether ``path`` is missing, empty or an HTML report of ours (safe to replace)."""
-    return _looks_like(Path(path), lambda head: head.startswith(MARKER))
-
-
-def check_writable_html(path: Path) -> str | None:
-    """Why an HTML report cannot be written to ``path`` (one line), or None.
-
-    :func:`facefinder.report.check_writable` with the HTML report's own signature: a
-    file that exists must be an HTML report of ours; the folder must take a new file.
-    """
-    path = Path(path)
-    try:
-        regular = path.is_file()
-    except OSError:
-        regular = False
-    if regular and not is_our_html(path):
-        return f"{path} exists and is not a report of this finder; it is left untouched"
-    # Our own report (or nothing): the rest of the checks are the same as for the other
-    # reports; a name that is not there stands in for ours, whose kind they cannot tell.
-    probe = path.with_name(partials.temp_name(path.name)) if regular else path
-    return check_writable(probe, "json")
 
 
 def _text(value: str) -> str:
@@ -375,7 +353,7 @@ def write_html(
         handle.write(f"<script>{SCRIPT}</script>\n</body>\n</html>\n")
 
     _atomic_write(path, write, encoding="utf-8", newline="\n", errors="backslashreplace",
-                  is_ours=lambda head: head.startswith(MARKER))
+                  is_ours=SIGNATURES["html"])
 
 
 def _block(handle: TextIO, number: int, entries: list[str]) -> None:
@@ -537,4 +515,4 @@ tr.appendChild(el("td",null,r[1]));t.appendChild(tr);});return t;}));app.appendC
 """
 
 
-__all__ = ["MARKER", "check_writable_html", "is_our_html", "preview_settings", "write_html"]
+__all__ = ["MARKER", "preview_settings", "write_html"]

@@ -89,6 +89,19 @@ def _is_our_json(head: bytes) -> bool:
         b'"threshold":' in text or b'"facefinder"' in text)
 
 
+# What makes an HTML file ours to replace (``html_report`` writes it first).
+HTML_MARKER = b"<!DOCTYPE html>\n<!-- facefinder report -->"
+
+
+def _is_our_html(head: bytes) -> bool:
+    return head.startswith(HTML_MARKER)
+
+
+# Each kind of report and how to recognise one of ours.
+SIGNATURES: dict[str, Callable[[bytes], bool]] = {
+    "csv": _is_our_csv, "json": _is_our_json, "html": _is_our_html}
+
+
 def _atomic_write(
     path: Path,
     write: Callable[[TextIO], None],
@@ -321,7 +334,7 @@ def check_writable(path: Path, kind: str) -> str | None:
 
     Checked before any photo is read, so a typo costs seconds, not a whole run: the
     folder must exist and take a new file, and an existing file must be one of our own
-    reports (never a photo or another program's file). ``kind``: "csv" or "json".
+    reports (never a photo or another program's file). ``kind``: "csv", "json", "html".
     """
     path = Path(path)
     folder = path.parent
@@ -347,8 +360,8 @@ def check_writable(path: Path, kind: str) -> str | None:
 
 
 def is_our_report(path: Path, kind: str) -> bool:
-    """Whether ``path`` is (or may safely replace) a ``kind`` ("csv"/"json") report of ours."""
-    return _looks_like(Path(path), _is_our_csv if kind == "csv" else _is_our_json)
+    """Whether ``path`` is (or may safely replace) a ``kind`` report of ours."""
+    return _looks_like(Path(path), SIGNATURES[kind])
 
 
 def partial_path(path: Path) -> Path:

@@ -35,11 +35,11 @@ from facefinder.html_report import (
     MARKER,
     PAGE,
     PreviewJob,
-    check_writable_html,
     preview_settings,
     write_html,
 )
 from facefinder.records import Face, FileResult, Match
+from facefinder.report import check_writable
 from facefinder.walk import printable
 
 HOSTILE = "<script>alert('x')</script> & \"quotes\" \x1b[31m\nline.jpg"
@@ -310,20 +310,20 @@ def test_only_our_own_report_is_ever_replaced(tmp_path: Path) -> None:
     photo(photos / "a.jpg")
     result = result_for(photos, [Match("a.jpg", "Anna", 0.2, (1, 2, 3, 4))])
     picture = photo(tmp_path / "holiday.jpg")
-    assert "not a report" in check_writable_html(picture)
+    assert "not a report" in check_writable(picture, "html")
     (tmp_path / "run.json").write_text('{ "facefinder": "report", "model": "x" }')
-    assert "not a report" in check_writable_html(tmp_path / "run.json")
-    assert "does not exist" in check_writable_html(tmp_path / "nope" / "r.html")
-    assert "folder" in check_writable_html(tmp_path)
+    assert "not a report" in check_writable(tmp_path / "run.json", "html")
+    assert "does not exist" in check_writable(tmp_path / "nope" / "r.html", "html")
+    assert "folder" in check_writable(tmp_path, "html")
     with pytest.raises(FileExistsError):
         write_html(result, picture)
     said: list[str] = []
     assert deliver(_args(html=picture), result, said.append) == 3
     assert Image.open(picture).size == (640, 480)
     ours = tmp_path / "found.html"
-    assert check_writable_html(ours) is None
+    assert check_writable(ours, "html") is None
     write_html(result, ours)
-    assert check_writable_html(ours) is None
+    assert check_writable(ours, "html") is None
     write_html(result, ours)  # replaced in place
     assert not [p for p in tmp_path.iterdir() if ".partial-" in p.name]  # no temp left
 
