@@ -2,6 +2,7 @@
 
 Usage:
     python benchmarks/album.py ALBUM [--jobs 2] [--model Facenet] [--sweep]
+    python benchmarks/album.py ALBUM --cluster tcp://127.0.0.1:8786   (on a Dask cluster)
 
 ALBUM is laid out like the project's devset: ``reference/<Person>/*``, ``collection/``
 (any nesting), and ``truth.csv`` with columns path, people (';'-separated), kind.
@@ -199,17 +200,20 @@ def print_operating_points(points: dict, up_to: float) -> None:
 
 def run_finder(
     album: Path, jobs: int, model: str, threshold: float | None,
-    reference: Path | None = None, index: Path | None = None,
+    reference: Path | None = None, index: Path | None = None, cluster: str | None = None,
 ) -> tuple[dict, float, int]:
     """Run finder.py on the album; returns (JSON report, seconds, peak RSS bytes).
 
-    ``index`` None runs without the face index (--no-index).
+    ``index`` None runs without the face index (--no-index). ``cluster``: the analysis
+    on that Dask scheduler's workers instead of ``jobs`` local ones (their memory is not
+    in the peak, which then counts the main process alone).
     """
     with tempfile.TemporaryDirectory() as tmp:
         report = Path(tmp) / "report.json"
         command = [
             sys.executable, str(ROOT / "finder.py"), str(album / "collection"),
-            "--reference", str(reference or album / "reference"), "--jobs", str(jobs),
+            "--reference", str(reference or album / "reference"),
+            *(["--cluster", cluster] if cluster else ["--jobs", str(jobs)]),
             "--model", model, "--json", str(report), "--no-progress",
         ]
         command += ["--index", str(index)] if index is not None else ["--no-index"]
@@ -240,6 +244,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("album", type=Path)
     parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--cluster", metavar="ADDRESS",
+                        help="run the finder with --cluster ADDRESS (a Dask scheduler) "
+                             "instead of --jobs")
     parser.add_argument("--model", default="Facenet")
     parser.add_argument("--threshold", type=float, help="default: the model's own")
     parser.add_argument("--sweep", action="store_true",
@@ -263,16 +270,16 @@ def main() -> None:
                             args.album / "reference") else [])
         index = Path(tmp) / "index.sqlite"
         _, seconds, peak = run_finder(args.album, args.jobs, args.model, run_threshold,
-                                      fewer, index)
+                                      fewer, index, args.cluster)
         from facefinder.vision.registry import model_spec
 
         base = run_threshold if run_threshold is not None else (
             model_spec(args.model).default_threshold)
         other = base + 0.01  # "loosen the threshold a little": the warm re-run's question
         warm, warm_seconds, _ = run_finder(args.album, args.jobs, args.model, other,
-                                           fewer, index)
+                                           fewer, index, args.cluster)
         report, person_seconds, _ = run_finder(args.album, args.jobs, args.model,
-                                               run_threshold, None, index)
+                                               run_threshold, None, index, args.cluster)
         index_mib = sum(os.path.getsize(p) for p in Path(tmp).glob("index.sqlite*")) / 2**20
     decoded = (warm["summary"].get("files_decoded"), report["summary"].get("files_decoded"))
     threshold = args.threshold if args.threshold is not None else None
@@ -293,7 +300,8 @@ def main() -> None:
           f"{psutil.virtual_memory().total / 2**30:.0f} GiB, Python {platform.python_version()}")
     shown = (f"each person's own ({cutoffs[0]:g}-{cutoffs[-1]:g}; decision rule)"
              if own_rule and cutoffs else f"{threshold}")
-    print(f"model: {report['model']}  threshold: {shown}  jobs: {args.jobs}")
+    where = f"cluster: {args.cluster}" if args.cluster else f"jobs: {args.jobs}"
+    print(f"model: {report['model']}  threshold: {shown}  {where}")
     print(f"time: {seconds:.1f} s  ->  {images / seconds:.1f} photos/s "
           "(wall clock, including start-up)")
     print(f"peak memory (RSS, all processes): {peak / 2**20:.0f} MiB")
@@ -341,6 +349,7 @@ def main() -> None:
         args.out.write_text(json.dumps({
             "album": str(args.album), "files": len(truth), "images": images,
             "model": report["model"], "threshold": threshold, "jobs": args.jobs,
+            "cluster": args.cluster,
             "seconds": seconds, "photos_per_s": images / seconds, "peak_rss_mib": peak / 2**20,
             "index": {"files": files, "cold_files_per_s": files / seconds,
                       "warm_files_per_s": files / warm_seconds,

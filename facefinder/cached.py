@@ -8,6 +8,10 @@ or copied file is recognised. Whatever is still unknown goes to the executor, a 
 hundred files at a time, and each result is recorded in the index as it arrives (the
 index commits every few seconds), so a run killed at any moment loses at most those
 seconds of work and the next run carries on.
+
+Objects (``--objects``) are looked up beside the faces under their own key: a file whose
+faces the index knows but whose objects it does not is sent to an objects-only pass
+(``AnalysisJob.faces`` False), so its faces are never detected again.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from pathlib import Path
 from facefinder.analyse import AnalysisJob, analysis_key
 from facefinder.executors import Executor, Item, analyse_all
 from facefinder.index import FaceIndex, content_key
+from facefinder.object_analysis import object_key
 from facefinder.records import FileKind, FileResult
 
 SCAN_CHUNK = 256  # files stat'ed and looked up per query round
@@ -42,7 +47,8 @@ class Analyser:
     """Turns scanned files into FileResults, using and filling the index (if any).
 
     ``decoded`` counts files analysed by the pipeline in this run (what a warm re-run
-    should keep at zero) and ``from_index`` those answered from the index.
+    should keep at zero) and ``from_index`` those answered from the index;
+    ``objects_read`` those whose faces the index knew, read again for objects only.
     """
 
     def __init__(self, index: FaceIndex | None, job: AnalysisJob, executor: Executor,
@@ -53,7 +59,12 @@ class Analyser:
         self.inline = inline  # for a handful of files: no worker start-up
         self.decoded = 0
         self.from_index = 0
+        self.objects_read = 0
         self._settings_ids: dict[FileKind, int | None] = {}
+        self._object_ids: dict[FileKind, int | None] = {}
+        # Files whose faces came from the index and whose objects are still to be found:
+        # rel -> (the file, its stored result, its content id).
+        self._objects_waiting: dict[str, tuple[_Pending, FileResult, int]] = {}
 
     # ------------------------------------------------------------------ public
 
@@ -67,7 +78,7 @@ class Analyser:
         whole finder down.
         """
         if self.index is None:  # stream straight to the executor
-            for result in analyse_all(items, self.job, self.executor):
+            for result in analyse_all(items, self._job(trusted), self.executor):
                 self.decoded += result.kind != "other"
                 yield result
             return
@@ -76,10 +87,13 @@ class Analyser:
         waiting: dict[str, _Pending] = {}
         try:
             while chunk := list(itertools.islice(iterator, SCAN_CHUNK)):
-                yield from self._lookup(root_id, chunk, waiting)
+                yield from self._lookup(root_id, chunk, waiting, trusted)
                 if len(waiting) >= DISPATCH:
                     yield from self._analyse_waiting(waiting, root_id, trusted)
+                if len(self._objects_waiting) >= DISPATCH:
+                    yield from self._objects_pass()
             yield from self._analyse_waiting(waiting, root_id, trusted)
+            yield from self._objects_pass()
         finally:
             self.index.flush()
 
@@ -92,9 +106,24 @@ class Analyser:
             self._settings_ids[kind] = self.index.settings_id(analysis_key(self.job, kind))
         return self._settings_ids[kind]
 
-    def _lookup(self, root_id: int | None, chunk: list[Item], waiting: dict[str, _Pending]
-                ) -> Iterator[FileResult]:
-        """Yield the chunk's hits; put the rest in ``waiting``."""
+    def _job(self, trusted: bool) -> AnalysisJob:
+        """The job for these files: reference photos (``trusted``) need no objects."""
+        return replace(self.job, objects=None) if trusted else self.job
+
+    def object_settings_id(self, kind: FileKind) -> int | None:
+        """The index's id of this run's object key for ``kind`` (None: no --objects)."""
+        if self.job.objects is None:
+            return None
+        if kind not in self._object_ids:
+            assert self.index is not None
+            self._object_ids[kind] = self.index.object_settings_id(
+                object_key(self.job.objects, self.job.settings, kind))
+        return self._object_ids[kind]
+
+    def _lookup(self, root_id: int | None, chunk: list[Item], waiting: dict[str, _Pending],
+                trusted: bool = False) -> Iterator[FileResult]:
+        """Yield the chunk's hits; put the rest in ``waiting`` (and in
+        ``_objects_waiting`` the hits whose objects are not known yet)."""
         index = self.index
         assert index is not None
         stats: list[tuple[Path, str, FileKind, int, int]] = []
@@ -131,19 +160,41 @@ class Analyser:
                 moved.append((rel, size, mtime, content))
 
         stored: dict[FileKind, dict[int, FileResult]] = {}
+        objects: dict[FileKind, dict | None] = {}
         for kind in ("image", "video"):
             ids = [content_of[s[1]] for s in stats if s[2] == kind and s[1] in content_of]
             settings = self.settings_id(kind) if ids else None
             stored[kind] = index.load(settings, ids) if settings is not None else {}
+            objects[kind] = None
+            if ids and not trusted and self.job.objects is not None:
+                # No id: a read-only index that has never seen this detector (or of an
+                # older schema): every file's objects are found again, and not kept.
+                wanted = self.object_settings_id(kind)
+                objects[kind] = index.load_objects(wanted, ids) if wanted is not None else {}
         moved_known: list[tuple[str, int, int, int]] = []
         for path, rel, kind, size, mtime in stats:
             content = content_of.get(rel)
             result = stored[kind].get(content) if content is not None else None
             if result is None:
-                waiting[rel] = _Pending(path, rel, kind, keys.get(rel) or b"", size, mtime)
+                key = keys.get(rel)
+                if key is None:  # known by its path, not yet analysed with these settings:
+                    try:  # its content key is what the new analysis is stored under
+                        key = content_key(path, size)
+                    except OSError:
+                        key = b""  # unreadable now: the worker says why
+                waiting[rel] = _Pending(path, rel, kind, key, size, mtime)
                 continue
             self.from_index += 1
-            yield replace(result, rel=rel)  # two paths may share one content's record
+            result = replace(result, rel=rel)  # two paths may share one content's record
+            known = objects[kind]
+            if known is not None and result.error is None:
+                if content not in known:  # faces known, objects not yet
+                    self._objects_waiting[rel] = (
+                        _Pending(path, rel, kind, keys.get(rel) or b"", size, mtime),
+                        result, content)
+                    continue
+                result.objects = known[content]
+            yield result
         for rel, size, mtime, content in moved:
             if rel not in waiting:
                 moved_known.append((rel, size, mtime, content))
@@ -160,13 +211,36 @@ class Analyser:
         # A handful of files (a new reference person) is faster in this process than
         # starting worker processes and loading the models in each.
         small = trusted and len(items) < INLINE_FILES
-        for result in analyse_all(items, self.job, self.inline if small else self.executor):
+        for result in analyse_all(items, self._job(trusted),
+                                  self.inline if small else self.executor):
             if result.kind != "other":
                 self.decoded += 1
             item = pending.get(result.rel)
             self._store(result, item, root_id)
             if item is not None and item.key and result.kind != "other":
                 result.key = item.key
+            yield result
+
+    def _objects_pass(self) -> Iterator[FileResult]:
+        """Find the objects of files whose faces the index knew: no face is detected."""
+        if not self._objects_waiting:
+            return
+        waiting = dict(self._objects_waiting)
+        self._objects_waiting.clear()
+        items = [(p.path, p.rel, p.kind) for p, _result, _content in waiting.values()]
+        index = self.index
+        assert index is not None
+        for found in analyse_all(items, replace(self.job, faces=False), self.executor):
+            if found.rel not in waiting:
+                continue
+            item, result, content = waiting[found.rel]
+            self.objects_read += 1
+            result.objects = found.objects if found.objects is not None else []
+            settings = self.object_settings_id(item.kind)
+            # Unreadable now but read before (its faces are known): a file that is still
+            # being written or a drive that hiccupped; not kept, so the next run retries.
+            if found.error is None and settings is not None:
+                index.record_objects(settings, content, result.objects)
             yield result
 
     def _store(self, result: FileResult, item: _Pending | None, root_id: int | None) -> None:
@@ -182,4 +256,6 @@ class Analyser:
         if settings is None or root_id is None:  # a read-only index (counts what it loses)
             index.record_lost()
             return
-        index.record(settings, key, item.size, result, root_id, item.rel, item.mtime_ns)
+        objects = None if result.objects is None else self.object_settings_id(item.kind)
+        index.record(settings, key, item.size, result, root_id, item.rel, item.mtime_ns,
+                     objects_settings=objects)

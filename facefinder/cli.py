@@ -28,6 +28,7 @@ from facefinder.cli_options import (
     build_parser,
 )
 from facefinder.console import say
+from facefinder.executors import ClusterError, Executor
 from facefinder.index import IndexFileError, IndexLockedError
 from facefinder.models.catalog import DEMO_ALBUM
 from facefinder.pypi import FetchError
@@ -46,7 +47,7 @@ def main(argv: Sequence[str] | None = None, *, started: float | None = None) -> 
     except (FinderError, IndexFileError) as exc:
         say(f"finder: error: {exc}")
         return EXIT_USAGE
-    except (IndexLockedError, FetchError) as exc:
+    except (IndexLockedError, FetchError, ClusterError) as exc:
         say(f"finder: error: {exc}")
         return EXIT_FAILED
     except KeyboardInterrupt:  # outside the search itself (fetching, copying, ...)
@@ -101,7 +102,8 @@ def _run(args: argparse.Namespace, started: float) -> int:
         result = finder.find(photos, people=args.person, threshold=args.threshold,
                              query=console.query, exclude=console.exclude,
                              on_event=console.on_event, count_files=not args.no_progress,
-                             keep_files=False, follow_links=args.follow_links)
+                             keep_files=bool(args.annotate),  # its sidecars list every face
+                             follow_links=args.follow_links)
         console.close()
         console.print_result(result, finder, wall_s=time.monotonic() - started, demo=demo)
     return deliver(args, result, say)
@@ -161,14 +163,43 @@ def _finder(args: argparse.Namespace) -> Finder:
     reference = args.reference
     if args.photos is None and reference is None:
         reference = (args.models or PROGRAM_DIR / "models") / DEMO_ALBUM / "reference"
-    return Finder(
-        reference, models=args.models, model=args.model, jobs=args.jobs,
-        index=None if args.no_index else _index_path(args),
-        index_read_only=bool(status and on_stick and not status.writable),
-        settings=AnalysisSettings(min_face=args.min_face, detect_side=args.detect_size,
-                                  video_fps=args.video_fps),
-        on_fetch=say,
-    )
+    executor = _cluster(args)
+    try:
+        return Finder(
+            reference, models=args.models, model=args.model, jobs=args.jobs,
+            index=None if args.no_index else _index_path(args),
+            index_read_only=bool(status and on_stick and not status.writable),
+            settings=AnalysisSettings(min_face=args.min_face, detect_side=args.detect_size,
+                                      video_fps=args.video_fps),
+            on_fetch=say, objects=bool(args.objects or args.with_objects),
+            executor=executor,
+        )
+    except BaseException:
+        if executor is not None:
+            executor.close()
+        raise
+
+
+def _cluster(args: argparse.Namespace) -> Executor | None:
+    """``--cluster ADDRESS``: the Dask executor (connected, workers present), else None."""
+    if not args.cluster:
+        if args.cluster_root_map or args.send_files:
+            raise FinderError("--cluster-root-map and --send-files say how a cluster reads "
+                              "the photos: give --cluster ADDRESS too")
+        return None
+    if args.jobs:
+        raise FinderError("--jobs counts worker processes on this PC; with --cluster the "
+                          "cluster's workers do the work (drop --jobs)")
+    try:
+        from facefinder.dask_executor import ClusterExecutor, parse_root_map
+    except ImportError:
+        raise FinderError("--cluster needs Dask: python -m pip install -r requirements.txt"
+                          ) from None
+    try:
+        root_map = parse_root_map(args.cluster_root_map)
+    except ValueError as exc:
+        raise FinderError(str(exc)) from None
+    return ClusterExecutor(args.cluster, root_map, send_files=args.send_files)
 
 
 def _preflight(args: argparse.Namespace) -> None:
@@ -197,9 +228,15 @@ def _preflight(args: argparse.Namespace) -> None:
             raise FinderError(f"--copy {args.copy}: that folder holds the photos searched, so "
                               "every run would copy the copies again; give a folder outside "
                               f"it, or a subfolder such as {photos / 'found'}")
-    problem = args.copy and check_destination(args.copy)
-    if problem:
-        raise FinderError(f"--copy {args.copy}: {problem}")
+    for option, folder in (("--copy", args.copy), ("--annotate", args.annotate)):
+        if folder and args.photos and _holds(folder.resolve(), args.photos.resolve()):
+            raise FinderError(f"{option} {folder}: that folder holds the photos searched; "
+                              "give a folder outside it")
+        problem = folder and check_destination(folder)
+        if problem:
+            raise FinderError(f"{option} {folder}: {problem}")
+    if args.copy and args.annotate and args.copy.resolve() == args.annotate.resolve():
+        raise FinderError("--copy and --annotate name the same folder; give two folders")
     if args.list != "all" and not (args.list.isdigit() and int(args.list) >= 0):
         raise FinderError(f"--list {args.list}: give a number of paths, or all")
 

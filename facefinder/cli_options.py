@@ -35,6 +35,13 @@ questions (answered from the face index in seconds once a folder has been read o
   People named in --all/--any/--without are searched for as well as any --person; with
   neither --person nor --any names, everyone in reference/ is searched and listed.
 
+objects and pets (--objects; the detector is fetched the first time it is asked for):
+  python finder.py Photos --with dog                every photo (and video) with a dog
+  python finder.py Photos --with pet --since 2010   cats and dogs ("pets", "puppy" work too)
+  python finder.py Photos --all Grandma --with dog  Grandma together with a dog
+  python finder.py Photos --objects --csv all.csv   every object of every photo, listed
+  python finder.py Photos --person Anna --annotate ~/boxes   copies with boxes drawn
+
 face index (index.sqlite beside finder.py: every file is read only once, ever):
   python finder.py --index-info            what the index holds
   python finder.py Photos --prune          forget files deleted from Photos
@@ -125,6 +132,24 @@ def build_parser() -> argparse.ArgumentParser:
                    help="only files with at least N faces, e.g. --min-faces 3 (groups)")
     q.add_argument("--max-faces", type=int, metavar="N",
                    help="only files with at most N faces, e.g. --max-faces 1 (portraits)")
+    o = p.add_argument_group("objects and pets")
+    o.add_argument("--objects", action="store_true",
+                   help="detect objects too (80 kinds: dog, cat, car, bicycle, cake...), "
+                        "kept in the face index beside the faces; alone, lists the objects "
+                        "of every photo; reports get an objects column/list")
+    o.add_argument("--with", action="append", default=[], metavar="OBJECT",
+                   dest="with_objects",
+                   help="only files showing this object (implies --objects); repeat for "
+                        "several (all of them); plurals and common words work (dogs, "
+                        "puppy, sofa, phone), \"pet\" means cat or dog; with people: "
+                        "--all Grandma --with dog, e.g. --with cat --since 2010")
+    o.add_argument("--annotate", type=Path, metavar="DIR",
+                   help="for every photo found, a copy with boxes and names drawn (people "
+                        "with name and distance, objects with kind and score) in "
+                        "DIR/<Person>/<its folder path>, and a NAME.json beside it with "
+                        "everything found; for videos a contact sheet of the frames where "
+                        "people are seen. Originals are never touched; never overwrites, "
+                        "e.g. --annotate ~/boxes")
     r = p.add_argument_group("review (see what was found, say yes or no, name people)")
     r.add_argument("--review", action="store_true",
                    help="search PHOTOS_DIR, then open the review page in the browser (only "
@@ -149,6 +174,19 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--prune", action="store_true",
                    help="remove from the index the files under PHOTOS_DIR that no longer "
                         "exist, then exit, e.g. python finder.py D:\\Photos --prune")
+    c = p.add_argument_group("cluster (the analysis on other machines; see README)")
+    c.add_argument("--cluster", metavar="ADDRESS",
+                   help="run the analysis on the Dask cluster whose scheduler is at ADDRESS "
+                        "(instead of --jobs worker processes here); the face index stays "
+                        "here, e.g. --cluster tcp://192.168.1.20:8786")
+    c.add_argument("--cluster-root-map", action="append", default=[],
+                   metavar="LOCAL=REMOTE",
+                   help="with --cluster: the workers see the folder LOCAL at REMOTE (a "
+                        "share mounted elsewhere); repeat for the reference folder, e.g. "
+                        "--cluster-root-map /home/me/Photos=/mnt/photos")
+    c.add_argument("--send-files", action="store_true",
+                   help="with --cluster: send every file's bytes to the workers (nothing "
+                        "needs to be shared; slower on a slow network)")
     p.add_argument("--models", type=Path, metavar="DIR",
                    help="where the model files are kept (default: models/ beside finder.py)")
     p.add_argument("--fetch-models", action="store_true",

@@ -32,6 +32,7 @@ def query_of(args: argparse.Namespace) -> Query:
             since=parse_date(args.since, "--since") if args.since else None,
             until=parse_date(args.until, "--until") if args.until else None,
             min_faces=args.min_faces, max_faces=args.max_faces,
+            with_objects=list(getattr(args, "with_objects", None) or []),
         )
     except QueryError as exc:
         raise FinderError(str(exc)) from None
@@ -39,7 +40,8 @@ def query_of(args: argparse.Namespace) -> Query:
 
 def question_of(args: argparse.Namespace) -> str | None:
     """The question asked, in words, or None when none was (a plain per-person search)."""
-    if not (args.all_of or args.without or args.any_of):
+    objects = list(getattr(args, "with_objects", None) or [])
+    if not (args.all_of or args.without or args.any_of or objects):
         return None
     parts = []
     if args.all_of:
@@ -47,6 +49,13 @@ def question_of(args: argparse.Namespace) -> str | None:
     if args.any_of:
         parts.append(" or ".join(args.any_of))
     text = "Files showing " + (", and ".join(parts) if parts else "anyone searched for")
+    if objects:
+        text += " with " + " and ".join(objects)
+    return _question_tail(text, args)
+
+
+def _question_tail(text: str, args: argparse.Namespace) -> str:
+    """The question's filters that are not about people or objects, added to ``text``."""
     if args.without:
         text += ", without " + " or ".join(args.without)
     if args.since:
@@ -65,7 +74,7 @@ class Console:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self.query = query_of(args)
-        self.exclude = [args.copy] if args.copy else []
+        self.exclude = [d for d in (args.copy, getattr(args, "annotate", None)) if d]
         self._bar = None
 
     def on_event(self, event: Event) -> None:
@@ -98,14 +107,30 @@ class Console:
         if not result.searched:
             say("Interrupted while reading the reference photos: nothing was searched.")
             return
+        for note in self.query.object_notes:
+            say(note)
         question = question_of(args)
-        if question is not None:
+        objects_only = self.query.with_objects and not (
+            args.person or args.all_of or args.any_of or args.without)
+        if objects_only:  # --with dog: the files with a dog are the answer
+            from facefinder.object_report import format_objects
+
+            question = "Files showing " + " and ".join(
+                " or ".join(c) for c in self.query.object_classes)
+            safe_print(format_objects(result.object_files, _question_tail(question, args)))
+        elif question is not None:
             safe_print(format_answer(result.matches, question, show_distance=args.show_distance))
         else:
             limit = None if args.list == "all" else int(args.list)
             safe_print(format_results(result.matches, result.people,
                                       show_distance=args.show_distance, limit=limit))
         out = say if question is not None else safe_print
+        if getattr(args, "objects", False) and not self.query.with_objects:
+            from facefinder.object_report import format_objects
+
+            limit = None if args.list == "all" else int(args.list)
+            out("")
+            out(format_objects(result.object_files, "Objects seen", limit=limit))
         out("")
         rule = describe_rule(result)
         if rule:

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from facefinder.decisions import Verdicts, name_key
-from facefinder.match import Gallery
+from facefinder.match import Gallery, KnownDistances, PhotoFaces
 from facefinder.records import FileResult, Match
 
 
@@ -74,6 +74,13 @@ class Decided:
     gallery: Gallery  # references, confirmed and expanded faces (with their distances)
     thresholds: dict[str, float]  # person -> cutoff
     expanded: dict[str, int]  # person -> faces added by expansion
+    faces: PhotoFaces | None = None  # the collection's photo faces, rows of ``distance``
+    distance: np.ndarray | None = None  # (F, P) final distances (None: not computed)
+    # What the next decision over the same files can reuse (``decide(earlier=...)``):
+    # the files, the gallery it started from and the faces' distances to it.
+    files: Sequence[FileResult] = ()
+    start: Gallery | None = None
+    base: np.ndarray | None = None
 
 
 def person_thresholds(rule: RuleSpec, gallery: Gallery, vectors: np.ndarray,
@@ -92,6 +99,10 @@ def person_thresholds(rule: RuleSpec, gallery: Gallery, vectors: np.ndarray,
 
 
 BLOCK_VALUES = 1 << 24  # floats in one temporary distance matrix (64 MB)
+# From this many photo faces on, expansion follows the neighbour graph (when the caller
+# has one) instead of comparing every face with every newcomer: below it the exact way
+# takes under a second, above it its cost grows with the square of the collection.
+GRAPH_FROM = 50_000
 
 
 def _nearest(gallery: Gallery, vectors: np.ndarray) -> np.ndarray:
@@ -101,75 +112,140 @@ def _nearest(gallery: Gallery, vectors: np.ndarray) -> np.ndarray:
     return np.concatenate(parts) if parts else np.zeros((0, len(gallery.people)), np.float32)
 
 
-def _min_to(vectors: np.ndarray, joined: list[int]) -> np.ndarray:
-    """(F,) distance of every face to the nearest of faces ``joined``, each face leaving
-    itself out - in blocks of bounded size."""
-    best = np.full(len(vectors), np.inf, np.float32)
+def _min_to(vectors: np.ndarray, joined: np.ndarray, person: np.ndarray,
+            current: np.ndarray) -> None:
+    """Lower ``current[:, person[j]]`` to each face's distance to newcomer ``joined[j]``,
+    every face leaving itself out: one pass over the faces for all newcomers of a round
+    (``joined`` sorted by person), in blocks of bounded size."""
     columns = max(1, min(len(joined), 4096))
     rows = max(1, BLOCK_VALUES // columns)
     for c in range(0, len(joined), columns):
-        part = np.asarray(joined[c:c + columns])
+        part, owner = joined[c:c + columns], person[c:c + columns]
+        heads = np.flatnonzero(np.r_[True, owner[1:] != owner[:-1]])
         targets = vectors[part].T
         for r in range(0, len(vectors), rows):
             block = 1.0 - vectors[r:r + rows] @ targets
             own = np.flatnonzero((part >= r) & (part < r + rows))
             block[part[own] - r, own] = np.inf
-            np.minimum(best[r:r + rows], block.min(axis=1), out=best[r:r + rows])
-    return best
+            near = np.minimum.reduceat(block, heads, axis=1)
+            view = current[r:r + rows]
+            view[:, owner[heads]] = np.minimum(view[:, owner[heads]], near)
+
+
+def _min_to_graph(joined: np.ndarray, person: np.ndarray, current: np.ndarray,
+                  graph: tuple[np.ndarray, np.ndarray]) -> None:
+    """Like ``_min_to``, over the neighbour graph only: a face is measured to a newcomer
+    when one is among the other's neighbours (either way round), at the distance the
+    graph keeps. Linear in the faces, where ``_min_to`` costs faces x newcomers; used for
+    big collections."""
+    near, dist = graph
+    of = np.full(len(current), -1, np.int64)
+    of[joined] = person
+    new = of >= 0
+    # faces with a newcomer among their neighbours (-1, no neighbour, reads the last
+    # face's flag and is then dropped)
+    face, slot = np.nonzero(new[near] & (near >= 0))
+    src, dst, far = face, near[face, slot], dist[face, slot]
+    # newcomers' own neighbours
+    mine, slot = np.nonzero(near[joined] >= 0)
+    back = near[joined[mine], slot]
+    src = np.concatenate([src, back])
+    dst = np.concatenate([dst, joined[mine]])
+    far = np.concatenate([far, dist[joined[mine], slot]])
+    keep = src != dst
+    np.minimum.at(current, (src[keep], of[dst[keep]]), far[keep].astype(current.dtype))
 
 
 def expand(rule: RuleSpec, gallery: Gallery, vectors: np.ndarray, photo: np.ndarray,
            vetoed: Callable[[int, int], bool] | None = None,
            names: Sequence[tuple[str, int]] | None = None,
            occupied: set[tuple[int, int]] | None = None,
-           distance: np.ndarray | None = None) -> tuple[Gallery, dict[str, int]]:
+           distance: np.ndarray | None = None, *,
+           vetoable: np.ndarray | None = None,
+           graph: tuple[np.ndarray, np.ndarray] | None = None
+           ) -> tuple[Gallery, dict[str, int]]:
     """The gallery with confident faces added to their person, round after round.
 
     ``photo[i]`` says which file face i is in: a person takes at most one face per photo,
     over all rounds (``occupied``: (photo, person) slots already taken, by confirmed
     faces). ``vetoed(i, p)`` is True when face i must not join person p (the user said
-    no, or said it is someone else). ``distance``: the faces' (F, P) distances to the
-    gallery, when known. Each round compares every face only with the faces that just
-    joined, so a round costs faces x newcomers, not faces x gallery.
+    no, or said it is someone else); ``vetoable``: the only faces it can be True for
+    (the faces with a verdict), so it is not asked a million times. ``distance``: the
+    faces' (F, P) distances to the gallery, when known. Each round compares every face
+    only with the faces that just joined, so a round costs faces x newcomers, not faces x
+    gallery; with ``graph`` ((F, K) neighbour rows, -1 for none, and their (F, K)
+    distances) only with the newcomers among its neighbours, which keeps a million
+    faces linear.
 
     The returned gallery carries every face's final distance to each person
     (``Gallery.known``, keyed by ``names[i]`` = (file path, face number)); a face that
     joined is measured to its person's *other* faces, never to itself.
     """
+    grown, added, current = _expand(rule, gallery, vectors, photo, vetoed, occupied,
+                                    distance, vetoable, graph)
+    if names is not None and current is not None:
+        grown.known = {name: current[i] for i, name in enumerate(names)}
+    return grown, added
+
+
+def _expand(rule: RuleSpec, gallery: Gallery, vectors: np.ndarray, photo: np.ndarray,
+            vetoed: Callable[[int, int], bool] | None,
+            occupied: set[tuple[int, int]] | None, distance: np.ndarray | None,
+            vetoable: np.ndarray | None, graph: tuple[np.ndarray, np.ndarray] | None
+            ) -> tuple[Gallery, dict[str, int], np.ndarray | None]:
+    """``expand``, also returning the (F, P) final distances (None when nothing to do)."""
     people = list(gallery.people)
     if not people or not len(vectors):
-        return gallery, {}
+        return gallery, {}, None
+    span = len(people)
     current = (_nearest(gallery, vectors) if distance is None else distance).copy()
     added = np.zeros(len(vectors), bool)
-    extra: dict[int, list[int]] = {p: [] for p in range(len(people))}
-    taken = set(occupied or ())
+    extra: list[np.ndarray] = []
+    photo = np.asarray(photo, np.int64)
+    taken = np.array(sorted(int(f) * span + int(p) for f, p in occupied or ()), np.int64)
+    askable = None
+    if vetoed is not None and vetoable is not None:
+        askable = np.zeros(len(vectors), bool)
+        askable[np.asarray(vetoable, np.int64)] = True
     for _ in range(rule.rounds):
         best = current.argmin(axis=1)
         close = current[np.arange(len(vectors)), best]
-        chosen: dict[tuple[int, int], int] = {}
-        for i in np.flatnonzero((close < rule.expand_below) & ~added):
-            p = int(best[i])
-            slot = (int(photo[i]), p)
-            if slot in taken or (vetoed is not None and vetoed(int(i), p)):
-                continue
-            if slot not in chosen or close[i] < close[chosen[slot]]:
-                chosen[slot] = int(i)
-        if not chosen:
+        candidate = np.flatnonzero((close < rule.expand_below) & ~added)
+        slot = photo[candidate] * span + best[candidate]
+        free = ~np.isin(slot, taken)
+        candidate, slot = candidate[free], slot[free]
+        if vetoed is not None:
+            ask = (np.ones(len(candidate), bool) if askable is None
+                   else askable[candidate])
+            allowed = np.ones(len(candidate), bool)
+            for j in np.flatnonzero(ask):
+                allowed[j] = not vetoed(int(candidate[j]), int(best[candidate[j]]))
+            candidate, slot = candidate[allowed], slot[allowed]
+        if not len(candidate):
             break
-        newcomers: dict[int, list[int]] = {}
-        for slot, i in chosen.items():
-            taken.add(slot)
-            added[i] = True
-            newcomers.setdefault(slot[1], []).append(i)
-        for p, joined in newcomers.items():
-            extra[p].extend(joined)
-            np.minimum(current[:, p], _min_to(vectors, joined), out=current[:, p])
+        # one face per (photo, person): the closest, the first one on a tie
+        order = np.lexsort((candidate, close[candidate], slot))
+        heads = np.flatnonzero(np.r_[True, slot[order][1:] != slot[order][:-1]])
+        chosen = candidate[order[heads]]
+        taken = np.union1d(taken, slot[order[heads]])
+        added[chosen] = True
+        # newcomers per person in the order their photo's first candidate came
+        seen_first = np.minimum.reduceat(candidate[order], heads)
+        chosen = chosen[np.argsort(seen_first, kind="stable")]
+        owner = best[chosen]
+        order = np.argsort(owner, kind="stable")
+        chosen, owner = chosen[order], owner[order]
+        extra.append(np.stack([chosen, owner]))
+        if graph is None:
+            _min_to(vectors, chosen, owner, current)
+        else:
+            _min_to_graph(chosen, owner, current, graph)
+    joined = np.concatenate(extra, axis=1) if extra else np.zeros((2, 0), np.int64)
     grown = Gallery.build({
-        name: [*gallery.vectors[gallery.owner == p], *vectors[extra[p]]]
+        name: [*gallery.vectors[gallery.owner == p], *vectors[joined[0][joined[1] == p]]]
         for p, name in enumerate(people)})
-    if names is not None:
-        grown.known = {name: current[i] for i, name in enumerate(names)}
-    return grown, {people[p]: len(v) for p, v in extra.items() if v}
+    counts = np.bincount(joined[1], minlength=span)
+    return grown, {people[p]: int(counts[p]) for p in range(span) if counts[p]}, current
 
 
 def confidence(rule: RuleSpec | None, margin: float) -> float | None:
@@ -184,33 +260,50 @@ def confidence(rule: RuleSpec | None, margin: float) -> float | None:
 
 
 def decide(files: Sequence[FileResult], gallery: Gallery, rule: RuleSpec | None,
-           threshold: float | None, verdicts: Verdicts | None) -> Decided:
+           threshold: float | None, verdicts: Verdicts | None, *,
+           graph: Callable[[Sequence[FileResult], PhotoFaces],
+                           tuple[np.ndarray, np.ndarray] | None] | None = None,
+           earlier: Decided | None = None) -> Decided:
     """The final gallery and per-person cutoffs for a collection's ``files``.
 
     ``threshold`` given (the user's ``--threshold``): that cutoff for everyone, with
     expansion under the smaller of it and the rule's expansion cutoff; ``rule`` None (a
     model not calibrated for the rule): the plain ``threshold``, no expansion.
+    ``graph``: gives the photo faces' neighbour rows and distances (see ``expand``) when the
+    collection is big enough to need them (``GRAPH_FROM`` faces), or None.
+    ``earlier``: the decision before this one over the very same files (the review page
+    decides again after every answer): its faces and their distances to each person
+    whose reference faces did not change are reused, so an answer costs a pass over the
+    faces for the one person it changed rather than the whole comparison.
     """
+    same = (earlier is not None and earlier.faces is not None and len(earlier.files) == len(files)
+            and all(a is b for a, b in zip(earlier.files, files, strict=True)))
+    faces = earlier.faces if same and earlier is not None else PhotoFaces.of(files)
     if rule is None:
         assert threshold is not None
-        return Decided(gallery, {p: float(threshold) for p in gallery.people}, {})
-    vectors, photo, faces = _collection_faces(files)
+        return Decided(gallery, {p: float(threshold) for p in gallery.people}, {}, faces)
+    vectors = faces.vectors
+    photo = faces.file
     folded = {name_key(p): i for i, p in enumerate(gallery.people)}
     occupied: set[tuple[int, int]] = set()
-    if verdicts is not None:
-        for i, (file, n) in enumerate(faces):
-            yes, _ = verdicts.verdict(file.key, n)
+    vetoable: list[int] = []
+    if verdicts is not None and len(verdicts):
+        keys = {k for k, _ in verdicts.yes} | {k for (k, _n), v in verdicts.no.items() if v}
+        vetoable = faces.rows_of(files, keys)
+        for i in vetoable:
+            yes, _ = verdicts.verdict(files[photo[i]].key, int(faces.n[i]))
             if yes is not None and name_key(yes) in folded:
                 occupied.add((int(photo[i]), folded[name_key(yes)]))
 
     def vetoed(i: int, p: int) -> bool:
-        file, n = faces[i]
+        file = files[photo[i]]
         if verdicts is None or file.key is None:
             return False
-        yes, no = verdicts.verdict(file.key, n)
+        yes, no = verdicts.verdict(file.key, int(faces.n[i]))
         return yes is not None or name_key(gallery.people[p]) in no
 
-    distance = _nearest(gallery, vectors) if len(vectors) else None
+    distance = (_reuse(earlier, gallery, vectors) if same
+                else _nearest(gallery, vectors) if len(vectors) else None)
     if threshold is None:
         cuts = person_thresholds(rule, gallery, vectors, distance)
     else:
@@ -218,32 +311,35 @@ def decide(files: Sequence[FileResult], gallery: Gallery, rule: RuleSpec | None,
     below = min(rule.expand_below, float(cuts.min()) if len(cuts) else rule.floor)
     local = RuleSpec(rule.floor, rule.cap, rule.band, rule.c0, rule.slope, below,
                      rule.rounds, rule.confidence)
-    expanded, added = expand(local, gallery, vectors, photo, vetoed,
-                             [(f.rel, n) for f, n in faces], occupied, distance)
+    neighbours = (graph(files, faces) if graph is not None and len(faces) >= GRAPH_FROM
+                  else None)
+    expanded, added, current = _expand(local, gallery, vectors, photo, vetoed, occupied,
+                                       distance, np.array(vetoable, np.int64), neighbours)
+    if current is not None:
+        expanded.known = KnownDistances(files, faces, current)
     return Decided(expanded, {p: float(c) for p, c in zip(gallery.people, cuts, strict=True)},
-                   added)
+                   added, faces, current, files, gallery, distance)
 
 
-def _collection_faces(files: Sequence[FileResult]
-                      ) -> tuple[np.ndarray, np.ndarray, list[tuple[FileResult, int]]]:
-    """Embedded faces of the collection's photos: vectors, file number, (file, face number).
-
-    Faces in videos are left out: a clip of one stranger would count as hundreds of
-    impostors, and its sampled frames are too alike to be expansion steps.
-    """
-    rows: list[np.ndarray] = []
-    photo: list[int] = []
-    faces: list[tuple[FileResult, int]] = []
-    for i, file in enumerate(files):
-        if file.kind != "image":
-            continue
-        for n, face in enumerate(file.faces):
-            if face.embedding is not None:
-                rows.append(face.embedding)
-                photo.append(i)
-                faces.append((file, n))
-    vectors = np.stack(rows).astype(np.float32) if rows else np.zeros((0, 0), np.float32)
-    return vectors, np.array(photo, np.int64), faces
+def _reuse(earlier: Decided, gallery: Gallery, vectors: np.ndarray) -> np.ndarray | None:
+    """The faces' (F, P) distances to ``gallery``, taking each person's column from
+    ``earlier`` when their reference faces are the same, computing only the others."""
+    if not len(vectors):
+        return None
+    old = earlier.start
+    column = {} if old is None or earlier.base is None else {
+        name: p for p, name in enumerate(old.people)}
+    distance = np.empty((len(vectors), len(gallery.people)), np.float32)
+    for p, name in enumerate(gallery.people):
+        mine = gallery.vectors[gallery.owner == p]
+        q = column.get(name)
+        if (q is not None and earlier.base is not None and old is not None
+                and np.array_equal(old.vectors[old.owner == q], mine)):
+            distance[:, p] = earlier.base[:, q]
+        else:
+            distance[:, p] = _nearest(Gallery([name], mine, np.zeros(len(mine), np.int64)),
+                                      vectors)[:, 0]
+    return distance
 
 
 def with_confidence(matches: list[Match], rule: RuleSpec | None,

@@ -22,7 +22,7 @@ from facefinder.walk import printable
 def deliver(args: argparse.Namespace, result: RunResult, say: Callable[[str], None]) -> int:
     """Write the reports and copies ``args`` asks for; returns the exit status."""
     if not result.searched:  # stopped while reading the references: nothing to deliver
-        if args.csv or args.json or _html(args) or args.copy:
+        if args.csv or args.json or _html(args) or args.copy or _annotate(args):
             say("No report written and nothing copied: the search had not started.")
         return EXIT_INTERRUPTED
     failed = _reports(args, result, say)
@@ -35,6 +35,14 @@ def deliver(args: argparse.Namespace, result: RunResult, say: Callable[[str], No
         if stopped:
             return EXIT_INTERRUPTED
         failed |= copy_failed
+    if _annotate(args) and result.interrupted:
+        say(f"Not annotated: the search was interrupted, so nothing was drawn in "
+            f"{_annotate(args)}; run again to finish.")
+    elif _annotate(args):
+        annotate_failed, stopped = _annotations(args, result, say)
+        if stopped:
+            return EXIT_INTERRUPTED
+        failed |= annotate_failed
     if result.interrupted:
         return EXIT_INTERRUPTED
     return EXIT_UNDELIVERED if failed else EXIT_OK
@@ -43,6 +51,38 @@ def deliver(args: argparse.Namespace, result: RunResult, say: Callable[[str], No
 def _html(args: argparse.Namespace) -> Path | None:
     """``--html`` (absent from namespaces made before the option existed)."""
     return getattr(args, "html", None)
+
+
+def _annotate(args: argparse.Namespace) -> Path | None:
+    """``--annotate`` (absent from namespaces made before the option existed)."""
+    return getattr(args, "annotate", None)
+
+
+def _object_files(args: argparse.Namespace, result: RunResult) -> list | None:
+    """The files with objects for the reports, when objects were asked for (else None:
+    the reports keep their usual columns)."""
+    asked = getattr(args, "objects", False) or getattr(args, "with_objects", None)
+    return result.object_files if asked else None
+
+
+def _annotations(args: argparse.Namespace, result: RunResult, say: Callable[[str], None]
+                 ) -> tuple[bool, bool]:
+    """``--annotate``: the drawings; returns (some failed, Ctrl-C stopped them)."""
+    from facefinder.annotate import annotate_all, targets
+
+    dest = args.annotate.resolve()
+    people = args.person or args.all_of or args.any_of
+    with_objects = getattr(args, "with_objects", None) or []
+    folder = with_objects[0].strip() if with_objects and not people else None
+    done = annotate_all(targets(result.matches, result.object_files, result.files, folder),
+                        result.photos, dest, on_event=say)
+    say(f"Annotated copies in {dest}: {done.written} new, {done.already_there} already there"
+        + (f", {len(done.failed)} FAILED" if done.failed else "")
+        + (f"; interrupted: {done.not_done} not drawn (run again to finish)"
+           if done.interrupted else ""))
+    for rel in done.renamed:
+        say(f"  a different file already had the name: saved as {printable(rel)}")
+    return bool(done.failed), done.interrupted
 
 
 def _reports(args: argparse.Namespace, result: RunResult, say: Callable[[str], None]) -> bool:
@@ -56,7 +96,8 @@ def _reports(args: argparse.Namespace, result: RunResult, say: Callable[[str], N
         try:
             if kind == "csv":
                 write_csv(target, result.matches, model=result.model,
-                          threshold=result.threshold)
+                          threshold=result.threshold,
+                          object_files=_object_files(args, result))
             elif kind == "html":
                 from facefinder.html_report import write_html
 
@@ -64,7 +105,8 @@ def _reports(args: argparse.Namespace, result: RunResult, say: Callable[[str], N
             else:
                 write_json(target, matches=result.matches, unreadable=result.unreadable,
                            summary=result.summary.as_dict(), model=result.model,
-                           threshold=result.threshold)
+                           threshold=result.threshold,
+                           object_files=_object_files(args, result))
         except OSError as exc:
             say(f"finder: error: cannot write {target}: {exc.strerror or exc}")
             failed = True

@@ -1,9 +1,10 @@
-"""Where the analysis runs: in this process, or in worker processes (later: a cluster).
+"""Where the analysis runs: in this process, or in worker processes (a Dask cluster:
+``dask_executor``).
 
 An executor takes batches of files and yields each batch's FileResults as soon as that
 batch is done (completion order, not input order); ``close()`` releases its workers. The
 pipeline (``analyse_files``) and the index-aware layer above (``cached``) do not know
-which executor they run on, so a cluster executor is one more class here. Batches are
+which executor they run on, so a cluster executor is one more class. Batches are
 small (each worker embeds several faces per network call) and handed out a few ahead of
 the results being consumed; the file list is never materialised, so a 500,000-photo
 drive costs no more memory than a small album.
@@ -12,6 +13,7 @@ drive costs no more memory than a small album.
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import itertools
 import multiprocessing
 import multiprocessing.connection
@@ -127,6 +129,12 @@ class WorkersUnavailable(RuntimeError):
     """No worker process could be started (not: a file crashed one)."""
 
 
+class ClusterError(RuntimeError):
+    """A cluster executor cannot go on (scheduler unreachable, no workers, workers
+    running another finder version); ``str()`` is one line. Here, not in the cluster
+    module, so the command line can catch it without importing Dask."""
+
+
 class ProcessExecutor:
     """``jobs`` worker processes of its own, each running single-threaded models.
 
@@ -157,7 +165,7 @@ class ProcessExecutor:
         """Results batch by batch, in completion order."""
         todo = iter(batches)
         threads = max(1, available_cores() // self.jobs)
-        worker_job = AnalysisJob(job.model, job.models_dir, job.settings, threads=threads)
+        worker_job = dataclasses.replace(job, threads=threads)
         try:
             if self.problem is None:  # once no worker could start, do not try again
                 yield from self._run(todo, worker_job)
@@ -165,8 +173,7 @@ class ProcessExecutor:
         except WorkersUnavailable as exc:  # not one worker starts: read in this process
             self.problem = f"{exc}; the photos were read in the main process instead"
         inline = self.fallback or InlineExecutor(ModelCache())
-        yield from inline.run(todo, AnalysisJob(job.model, job.models_dir, job.settings,
-                                                threads=available_cores()))
+        yield from inline.run(todo, dataclasses.replace(job, threads=available_cores()))
 
     def _run(self, todo: Iterator[list[Item]], job: AnalysisJob) -> Iterator[list[FileResult]]:
         pending: dict[concurrent.futures.Future[list[FileResult]], list[Item]] = {}

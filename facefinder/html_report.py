@@ -155,10 +155,14 @@ class _Previews:
         return self.keys[key]
 
 
-def _card(match: Match, previews: _Previews) -> dict[str, Any]:
-    """One match as the page's script reads it (short keys: 50,000 of them)."""
+def _card(match: Match, previews: _Previews, objects: dict[str, str] | None = None
+          ) -> dict[str, Any]:
+    """One match as the page's script reads it (short keys: 50,000 of them);
+    ``objects``: each file's objects in words (``--objects``), shown under it."""
     shown = _text(match.rel)
     card: dict[str, Any] = {"p": shown, "d": round(float(match.distance), 4)}
+    if objects and match.rel in objects:
+        card["o"] = _text(objects[match.rel])
     box = [int(v) for v in match.box]
     if match.frames is not None:
         at, exact = previews.video_moment(match)
@@ -196,20 +200,42 @@ def _by_distance(match: Match) -> tuple:
     return (not match.confirmed, float(match.distance), *by_date(match))
 
 
+def _object_card(file: FileResult, text: str, previews: _Previews) -> dict[str, Any]:
+    """A file found for its objects alone (``--with dog``, nobody matched in it)."""
+    shown = _text(file.rel)
+    card: dict[str, Any] = {"p": shown, "o": _text(text),
+                            "i": previews.index(file.rel, 0.0 if file.kind == "video"
+                                                else None)}
+    if file.taken:
+        card["t"] = file.taken
+        card["s"] = _SOURCES.get(file.taken_from or "", file.taken_from or "")
+    if shown != file.rel:
+        card["x"] = 1
+    return card
+
+
 def _document(result: RunResult, previews: _Previews) -> dict[str, Any]:
+    from facefinder.object_report import objects_text
+
     found = _best(result.matches)
     maybes = _best(result.maybes)
     people = list(dict.fromkeys([*result.people, *found, *maybes]))
+    objects = {f.rel: objects_text(f.objects or ()) for f in result.object_files}
     sections = []
     for person in people:
         ordered = sorted(found.get(person, {}).values(), key=_by_distance)
         close = sorted(maybes.get(person, {}).values(), key=_by_distance)
         sections.append({
             "n": _text(person),
-            "m": [_card(m, previews) for m in ordered],
-            "y": [_card(m, previews) for m in close[:MAYBES_PER_PERSON]],
+            "m": [_card(m, previews, objects) for m in ordered],
+            "y": [_card(m, previews, objects) for m in close[:MAYBES_PER_PERSON]],
             "ym": max(0, len(close) - MAYBES_PER_PERSON),
         })
+    matched = {m.rel for m in result.matches}
+    alone = [f for f in result.object_files if f.rel not in matched]
+    if alone:  # --with dog: the photos with a dog, whoever is in them
+        sections.append({"n": "Objects", "m": [_object_card(f, objects[f.rel], previews)
+                                               for f in alone], "y": [], "ym": 0, "obj": 1})
     try:
         root = result.photos.resolve().as_uri() + "/"
     except (OSError, ValueError):
@@ -326,7 +352,7 @@ def write_html(
     workers = max(1, workers or os.cpu_count() or 1)
     if say is not None and len(jobs) > SAY_ABOVE:
         say(f"HTML report: making {len(jobs):,} previews ({workers} threads)...")
-    matched = sum(len(p["m"]) for p in document["people"])
+    matched = sum(len(p["m"]) for p in document["people"] if not p.get("obj"))
     maybes = sum(len(p["y"]) + p["ym"] for p in document["people"])
     head = _head(result, matched, maybes, document)
     make = make or make_preview
@@ -459,11 +485,12 @@ var cap=el("figcaption"),path=el("div","path");
 var link=c.x||!data.root?"":href(c.p);
 if(link){var a=el("a",null,c.p);a.href=link;a.rel="noopener noreferrer";path.appendChild(a);}
 else path.textContent=c.p;cap.appendChild(path);
-var meta=(c.t?c.t+" ("+c.s+")":"no date")+" · distance "+c.d.toFixed(3)+
+var meta=(c.t?c.t+" ("+c.s+")":"no date")+(c.d===undefined?"":" · distance "+c.d.toFixed(3))+
 (c.k!==undefined&&!c.c?" · "+(c.k*100).toFixed(2)+"% sure":"");
 cap.appendChild(el("div","meta",meta));
 if(c.v)cap.appendChild(el("div","meta","video: seen "+clock(c.v[0])+"–"+clock(c.v[1])+
 ", "+c.v[2]+(c.v[2]===1?" frame":" frames")+"; frame at "+clock(c.v[3])));
+if(c.o)cap.appendChild(el("div","meta","objects: "+c.o));
 if(c.c)cap.appendChild(el("div","badge","✓ confirmed by you"));
 f.appendChild(cap);return f;}
 function pager(items,size,draw,sorts){var box=el("div"),bar=el("div","bar"),body=el("div");

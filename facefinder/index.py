@@ -36,6 +36,10 @@ Layout, and why:
 * ``face_clusters`` / ``clusters`` - (schema 3) the cluster of each face that matches
   nobody ("who else is here"), and per cluster whether the user hid it. Labels are kept
   between runs so that new photos join the clusters the user has already seen.
+* ``object_settings`` / ``object_analyses`` / ``objects`` - (schema 4, ``--objects``) the
+  objects of each content under an object-detector key of its own
+  (``object_analysis.object_key``), so an index that knows a file's faces learns its
+  objects without its faces being detected again, and a face model change keeps them.
 
 All SQL of the program lives here: reads, writes, transactions and the commit policy
 (:meth:`FaceIndex.record` commits every COMMIT_FILES files or COMMIT_SECONDS seconds),
@@ -65,10 +69,10 @@ from pathlib import Path
 
 import numpy as np
 
-from facefinder.records import Decision, Face, FileResult, name_key
+from facefinder.records import Decision, Face, FileResult, ObjectBox, name_key
 
 APPLICATION_ID = 0x46414346  # "FACF" in the SQLite header: this file is a face index
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 SAMPLE = 64 * 1024
 BUSY_TIMEOUT_S = 30.0
 SQL_CHUNK = 400  # host parameters per IN (...) query; SQLite allows 999 on old builds
@@ -153,6 +157,29 @@ CREATE TABLE clusters (
 """
 SCHEMA += _SCHEMA_3
 
+# Schema 4's tables: objects (--objects), keyed apart from the faces' analysis.
+_SCHEMA_4 = """
+CREATE TABLE object_settings (id INTEGER PRIMARY KEY, key TEXT NOT NULL UNIQUE);
+CREATE TABLE object_analyses (
+    content INTEGER NOT NULL,
+    settings INTEGER NOT NULL,
+    objects INTEGER NOT NULL DEFAULT 0,
+    at REAL NOT NULL,
+    PRIMARY KEY (content, settings)
+) WITHOUT ROWID;
+CREATE TABLE objects (
+    content INTEGER NOT NULL,
+    settings INTEGER NOT NULL,
+    n INTEGER NOT NULL,
+    time REAL,
+    label TEXT NOT NULL,
+    score REAL NOT NULL,
+    x INTEGER NOT NULL, y INTEGER NOT NULL, w INTEGER NOT NULL, h INTEGER NOT NULL,
+    PRIMARY KEY (content, settings, n)
+) WITHOUT ROWID;
+"""
+SCHEMA += _SCHEMA_4
+
 KeyUpgrade = Callable[[str], "str | None"]
 
 
@@ -177,10 +204,26 @@ def _migrate_2_to_3(conn: sqlite3.Connection, upgrade_key: KeyUpgrade) -> None:
             conn.execute(statement)
 
 
+# A face generation counter's first value (``FaceIndex._faces_changed``): random, so two
+# index files never share one by chance (the neighbour graph beside an index trusts it).
+_RANDOM_GENERATION = "abs(random() % 1000000000000)"
+
+
+def _migrate_3_to_4(conn: sqlite3.Connection, upgrade_key: KeyUpgrade) -> None:
+    """Schema 4: objects (--objects) in tables of their own; the face generation counter
+    starts at a random value (as in a new index once it stores a face)."""
+    for statement in _SCHEMA_4.split(";"):
+        if statement.strip():
+            conn.execute(statement)
+    conn.execute("INSERT OR IGNORE INTO meta VALUES ('faces_generation', "
+                 f"{_RANDOM_GENERATION})")
+
+
 # from version N to N + 1, applied in order inside one transaction
 MIGRATIONS: dict[int, Callable[[sqlite3.Connection, KeyUpgrade], None]] = {
     1: _migrate_1_to_2,
     2: _migrate_2_to_3,
+    3: _migrate_3_to_4,
 }
 
 
@@ -268,6 +311,9 @@ class _Queued:
     paths: list[tuple[str, int, int]]  # (rel, bytes, mtime_ns)
     analysis: tuple[int, bytes, FileResult] | None = None  # (settings, content key, result)
     contents: list[int] | None = None  # content ids of ``paths`` (moved files)
+    # (object settings, objects): with ``analysis``, that file's objects; alone, the
+    # objects of the known content ``contents[0]`` (an objects-only pass).
+    objects: tuple[int, list[ObjectBox]] | None = None
 
 
 @dataclass
@@ -285,6 +331,27 @@ class IndexInfo:
     decisions: tuple[int, int, int] | None = None  # (confirmed, rejected, people named)
 
 
+
+def _overlapping_face(faces: Sequence[Face], box: tuple[int, int, int, int],
+                      when: float | None) -> int | None:
+    """The number of the face in ``faces`` that covers ``box`` (x, y, w, h) best, with an
+    intersection over union of at least 0.5 and the same video time; None if none does."""
+    best, best_iou = None, 0.5
+    x, y, w, h = box
+    for n, face in enumerate(faces):
+        if (when is None) != (face.time is None) or (
+                when is not None and abs(float(face.time) - when) > 0.01):
+            continue
+        fx, fy, fw, fh = (float(v) for v in face.box)
+        iw = max(0.0, min(x + w, fx + fw) - max(x, fx))
+        ih = max(0.0, min(y + h, fy + fh) - max(y, fy))
+        inter = iw * ih
+        union = w * h + fw * fh - inter
+        iou = inter / union if union > 0 else 0.0
+        if iou >= best_iou:
+            best, best_iou = n, iou
+    return best
+
 class FaceIndex:
     """An open face index. Use :meth:`open`; results go in through :meth:`record`."""
 
@@ -296,6 +363,7 @@ class FaceIndex:
         self.migrated_from: int | None = None  # schema version upgraded from on open
         self._upgrade_key = upgrade_key
         self._settings_ids: dict[str, int] = {}
+        self._object_ids: dict[str, int] = {}
         self._root_ids: dict[str, int] = {}
         self._queue: list[_Queued] = []  # results recorded, not yet written
         self._uncommitted = 0
@@ -464,6 +532,16 @@ class FaceIndex:
         """Id of an analysis key; created when writable, None if unknown and read-only."""
         return self._intern("settings", "key", key, key, self._settings_ids)
 
+    def object_settings_id(self, key: str) -> int | None:
+        """Id of an object-detection key (``object_analysis.object_key``); as settings_id.
+
+        None also for a read-only index of an older schema (no such table yet).
+        """
+        try:
+            return self._intern("object_settings", "key", key, key, self._object_ids)
+        except sqlite3.OperationalError:
+            return None
+
     def root_id(self, root: str) -> int | None:
         """Id of a scanned folder (absolute path); created when writable."""
         return self._intern("roots", "path", root, encode_rel(root), self._root_ids)
@@ -532,22 +610,57 @@ class FaceIndex:
                     taken=taken, taken_from=taken_from, duration=duration, from_index=True,
                     key=bytes(key),
                 )
-            rows = self.conn.execute(
+            faces = self.conn.execute(
                 "SELECT content, time, x, y, w, h, score, landmarks, embedding, skipped "
                 f"FROM faces WHERE settings = ? AND content IN ({marks}) ORDER BY content, n",
-                (settings, *chunk))
-            for content, when, x, y, w, h, score, marks_blob, vector, skipped in rows:
+                (settings, *chunk)).fetchall()
+            landmarks, vectors = _face_arrays(faces)
+            for i, (content, when, x, y, w, h, score, _marks, _vector, skipped) in enumerate(
+                    faces):
                 result = results.get(content)
                 if result is None:  # faces without their analysis row cannot happen; skip
                     continue
-                result.faces.append(Face(
-                    box=(x, y, w, h),
-                    landmarks=np.frombuffer(marks_blob, dtype=np.float32).reshape(-1, 2),
-                    score=score,
-                    embedding=None if vector is None else np.frombuffer(vector, np.float32),
-                    skipped=skipped, time=when,
-                ))
+                result.faces.append(Face((x, y, w, h), landmarks[i], score, vectors[i],
+                                         skipped, when))
         return results
+
+    def load_objects(self, settings: int, contents: Sequence[int]
+                     ) -> dict[int, list[ObjectBox]]:
+        """The objects of those ``contents`` already looked at under ``settings`` (an
+        empty list: looked at, nothing found; absent: not looked at yet)."""
+        found: dict[int, list[ObjectBox]] = {}
+        for chunk in _chunks(list(dict.fromkeys(contents))):
+            marks = ",".join("?" * len(chunk))
+            for (content,) in self.conn.execute(
+                    "SELECT content FROM object_analyses WHERE settings = ? AND content IN "
+                    f"({marks})", (settings, *chunk)):
+                found[content] = []
+            for content, when, label, score, x, y, w, h in self.conn.execute(
+                    "SELECT content, time, label, score, x, y, w, h FROM objects "
+                    f"WHERE settings = ? AND content IN ({marks}) ORDER BY content, n",
+                    (settings, *chunk)):
+                if content in found:
+                    found[content].append(ObjectBox(label, score, (x, y, w, h), when))
+        return found
+
+    def record_objects(self, settings: int, content: int, objects: list[ObjectBox]) -> None:
+        """Queue the objects of a content the index already has (objects-only pass)."""
+        if not self.keeping:
+            self.not_kept += 1
+            return
+        self._queue.append(_Queued(0, [], contents=[content], objects=(settings, objects)))
+        self._written(1)
+
+    def _store_objects(self, settings: int, content: int, objects: list[ObjectBox]) -> None:
+        """Replace one content's objects under ``settings``; caller holds a transaction."""
+        conn = self.conn
+        conn.execute("DELETE FROM objects WHERE content = ? AND settings = ?",
+                     (content, settings))
+        conn.execute("INSERT OR REPLACE INTO object_analyses VALUES (?, ?, ?, ?)",
+                     (content, settings, len(objects), time.time()))
+        conn.executemany("INSERT INTO objects VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", [
+            (content, settings, n, o.time, o.label, float(o.score), *(int(v) for v in o.box))
+            for n, o in enumerate(objects)])
 
     # ------------------------------------------------------------------ writes
 
@@ -601,7 +714,46 @@ class FaceIndex:
                     self.conn.execute("RELEASE one_file")
             raise
         self.conn.execute("RELEASE one_file")
+        self._faces_changed()
         return content
+
+    def _faces_changed(self) -> None:
+        """Count a change of the stored faces (caller holds a transaction): the neighbour
+        index beside this file (``neighbours.FaceGraph``) is trusted only when built at
+        the current count."""
+        # The first value is random, not 1: a new index made where a moved-away one was
+        # (same path, same settings id) must never reach the old graph's generation.
+        self.conn.execute(
+            f"INSERT INTO meta VALUES ('faces_generation', {_RANDOM_GENERATION}) "
+            "ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + 1")
+
+    def faces_generation(self) -> int:
+        """A counter that moves on every change of the stored faces, from a random start
+        (0 for an index that has not counted yet): part of the neighbour index's
+        fingerprint."""
+        row = self.conn.execute(
+            "SELECT value FROM meta WHERE key = 'faces_generation'").fetchone()
+        return int(row[0]) if row else 0
+
+    def photo_embeddings(self, settings: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every embedded face of a photo under ``settings``: content keys (F, 16) uint8,
+        face numbers (F,) and vectors (F, D) float32, by content id then face number.
+
+        One query and one buffer per column, so a million faces load in about a second
+        (building ``FileResult`` objects for them takes several): what the neighbour
+        index is built from.
+        """
+        rows = self.conn.execute(
+            "SELECT c.key, f.n, f.embedding FROM faces f JOIN contents c ON c.id = f.content "
+            "WHERE f.settings = ? AND f.embedding IS NOT NULL AND c.kind = 'image' "
+            "ORDER BY f.content, f.n", (settings,)).fetchall()
+        if not rows:
+            return (np.zeros((0, 16), np.uint8), np.zeros(0, np.int64),
+                    np.zeros((0, 0), np.float32))
+        keys, numbers, blobs = zip(*rows, strict=True)
+        vectors = np.frombuffer(b"".join(blobs), np.float32).reshape(len(rows), -1)
+        return (np.frombuffer(b"".join(keys), np.uint8).reshape(len(rows), -1),
+                np.array(numbers, np.int64), vectors)
 
     def _store(self, settings: int, key: bytes, size: int, result: FileResult) -> int:
         conn = self.conn
@@ -637,15 +789,54 @@ class FaceIndex:
                 for n, face in enumerate(result.faces)
             ],
         )
+        self._carry_decisions(settings, key, result)
         return content
 
+    def _carry_decisions(self, settings: int, key: bytes, result: FileResult) -> None:
+        """Give a file's new analysis the verdicts the user made on an earlier one of it.
+
+        A new finder version (another detector, other settings) analyses a photo again and
+        numbers its faces afresh, while the user's yes/no were said of the earlier
+        analysis's faces. Each verdict is carried to the new face whose box overlaps the
+        old one most (IoU >= 0.5; the same moment in a video), with the new face's box and
+        embedding, so an upgrade loses no decision. The earlier rows stay as they were.
+        Caller holds a transaction.
+        """
+        conn = self.conn
+        if not result.faces or conn.execute(
+                "SELECT 1 FROM decisions WHERE key = ? AND settings = ? LIMIT 1",
+                (key, settings)).fetchone():
+            return
+        rows = conn.execute(
+            "SELECT person, verdict, x, y, w, h, time, embedding, at FROM decisions "
+            "WHERE key = ? AND settings != ? ORDER BY at", (key, settings)).fetchall()
+        for person, verdict, x, y, w, h, when, vector, at in rows:
+            n = _overlapping_face(result.faces, (x, y, w, h), when)
+            if n is None:
+                continue
+            face = result.faces[n]
+            if face.embedding is not None:
+                vector = np.asarray(face.embedding, np.float32).tobytes()
+            if verdict == "yes":  # a face is one person only: the later verdict wins
+                conn.execute("DELETE FROM decisions WHERE key = ? AND settings = ? AND n = ? "
+                             "AND verdict = 'yes'", (key, settings, n))
+            conn.execute(
+                "INSERT OR REPLACE INTO decisions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (key, settings, n, person, verdict, *(int(v) for v in face.box), face.time,
+                 vector, at))
+
     def record(self, settings: int, key: bytes, size: int, result: FileResult,
-               root: int, rel: str, mtime_ns: int) -> None:
-        """Queue one analysed file and its path; written per the commit policy."""
+               root: int, rel: str, mtime_ns: int, objects_settings: int | None = None
+               ) -> None:
+        """Queue one analysed file and its path (and its objects, when it was looked at
+        for them and ``objects_settings`` is given); written per the commit policy."""
         if not self.keeping:
             self.not_kept += 1
             return
-        self._queue.append(_Queued(root, [(rel, size, mtime_ns)], (settings, key, result)))
+        objects = (None if objects_settings is None or result.objects is None
+                   else (objects_settings, result.objects))
+        self._queue.append(_Queued(root, [(rel, size, mtime_ns)], (settings, key, result),
+                                   objects=objects))
         self._written(1)
 
     def record_lost(self) -> None:
@@ -685,6 +876,10 @@ class FaceIndex:
                     (rel, size, mtime_ns), = item.paths
                     content = self.store(settings, key, size, result)
                     self.set_path(item.root, rel, size, mtime_ns, content)
+                    if item.objects is not None:
+                        self._store_objects(item.objects[0], content, item.objects[1])
+                elif item.objects is not None and item.contents:  # objects-only pass
+                    self._store_objects(item.objects[0], item.contents[0], item.objects[1])
                 else:  # known contents found under new paths (moved or copied files)
                     for (rel, size, mtime_ns), content in zip(item.paths, item.contents,
                                                               strict=True):
@@ -817,6 +1012,24 @@ class FaceIndex:
                               "(SELECT cluster FROM face_clusters WHERE settings = ?)",
                               (settings, settings))
 
+    def change_cluster_labels(self, settings: int, labels: Sequence[tuple[bytes, int, int]],
+                              gone: Sequence[tuple[bytes, int]]) -> None:
+        """Set the cluster of ``(key, n, cluster)`` faces and forget ``(key, n)`` ones,
+        leaving every other face's as stored (after an answer on the review page a few
+        faces move: rewriting a million labels would take seconds); clusters no face
+        belongs to any more lose their flags, as in ``set_cluster_labels``."""
+        if not labels and not gone:
+            return
+        with self._write():
+            self.conn.executemany(
+                "DELETE FROM face_clusters WHERE key = ? AND settings = ? AND n = ?",
+                [(key, settings, n) for key, n in gone])
+            self.conn.executemany("INSERT OR REPLACE INTO face_clusters VALUES (?, ?, ?, ?)",
+                                  [(key, settings, n, c) for key, n, c in labels])
+            self.conn.execute("DELETE FROM clusters WHERE settings = ? AND cluster NOT IN "
+                              "(SELECT cluster FROM face_clusters WHERE settings = ?)",
+                              (settings, settings))
+
     def hidden_clusters(self, settings: int) -> set[int]:
         return {c for (c,) in self.conn.execute(
             "SELECT cluster FROM clusters WHERE settings = ? AND hidden", (settings,))}
@@ -863,10 +1076,12 @@ class FaceIndex:
                                   [(root_id, rel) for rel in gone])
             orphans = [c for (c,) in self.conn.execute(
                 "SELECT id FROM contents WHERE id NOT IN (SELECT content FROM paths)")]
-            for table in ("faces", "analyses"):
+            for table in ("faces", "analyses", "objects", "object_analyses"):
                 self.conn.executemany(f"DELETE FROM {table} WHERE content = ?",
                                       [(c,) for c in orphans])
             self.conn.executemany("DELETE FROM contents WHERE id = ?", [(c,) for c in orphans])
+            if orphans:
+                self._faces_changed()
         return len(gone), len(orphans), unchecked
 
     def info(self) -> IndexInfo:
@@ -899,6 +1114,28 @@ class FaceIndex:
             decisions = (yes, no, named) if yes or no else None
         return IndexInfo(self.path, size, roots, contents, unreadable, settings, last,
                          meta.get("created"), decisions)
+
+
+def _face_arrays(faces: list[tuple]) -> tuple[list, list]:
+    """Each face row's landmarks (5, 2) and embedding (or None), decoded a chunk at a time:
+    one buffer per column and a view per face is a third quicker than an array per blob,
+    which counts at a million faces (``load``'s rows: landmarks 8th, embedding 9th)."""
+    blobs = [row[7] for row in faces]
+    if blobs and len({len(b) for b in blobs}) == 1:
+        landmarks = list(np.frombuffer(b"".join(blobs), np.float32).reshape(len(blobs), -1, 2))
+    else:
+        landmarks = [np.frombuffer(b, np.float32).reshape(-1, 2) for b in blobs]
+    vectors: list = [None] * len(faces)
+    present = [i for i, row in enumerate(faces) if row[8] is not None]
+    sizes = {len(faces[i][8]) for i in present}
+    if len(sizes) == 1:
+        block = np.frombuffer(b"".join(faces[i][8] for i in present), np.float32)
+        for i, vector in zip(present, block.reshape(len(present), -1), strict=True):
+            vectors[i] = vector
+    else:
+        for i in present:
+            vectors[i] = np.frombuffer(faces[i][8], np.float32)
+    return landmarks, vectors
 
 
 def _is_locked(exc: sqlite3.Error) -> bool:

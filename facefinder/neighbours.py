@@ -1,4 +1,4 @@
-"""Nearest neighbours of face embeddings by cosine distance, for clustering.
+"""Nearest neighbours of face embeddings by cosine distance: clustering, expansion, lookups.
 
 Faces are L2-normalised vectors, so cosine distance is ``1 - dot``. Two ways to answer a
 k-nearest query, chosen per query by the amount of work:
@@ -14,11 +14,20 @@ k-nearest query, chosen per query by the amount of work:
 
 The vectors themselves are kept in one numpy array (100,000 faces x 128 float32 = 51 MB)
 because the exact path, and a graph built late, both need them.
+
+``FaceGraph`` keeps such a graph of every photo face of a face index on disk, beside the
+index, with each face's 20 nearest: what the decision rule's expansion follows and what
+"faces like this one" asks once a collection is big (docs/index.md, "The neighbour graph
+beside the index").
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
@@ -107,6 +116,23 @@ class Neighbours:
         dists[:, : found.shape[1]] = found
         return ids, dists
 
+    @property
+    def graph(self):
+        """The usearch index (None until a query or ``ensure_graph`` needed it)."""
+        return self._graph
+
+    def ensure_graph(self) -> None:
+        """Build the graph now (or add what it lacks), e.g. before keeping it on disk."""
+        self._sync_graph()
+
+    def adopt(self, vectors: np.ndarray, graph) -> None:
+        """Take ``vectors`` with a usearch index already holding them (keys 0..N-1, as
+        read back from disk), so nothing is indexed again."""
+        self._data = self._check(vectors)
+        self._size = len(self._data)
+        self._graph = graph
+        self._in_graph = self._size
+
     # ------------------------------------------------------------------ internals
 
     def _check(self, vectors: np.ndarray) -> np.ndarray:
@@ -138,15 +164,8 @@ class Neighbours:
 
     def _approximate(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         self._sync_graph()
-        found = self._graph.search(queries, k, threads=self.threads)
-        ids = np.asarray(found.keys, dtype=np.int64).reshape(len(queries), -1)[:, :k]
-        dists = np.asarray(found.distances, dtype=np.float32).reshape(len(queries), -1)[:, :k]
-        counts = np.asarray(found.counts).reshape(-1)
-        missing = np.arange(ids.shape[1])[None, :] >= counts[:, None]
-        ids[missing] = -1
-        dists[missing] = np.inf
-        np.clip(dists, 0.0, 2.0, out=dists)
-        return ids, dists
+        return _as_arrays(self._graph.search(queries, k, threads=self.threads),
+                          len(queries), k)
 
     def _sync_graph(self) -> None:
         """Build the graph, or add to it the vectors stored since it was last synced."""
@@ -162,3 +181,234 @@ class Neighbours:
             self._graph.add(np.arange(self._in_graph, self._size, dtype=np.int64),
                             self._data[self._in_graph:self._size], threads=self.build_threads)
             self._in_graph = self._size
+
+
+# ---------------------------------------------------------------------- kept on disk
+
+GRAPH_K = 20  # neighbours kept per face (as the clustering's k): what expansion follows
+_FORMAT = 1  # bumped when what is kept beside the index changes
+
+
+class FaceGraph:
+    """Every photo face of one analysis in a face index, searchable, kept beside it.
+
+    Two files next to the index the user named (``faces.sqlite`` ->
+    ``faces.sqlite.neighbours.usearch`` and ``faces.sqlite.neighbours.npz``): the HNSW
+    graph (usearch, keys = positions, the vectors kept once, in it) and, per face, its
+    content key, face number and ``GRAPH_K`` nearest faces with their distances. They are
+    keyed by a fingerprint of what they were built from (format, analysis id and the
+    index's face generation counter, ``FaceIndex.faces_generation``) and never trusted
+    when it does not match: then they are built again (when faces were only added, the
+    new ones are added to the graph, not the lot). Deleting them costs only that rebuild.
+    The graph file is memory-mapped when read back, so opening it costs no time at a
+    million faces; the vectors are read from it only when asked for.
+    """
+
+    def __init__(self, keys: np.ndarray, numbers: np.ndarray, near: np.ndarray,
+                 far: np.ndarray, fingerprint: dict, *, graph=None,
+                 neighbours: Neighbours | None = None, threads: int | None = None) -> None:
+        self.keys = keys  # (F, 16) uint8 content keys
+        self.numbers = numbers  # (F,) face numbers
+        self.near = near  # (F, GRAPH_K) int32 positions of each face's nearest, -1: none
+        self.far = far  # (F, GRAPH_K) float32 their cosine distances (inf: none)
+        self.fingerprint = fingerprint
+        self.threads = threads or os.cpu_count() or 1
+        self._graph = graph if neighbours is None else neighbours.graph  # usearch Index
+        self._neighbours = neighbours  # made from the graph when it must grow
+        self._sorted: tuple[np.ndarray, np.ndarray] | None = None  # face keys, their order
+        self.source: Path | None = None  # the graph file it was read from or written to
+
+    def __len__(self) -> int:
+        return len(self.numbers)
+
+    @property
+    def vectors(self) -> np.ndarray:
+        """(F, D) float32, in position order (read from the graph on first use)."""
+        if self._neighbours is not None:
+            return self._neighbours.vectors
+        return np.asarray(self._graph.get(np.arange(len(self)), dtype="f32"),
+                          np.float32).reshape(len(self), -1)
+
+    @property
+    def neighbours(self) -> Neighbours:
+        """The faces as a ``Neighbours`` that can grow (the graph loaded, not mapped)."""
+        if self._neighbours is None:
+            from usearch.index import Index
+
+            vectors = self.vectors
+            graph = (Index.restore(str(self.source), view=False)
+                     if self.source is not None else self._graph)
+            self._neighbours = Neighbours(dim=vectors.shape[1], threads=self.threads,
+                                          reproducible=False)
+            self._neighbours.adopt(vectors, graph)
+            self._graph = graph
+        return self._neighbours
+
+    @staticmethod
+    def paths(index_path: Path) -> tuple[Path, Path]:
+        """The two files kept beside ``index_path`` (named from its file name)."""
+        base = f"{index_path.name}.neighbours"
+        return index_path.with_name(base + ".usearch"), index_path.with_name(base + ".npz")
+
+    @classmethod
+    def open(cls, index, settings: int, *, threads: int | None = None, save: bool = True,
+             held: FaceGraph | None = None) -> FaceGraph:
+        """The graph of ``index``'s photo faces under ``settings``: ``held`` (one already
+        in memory) or the one beside the index when its fingerprint matches, else
+        (re)built and, if ``save``, kept beside the index."""
+        fingerprint = {"format": _FORMAT, "settings": int(settings),
+                       "generation": index.faces_generation()}
+        graph_file, table_file = cls.paths(Path(index.path))
+        if (held is not None and held.fingerprint == fingerprint
+                and held.source == graph_file):
+            return held
+        old = cls._read(graph_file, table_file, threads)
+        if old is None or old.fingerprint != fingerprint:
+            keys, numbers, vectors = index.photo_embeddings(settings)
+            old = cls._build(keys, numbers, vectors, fingerprint, old, threads)
+            if save and not index.read_only:
+                # disk full, folder not writable: the graph serves from memory, and the
+                # next run builds it again
+                with contextlib.suppress(OSError, RuntimeError):
+                    old.save(graph_file, table_file)
+        old.source = graph_file
+        return old
+
+    @classmethod
+    def _build(cls, keys: np.ndarray, numbers: np.ndarray, vectors: np.ndarray,
+               fingerprint: dict, old: FaceGraph | None, threads: int | None) -> FaceGraph:
+        """Index the vectors; when ``old`` (same format and analysis) holds the first of
+        them, the very same faces and vectors (faces were only added), only the rest are
+        added and looked up."""
+        dim = vectors.shape[1] if vectors.size else 128
+        start = 0
+        if (old is not None and len(old) <= len(vectors)
+                and {k: v for k, v in old.fingerprint.items() if k != "generation"}
+                == {k: v for k, v in fingerprint.items() if k != "generation"}
+                and np.array_equal(old.keys, keys[:len(old)])
+                and np.array_equal(old.numbers, numbers[:len(old)])
+                and np.array_equal(old.vectors, vectors[:len(old)])):
+            neighbours, start = old.neighbours, len(old)
+            more = len(vectors) - start
+            near = np.concatenate([old.near, np.full((more, GRAPH_K), -1, np.int32)])
+            far = np.concatenate([old.far, np.full((more, GRAPH_K), np.inf, np.float32)])
+        else:
+            neighbours = Neighbours(dim=dim, threads=threads, reproducible=False)
+            near = np.full((len(vectors), GRAPH_K), -1, np.int32)
+            far = np.full((len(vectors), GRAPH_K), np.inf, np.float32)
+        neighbours.add(vectors[start:])
+        if len(vectors) > start:
+            ids, dists = neighbours.query(vectors[start:], GRAPH_K + 1)
+            # leave each face itself out: its own entries sort last in a stable sort
+            own = ids == np.arange(start, len(vectors))[:, None]
+            keep = np.argsort(own, axis=1, kind="stable")[:, :GRAPH_K]
+            near[start:] = np.take_along_axis(ids, keep, axis=1)
+            far[start:] = np.take_along_axis(dists, keep, axis=1)
+        neighbours.ensure_graph()
+        return cls(keys, numbers, near, far, fingerprint, neighbours=neighbours,
+                   threads=threads)
+
+    def save(self, graph_file: Path, table_file: Path) -> None:
+        """Write both files (each through a temporary name, so a kill leaves the old ones
+        or none, never half of one); the fingerprint goes last, in the table."""
+        graph = self._graph
+        for target, write in ((graph_file, lambda tmp: graph.save(str(tmp))),
+                              (table_file, lambda tmp: self._save_table(tmp))):
+            tmp = target.with_name(target.name + ".tmp")
+            try:
+                write(tmp)
+                os.replace(tmp, target)
+            finally:
+                tmp.unlink(missing_ok=True)
+
+    def _save_table(self, path: Path) -> None:
+        with open(path, "wb") as handle:
+            np.savez(handle, keys=self.keys, numbers=self.numbers, near=self.near,
+                     far=self.far, fingerprint=np.array(json.dumps(self.fingerprint)))
+
+    @classmethod
+    def _read(cls, graph_file: Path, table_file: Path, threads: int | None
+              ) -> FaceGraph | None:
+        """What is kept beside the index, or None when missing or unreadable."""
+        if not graph_file.exists() or not table_file.exists():
+            return None
+        try:
+            with np.load(table_file, allow_pickle=False) as table:
+                fingerprint = json.loads(str(table["fingerprint"]))
+                keys, numbers, near = table["keys"], table["numbers"], table["near"]
+                far = table["far"]
+            from usearch.index import Index
+
+            graph = Index.restore(str(graph_file), view=True)
+        except (OSError, ValueError, KeyError, RuntimeError):
+            return None
+        if graph is None or len(graph) != len(numbers):
+            return None
+        found = cls(keys, numbers, near, far, fingerprint, graph=graph, threads=threads)
+        found.source = graph_file
+        return found
+
+    # ------------------------------------------------------------------ questions
+
+    def positions(self, keys: Sequence[bytes], numbers: np.ndarray) -> np.ndarray:
+        """Position of each (content key, face number) in the graph, -1 if not in it."""
+        if not len(self) or not len(numbers):
+            return np.full(len(numbers), -1, np.int64)
+        if self._sorted is None:
+            mine = _face_keys(self.keys.tobytes(), self.keys.shape[1], self.numbers)
+            self._sorted = mine, np.argsort(mine)
+        mine, order = self._sorted
+        asked = _face_keys(b"".join(keys), self.keys.shape[1], np.asarray(numbers))
+        found = np.searchsorted(mine, asked, sorter=order)
+        found = np.minimum(found, len(mine) - 1)
+        at = order[found]
+        return np.where(mine[at] == asked, at, -1).astype(np.int64)
+
+    def rows(self, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(F, GRAPH_K) neighbours of the faces at ``positions`` (graph positions, -1 for
+        a face not in the graph), given as rows of ``positions`` itself (-1: a neighbour
+        that is not one of them), and their distances. What ``decide.expand`` follows."""
+        row_of = np.full(len(self) + 1, -1, np.int64)  # the last slot answers -1
+        inside = positions >= 0
+        row_of[positions[inside]] = np.flatnonzero(inside)
+        near = np.full((len(positions), GRAPH_K), -1, np.int64)
+        near[inside] = self.near[positions[inside]]
+        far = np.full((len(positions), GRAPH_K), np.inf, np.float32)
+        far[inside] = self.far[positions[inside]]
+        rows = row_of[near]
+        far[rows < 0] = np.inf
+        return rows, far
+
+    def nearest(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Positions (Q, k) and cosine distances of the stored faces nearest each vector,
+        nearest first (-1 and inf where fewer were found)."""
+        queries = np.ascontiguousarray(vectors, dtype=np.float32)
+        if not len(self) or not len(queries):
+            return (np.full((len(queries), k), -1, np.int64),
+                    np.full((len(queries), k), np.inf, np.float32))
+        return _as_arrays(self._graph.search(queries, min(k, len(self)),
+                                             threads=self.threads), len(queries), k)
+
+
+def _as_arrays(found, queries: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """usearch's answer as (Q, k) ids and distances, -1 and inf where none was found
+    (one query answers a Matches, without counts; several a BatchMatches)."""
+    ids = np.full((queries, k), -1, np.int64)
+    dists = np.full((queries, k), np.inf, np.float32)
+    keys = np.asarray(found.keys, dtype=np.int64).reshape(queries, -1)[:, :k]
+    far = np.asarray(found.distances, dtype=np.float32).reshape(queries, -1)[:, :k]
+    counts = np.asarray(getattr(found, "counts", [keys.shape[1]])).reshape(-1)
+    valid = np.arange(keys.shape[1])[None, :] < counts[:, None]
+    ids[:, :keys.shape[1]] = np.where(valid, keys, -1)
+    dists[:, :far.shape[1]] = np.where(valid, np.clip(far, 0.0, 2.0), np.inf)
+    return ids, dists
+
+
+def _face_keys(keys: bytes, width: int, numbers: np.ndarray) -> np.ndarray:
+    """One comparable value per (content key, face number): the key's bytes and the
+    number, as a fixed-width byte string."""
+    count = len(numbers)
+    table = np.empty((count, width + 4), np.uint8)
+    table[:, :width] = np.frombuffer(keys, np.uint8).reshape(count, width)
+    table[:, width:] = np.asarray(numbers, ">u4").view(np.uint8).reshape(count, 4)
+    return table.view(f"S{width + 4}").reshape(count)

@@ -12,6 +12,8 @@ these filters then keep the files the user asked about. Semantics, also in ``--h
   ``2004-06`` or ``2004-06-30``.
 * ``--min-faces`` / ``--max-faces``: faces detected in the file (for a video: in its
   fullest sampled frame), counting faces too small to match.
+* ``--with dog``: only files where the object detector saw a dog (for a video: in any
+  sampled frame); repeated, every one of them (``object_names`` says which words count).
 
 People named in ``--all``/``--any``/``--without`` are searched for in addition to any
 ``--person``; without ``--person`` (or ``--any`` names) everyone in reference/ is listed.
@@ -56,8 +58,25 @@ class Query:
     until: str | None = None
     min_faces: int | None = None
     max_faces: int | None = None
+    with_objects: list[str] = field(default_factory=list)  # words, as the user gave them
+    # The classes each --with word means (``object_names.resolve``), and how words that
+    # are no class name were understood ("--with puppy: looking for dog").
+    object_classes: list[tuple[str, ...]] = field(default_factory=list, init=False,
+                                                  compare=False, repr=False)
+    object_notes: list[str] = field(default_factory=list, init=False, compare=False,
+                                    repr=False)
 
     def __post_init__(self) -> None:
+        if self.with_objects:
+            from facefinder.object_names import UnknownObject, explain, resolve
+
+            try:
+                self.object_classes = [resolve(word) for word in self.with_objects]
+            except UnknownObject as exc:
+                raise QueryError(str(exc)) from None
+            self.object_notes = [note for word, classes in zip(
+                self.with_objects, self.object_classes, strict=True)
+                if (note := explain(word, classes))]
         if self.since and self.until and self.until < self.since[: len(self.until)]:
             raise QueryError(f"--until {self.until} is before --since {self.since}")
         if (self.min_faces is not None and self.max_faces is not None
@@ -79,17 +98,25 @@ class Query:
             return []
         if any(name_key(name) in shown for name in self.without):
             return []
+        return list(matches) if self.keeps_file(result) else []
+
+    def keeps_file(self, result: FileResult) -> bool:
+        """Whether the file passes the filters that are not about people: dates, face
+        counts, objects (what a ``--with dog`` question asks of every file)."""
         taken = result.taken or ""
         if self.since and taken[: len(self.since)] < self.since:
-            return []
+            return False
         if self.until and (not taken or taken[: len(self.until)] > self.until):
-            return []
+            return False
         faces = face_count(result)
         if self.min_faces is not None and faces < self.min_faces:
-            return []
+            return False
         if self.max_faces is not None and faces > self.max_faces:
-            return []
-        return list(matches)
+            return False
+        if self.object_classes:
+            seen = {o.label for o in result.objects or ()}
+            return all(seen.intersection(classes) for classes in self.object_classes)
+        return True
 
 
 def face_count(result: FileResult) -> int:

@@ -29,6 +29,20 @@ class Face:
 
 
 @dataclass
+class ObjectBox:
+    """One detected object (``--objects``): a COCO class, in upright original coordinates.
+
+    Kept apart from ``Face``: objects are never matched or embedded, only listed, asked
+    about (``--with dog``) and drawn, so they carry no landmarks or vectors.
+    """
+
+    label: str  # a COCO class name: "dog", "cat", "person", ...
+    score: float  # detector confidence 0..1
+    box: tuple[int, int, int, int]  # x, y, w, h
+    time: float | None = None  # seconds into a video (the sampled frame); None for photos
+
+
+@dataclass
 class FileResult:
     """What the pipeline learned about one file under PHOTOS_DIR."""
 
@@ -47,6 +61,9 @@ class FileResult:
     # The content key (``index.content_key``) when a face index is used: with a face's
     # number it names the face for decisions and the review page (see ``face_id``).
     key: bytes | None = None
+    # Objects found (``--objects``): None when the file was not looked at for objects
+    # (the index then knows its faces but not yet its objects), [] when none were found.
+    objects: list[ObjectBox] | None = None
 
 
 @dataclass

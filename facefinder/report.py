@@ -39,7 +39,7 @@ from typing import Any, TextIO
 
 from facefinder import partials
 from facefinder.index import IndexInfo
-from facefinder.records import Match
+from facefinder.records import FileResult, Match
 from facefinder.walk import printable
 
 CSV_COLUMNS = ("path", "person", "distance", "box", "model", "threshold", "taken", "taken_from",
@@ -182,7 +182,8 @@ def spreadsheet_safe(text: str) -> str:
     return "'" + text if text.startswith(FORMULA_STARTS) else text
 
 
-def write_csv(path: Path, matches: Sequence[Match], *, model: str, threshold: float) -> None:
+def write_csv(path: Path, matches: Sequence[Match], *, model: str, threshold: float,
+              object_files: Sequence[FileResult] | None = None) -> None:
     """Write one row per (file, person) match:
     ``path,person,distance,box,model,threshold,taken,taken_from,confidence``.
 
@@ -209,13 +210,20 @@ def write_csv(path: Path, matches: Sequence[Match], *, model: str, threshold: fl
     spreadsheet would take for a formula gets a leading ``'`` (:func:`spreadsheet_safe`);
     the JSON report always has the exact path. Names that are not valid Unicode
     (possible on Linux) are written with ``\\udcXX`` escapes instead of crashing.
+
+    With ``object_files`` (``--objects``) a last column ``objects`` lists each file's
+    objects (``dog 0.91; cat 0.80``), and a file with objects but no person matched gets
+    a row of its own with ``person`` empty.
     """
+    from facefinder.object_report import objects_text
 
     videos = any(match.frames is not None for match in matches)
+    objects = None if object_files is None else {f.rel: f for f in object_files}
 
     def write(handle: TextIO) -> None:
         writer = csv.writer(handle)
-        writer.writerow(CSV_COLUMNS + CSV_VIDEO_COLUMNS if videos else CSV_COLUMNS)
+        header = CSV_COLUMNS + CSV_VIDEO_COLUMNS if videos else CSV_COLUMNS
+        writer.writerow((*header, "objects") if objects is not None else header)
         for match in _sorted_matches(matches):
             row = [
                 spreadsheet_safe(match.rel),
@@ -231,7 +239,17 @@ def write_csv(path: Path, matches: Sequence[Match], *, model: str, threshold: fl
             if videos:
                 row += [_seconds(match.first), _seconds(match.last),
                         "" if match.frames is None else str(match.frames)]
+            if objects is not None:
+                found = objects.get(match.rel)
+                row.append(objects_text(found.objects or ()) if found else "")
             writer.writerow(row)
+        matched = {match.rel for match in matches}
+        for file in sorted((objects or {}).values(), key=lambda f: f.rel):
+            if file.rel not in matched:
+                row = [spreadsheet_safe(file.rel), "", "", "", model, "", file.taken or "",
+                       file.taken_from or "", ""]
+                writer.writerow(row + [""] * len(CSV_VIDEO_COLUMNS) * videos
+                                + [objects_text(file.objects or ())])
 
     _atomic_write(
         path,
@@ -288,6 +306,7 @@ def write_json(
     summary: dict,
     model: str,
     threshold: float,
+    object_files: Sequence[FileResult] | None = None,
 ) -> None:
     """Write the machine-readable report, UTF-8 without BOM (JSON forbids one), indent=2.
 
@@ -301,7 +320,9 @@ def write_json(
     ``ensure_ascii=False`` keeps names readable; the only characters UTF-8 cannot encode
     (lone surrogates from undecodable Linux file names) are written as ``\\udcXX`` JSON
     escapes, so the file stays valid JSON and Python's json.load gives back the exact str
-    that os.listdir returned.
+    that os.listdir returned. With ``object_files`` (``--objects``), ``"objects"`` lists
+    ``{"path", "objects": [{"class", "score", "box": [x, y, w, h]}]}`` per file (and
+    ``"time_s"`` for an object seen in a video frame).
     """
     document = {
         "facefinder": "report",  # the marker that lets a later run replace this file
@@ -311,6 +332,10 @@ def write_json(
         "unreadable": [{"path": rel, "reason": reason} for rel, reason in unreadable],
         "summary": summary,
     }
+    if object_files is not None:
+        from facefinder.object_report import json_objects
+
+        document["objects"] = json_objects(object_files)
 
     def write(handle: TextIO) -> None:
         json.dump(document, handle, ensure_ascii=False, indent=2, default=_json_default)
@@ -503,6 +528,9 @@ def format_summary(summary: dict, *, wall_s: float | None = None) -> str:
     count("videos_read", "Videos searched")
     count("from_index", "Files answered from the face index")
     count("files_decoded", "Files read and analysed in this run")
+    if summary.get("objects_found") or summary.get("objects_read"):
+        count("objects_found", "Objects found")
+        count("objects_read", "Files read again for their objects only")
     count("other_files", "Other files ignored")
     if summary.get("not_kept_in_index"):
         count("not_kept_in_index", "Results the face index could not keep")

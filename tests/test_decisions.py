@@ -207,7 +207,8 @@ def test_a_schema_2_index_is_upgraded_and_keeps_every_file(indexed) -> None:
     finder, photos, index = indexed
     first = finder.find(photos)
     conn = sqlite3.connect(index)
-    for table in ("decisions", "face_clusters", "clusters"):
+    for table in ("decisions", "face_clusters", "clusters", "object_settings",
+                  "object_analyses", "objects"):  # schema 3's and 4's tables
         conn.execute(f"DROP TABLE {table}")
     conn.execute("PRAGMA user_version = 2")
     conn.commit()
@@ -217,7 +218,7 @@ def test_a_schema_2_index_is_upgraded_and_keeps_every_file(indexed) -> None:
     assert sorted((m.rel, m.person) for m in again.matches) == sorted(
         (m.rel, m.person) for m in first.matches)
     conn = sqlite3.connect(index)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
     assert conn.execute("SELECT count(*) FROM decisions").fetchone()[0] == 0
     conn.close()
 
@@ -275,3 +276,36 @@ def test_interrupted_search_still_reports_what_it_saw(indexed) -> None:
     assert result.interrupted and result.matches
     seen = {f.rel for f in result.files}
     assert {m.rel for m in result.matches} <= seen
+
+
+def test_decisions_follow_a_photo_to_a_new_analysis_of_it(tmp_path: Path) -> None:
+    """A new finder version re-analyses photos (another detector, other settings) and
+    numbers their faces afresh: every yes/no moves to the face at the same place."""
+    from facefinder.index import FaceIndex
+
+    def face(x: int, value: float) -> Face:
+        return Face(box=(x, 10, 50, 60), landmarks=np.zeros((5, 2), np.float32), score=0.9,
+                    embedding=np.full(128, value, np.float32))
+
+    key = b"k" * 16
+    with FaceIndex.open(tmp_path / "i.sqlite") as index:
+        old, new = index.settings_id("old pipeline"), index.settings_id("new pipeline")
+        root = index.root_id("/photos")
+        assert old is not None and new is not None and root is not None
+        index.record(old, key, 10, FileResult(rel="a.jpg", kind="image", size=(400, 100),
+                                              faces=[face(0, 1.0), face(200, 2.0)]),
+                     root, "a.jpg", 1)
+        index.flush()
+        index.decide(old, Decision(key, 0, "Anna", "yes", (0, 10, 50, 60)))
+        index.decide(old, Decision(key, 1, "Anna", "no", (200, 10, 50, 60)))
+        # The new detector finds a third face first and shifts the boxes a little.
+        index.record(new, key, 10, FileResult(
+            rel="a.jpg", kind="image", size=(400, 100),
+            faces=[face(330, 3.0), face(205, 4.0), face(4, 5.0)]), root, "a.jpg", 1)
+        index.flush()
+        carried = {(d.n, d.person, d.verdict) for d in index.decisions([new])}
+        assert carried == {(2, "Anna", "yes"), (1, "Anna", "no")}
+        yes = next(d for d in index.decisions([new]) if d.verdict == "yes")
+        assert yes.box == (4, 10, 50, 60) and yes.embedding is not None
+        assert float(yes.embedding[0]) == 5.0  # the new analysis's vector joins the gallery
+        assert {(d.n, d.verdict) for d in index.decisions([old])} == {(0, "yes"), (1, "no")}

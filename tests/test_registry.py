@@ -88,7 +88,8 @@ def test_run_time_code_never_imports_the_build_tools() -> None:
 def test_every_model_has_three_loadable_parts(models_dir: Path) -> None:
     """Detector, crop and embedder are separate parts, loaded from the spec alone."""
     spec = model_spec("facenet")
-    assert spec is MODELS["facenet"] and spec.files == ("centerface.onnx", "facenet128-int8.onnx")
+    assert spec is MODELS["facenet"] and spec.files == (
+        "centerface.onnx", "centerface-int8.onnx", "facenet128-int8.onnx")
     pipe = load_pipeline(spec, models_dir)
     assert hasattr(pipe.detector, "detect") and hasattr(pipe.cropper, "crop")
     assert hasattr(pipe.embedder, "embed")

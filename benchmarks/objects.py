@@ -1,0 +1,214 @@
+"""Benchmark the object detector: per-class photo-level precision/recall, mAP@0.5, cost.
+
+Usage:
+    python benchmarks/objects.py ALBUM [--devset ../shared/devset] [--sides 512,256]
+
+ALBUM has ``truth.csv`` with columns path, labels (';'-separated COCO names present) and
+boxes (JSON ``[[class, x, y, w, h], ...]`` in pixels), as ../shared/objects does.
+
+Photos are decoded as the finder decodes them (``facefinder.decode``), then each network
+input side in ``--sides`` is run once with a low threshold; every figure at a higher
+threshold comes from the same detections. Printed per side:
+
+* "photo contains class X", for every class present in the truth: precision and recall at
+  the detector's threshold, counting a photo as saying X when a detection of X scores at
+  least the threshold;
+* for cat, dog and person, the thresholds where precision and recall are both >= 0.9;
+* mAP@0.5 over the classes present (all-point interpolated AP per class, boxes matched
+  greedily by score at IoU >= 0.5, as PASCAL VOC does);
+* the detector's ms/photo (one thread).
+
+Cost of ``--objects``: with ``--devset``, ``finder.py --no-index --reference
+DEVSET/reference DEVSET/collection`` runs with and without ``--objects`` in the same
+invocation of this script (same machine state, wall clock including start-up, default
+worker count), and the ratio is printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from facefinder.decode import load_image  # noqa: E402
+from facefinder.vision.objects import (  # noqa: E402
+    OBJECT_MODEL,
+    ObjectDetection,
+    load_object_detector,
+)
+
+FLOOR = 0.05  # lowest score kept: enough for the whole precision-recall curve
+PETS_AND_PEOPLE = ("cat", "dog", "person")
+
+
+def read_truth(album: Path) -> list[tuple[str, set[str], list[tuple[str, np.ndarray]]]]:
+    """[(path, labels, [(class, x1 y1 x2 y2)])] from the album's truth.csv."""
+    rows = []
+    with (album / "truth.csv").open(encoding="utf-8", newline="") as handle:
+        for row in csv.DictReader(handle):
+            labels = {x for x in row["labels"].split(";") if x}
+            boxes = [(c, np.array([x, y, x + w, y + h], np.float32))
+                     for c, x, y, w, h in json.loads(row["boxes"] or "[]")]
+            rows.append((row["path"], labels, boxes))
+    return rows
+
+
+def iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    lt = np.maximum(box[:2], boxes[:, :2])
+    rb = np.minimum(box[2:], boxes[:, 2:])
+    inter = np.prod(np.clip(rb - lt, 0, None), axis=1)
+    area = np.prod(box[2:] - box[:2])
+    areas = np.prod(boxes[:, 2:] - boxes[:, :2], axis=1)
+    return inter / np.maximum(area + areas - inter, 1e-9)
+
+
+def average_precision(cls: str, truth, found: list[list[ObjectDetection]]) -> float:
+    """All-point interpolated AP of ``cls`` at IoU 0.5."""
+    gt = {i: np.array([b for c, b in boxes if c == cls]) for i, (_, _, boxes) in enumerate(truth)}
+    total = sum(len(v) for v in gt.values())
+    dets = sorted(((d.score, i, d.box) for i, ds in enumerate(found) for d in ds if d.label == cls),
+                  key=lambda t: -t[0])
+    used = {i: np.zeros(len(v), bool) for i, v in gt.items()}
+    hits = []
+    for _, i, box in dets:
+        if len(gt[i]):
+            overlaps = iou(box, gt[i])
+            best = int(np.argmax(overlaps))
+            if overlaps[best] >= 0.5 and not used[i][best]:
+                used[i][best] = True
+                hits.append(1)
+                continue
+        hits.append(0)
+    if total == 0:
+        return float("nan")
+    tp = np.cumsum(hits)
+    recall = tp / total
+    precision = tp / np.arange(1, len(hits) + 1)
+    envelope = np.maximum.accumulate(np.concatenate([precision, [0]])[::-1])[::-1]
+    steps = np.diff(np.concatenate([[0], recall]))
+    return float(np.sum(steps * envelope[:-1]))
+
+
+def photo_scores(found: list[list[ObjectDetection]], cls: str) -> np.ndarray:
+    """Best score of ``cls`` per photo (0 when absent)."""
+    return np.array([max((d.score for d in ds if d.label == cls), default=0.0) for ds in found])
+
+
+def precision_recall(scores: np.ndarray, present: np.ndarray, threshold: float) -> tuple:
+    said = scores >= threshold
+    tp = int(np.sum(said & present))
+    precision = tp / max(int(said.sum()), 1) if said.any() else float("nan")
+    return precision, tp / max(int(present.sum()), 1), tp, int(said.sum()), int(present.sum())
+
+
+def good_thresholds(scores: np.ndarray, present: np.ndarray) -> str:
+    """The range of thresholds where precision and recall are both >= 0.9."""
+    ok = [t for t in np.arange(0.05, 0.951, 0.01)
+          if (pr := precision_recall(scores, present, t))[0] >= 0.9 and pr[1] >= 0.9]
+    return f"{min(ok):.2f}-{max(ok):.2f}" if ok else "none"
+
+
+def evaluate(album: Path, models: Path, side: int, threshold: float) -> None:
+    from dataclasses import replace
+
+    truth = read_truth(album)
+    spec = replace(OBJECT_MODEL, input_side=side, score_threshold=FLOOR)
+    detector = load_object_detector(spec, models, threads=1)
+    images = [load_image(album / path).rgb for path, _, _ in truth]
+    detector.detect(images[0])  # warm-up: the first run allocates
+    found, elapsed = [], 0.0
+    for rgb in images:
+        start = time.perf_counter()
+        found.append(detector.detect(rgb))
+        elapsed += time.perf_counter() - start
+    classes = sorted({c for _, labels, _ in truth for c in labels},
+                     key=lambda c: (-sum(c in labels for _, labels, _ in truth), c))
+    print(f"\n== input side {side}: {len(truth)} photos, threshold {threshold}, "
+          f"{1000 * elapsed / len(truth):.1f} ms/photo (1 thread) ==")
+    print(f"{'class':<15} {'photos':>6} {'said':>5} {'P':>6} {'R':>6} {'AP@.5':>6}  P,R>=0.9 at")
+    aps = []
+    for cls in classes:
+        present = np.array([cls in labels for _, labels, _ in truth])
+        scores = photo_scores(found, cls)
+        p, r, _, said, n = precision_recall(scores, present, threshold)
+        ap = average_precision(cls, truth, found)
+        aps.append(ap)
+        extra = good_thresholds(scores, present) if cls in PETS_AND_PEOPLE else ""
+        print(f"{cls:<15} {n:>6} {said:>5} {p:>6.2f} {r:>6.2f} {ap:>6.3f}  {extra}")
+    print(f"mAP@0.5 over {len(aps)} classes present: {np.nanmean(aps):.3f}")
+
+
+def finder_seconds(devset: Path, objects: bool) -> tuple[float, float]:
+    """(wall clock, CPU) seconds of ``finder.py --no-index`` on the devset (opt. --objects).
+
+    CPU is user + system time of the finder and its worker processes: unlike the wall
+    clock it hardly moves when something else runs on the machine.
+    """
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    with tempfile.TemporaryDirectory(prefix="objects-bench-") as tmp:
+        command = [sys.executable, str(ROOT / "finder.py"), "--no-index",
+                   "--reference", str(devset / "reference"), str(devset / "collection"),
+                   "--csv", str(Path(tmp) / "out.csv")]
+        if objects:
+            command.append("--objects")
+        start = time.perf_counter()
+        done = subprocess.run(command, capture_output=True, text=True, cwd=tmp)
+        seconds = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if done.returncode != 0:
+        raise SystemExit(f"finder.py failed ({done.returncode}): {done.stderr[-2000:]}")
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return seconds, cpu
+
+
+def cost(devset: Path, repeat: int) -> None:
+    """Faces-only and --objects runs, interleaved ``repeat`` times; the fastest of each."""
+    photos = devset / "collection"
+    count = sum(1 for p in photos.rglob("*") if p.is_file())
+    runs: dict[bool, list[tuple[float, float]]] = {False: [], True: []}
+    for _ in range(repeat):
+        for objects in (False, True):
+            runs[objects].append(finder_seconds(devset, objects))
+    (wall0, cpu0), (wall1, cpu1) = min(runs[False]), min(runs[True])
+    print(f"\n== cost on {photos} ({count} files, finder.py --no-index, default jobs, "
+          f"best of {repeat}) ==")
+    for label, wall, cpu in (("faces only", wall0, cpu0), ("with --objects", wall1, cpu1)):
+        print(f"{label:<15} {wall:6.1f} s wall {1000 * wall / count:6.1f} ms/photo; "
+              f"CPU {cpu:6.1f} s {1000 * cpu / count:6.1f} ms/photo")
+    print(f"--objects: x{wall1 / wall0:.2f} wall clock, x{cpu1 / cpu0:.2f} CPU, "
+          f"+{1000 * (cpu1 - cpu0) / count:.1f} ms of CPU per photo")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("album", type=Path)
+    parser.add_argument("--models", type=Path, default=ROOT / "models")
+    parser.add_argument("--sides", default=str(OBJECT_MODEL.input_side),
+                        help="comma-separated network input sides to evaluate")
+    parser.add_argument("--threshold", type=float, default=OBJECT_MODEL.score_threshold)
+    parser.add_argument("--devset", type=Path, help="also time finder.py with/without --objects")
+    parser.add_argument("--repeat", type=int, default=2, help="timed runs of each (best kept)")
+    args = parser.parse_args()
+    from facefinder.models.fetch import ensure_object_model
+
+    ensure_object_model(args.models, allow_fetch=True)
+    for side in (int(s) for s in args.sides.split(",")):
+        evaluate(args.album, args.models, side, args.threshold)
+    if args.devset:
+        cost(args.devset, args.repeat)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,373 @@
+"""Benchmark the finder on 12-megapixel phone photos (JPEG and HEIC) with known faces.
+
+Usage:
+    python benchmarks/phone.py [--album ../shared/devset] [--count 60] [--heic 20]
+                               [--jobs 2] [--work /tmp/facefinder-phone] [--out FILE.json]
+
+The README's album figures are measured on 250x250 press photos; a family's photos are
+4032x3024 phone shots. This benchmark makes such photos from an album laid out like the
+devset (``reference/<Person>/``, ``collection/``, ``truth.csv``): a no-face photo of the
+album, upscaled to 4032x3024 with film-grain noise, gets 2-8 faces pasted in (the middle
+of single-person and stranger photos of the album, feathered, 130-650 px wide), and is
+saved as a JPEG at quality 90 (~2-3 MB) and, for the first ``--heic`` of them, as an
+iPhone-like HEIC (512 px grid tiles, a 320 px thumbnail). The set is made once per seed
+and kept in ``--work``; the album's reference photos are the references.
+
+Printed per format (JPEG, HEIC):
+* photos/s of ``finder.py --jobs N`` (a subprocess, as a user runs it): the process's
+  wall clock, the finder's own (its summary's ``elapsed_s``: from the scan on, workers'
+  start included), and after start-up: the photos beyond the first ``jobs x 8`` (one
+  batch per worker) over the difference between the finder's time for all of them and
+  for those first ones alone (workers' start and model loading cancel out: the rate
+  50,000 photos see);
+* per-stage ms/photo on one core, in this process through the finder's own
+  ``analyse_files`` (decode, detect, crop, embed, and overhead = the rest);
+* the floor measured in the same run on the same photos, one core: the image codec alone
+  at the scale the detector needs (JPEG DCT scaling; HEIC has none), the detector alone on
+  its input, the embedder alone on the crops; the floor in photos/s on N cores is
+  N / (sum of those), and the ratio floor / measured (1.0 = at the floor);
+* recall over pasted (photo, person) pairs and false matches (a person reported in a photo
+  they were not pasted into), with the finder's decision rule; faces detected (a pasted
+  face with a trusted detection over it) out of those pasted;
+* peak memory of the finder and its workers (RSS).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import psutil
+from PIL import Image, ImageDraw, ImageFilter
+
+ROOT = Path(__file__).resolve().parent.parent
+SIZE = (4032, 3024)  # a 12 MP phone photo, landscape
+PATCH = 180  # side of the middle square taken from a 250x250 album photo (face ~60% of it)
+FACE_SHARE = 0.6  # the face box's share of a pasted patch's side
+
+
+# --------------------------------------------------------------------------- the photo set
+
+
+def _album_rows(album: Path) -> tuple[list[tuple[str, str]], list[str], list[str]]:
+    """(path, person) of single-person 250 px photos, stranger photos, no-face photos."""
+    with (album / "truth.csv").open(encoding="utf-8", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    people = {p.name for p in (album / "reference").iterdir() if p.is_dir()}
+    singles, strangers, backgrounds = [], [], []
+    for row in rows:
+        path = album / "collection" / row["path"]
+        if row["kind"] == "lfw-single/original" and row["people"] in people:
+            singles.append((row["path"], row["people"]))
+        elif row["kind"] == "lfw-stranger/original":
+            strangers.append(row["path"])
+        elif row["kind"] == "no-face/original":
+            with Image.open(path) as image:
+                if min(image.size) >= 240:
+                    backgrounds.append(row["path"])
+    return singles, strangers, backgrounds
+
+
+def _feather() -> Image.Image:
+    """An elliptical mask with a soft edge, so a pasted face has no hard square border."""
+    mask = Image.new("L", (PATCH, PATCH), 0)
+    ImageDraw.Draw(mask).ellipse((8, 4, PATCH - 8, PATCH - 4), fill=255)
+    return mask.filter(ImageFilter.GaussianBlur(8))
+
+
+def _make_photo(task: tuple) -> dict:
+    """Make one phone photo; returns its truth (people, pasted face boxes)."""
+    album, work, name, seed, background, faces, heic = task
+    rng = np.random.default_rng(seed)
+    with Image.open(album / "collection" / background) as bg:
+        canvas = bg.convert("RGB").resize(SIZE, Image.Resampling.BICUBIC)
+    grain = rng.normal(0.0, 6.0, (SIZE[1], SIZE[0], 1)).astype(np.float32)
+    pixels = np.clip(np.asarray(canvas, dtype=np.float32) + grain, 0, 255).astype(np.uint8)
+    canvas = Image.fromarray(pixels)
+    # Faces on a grid of cells (no overlaps), each of a random size and place in its cell.
+    cols = 4 if len(faces) > 4 else len(faces)
+    rows = -(-len(faces) // cols)
+    cell_w, cell_h = SIZE[0] // cols, SIZE[1] // rows
+    mask = _feather()
+    boxes = []
+    for i, (source, person) in enumerate(faces):
+        side = int(rng.uniform(220, min(1080, cell_w, cell_h)))
+        col, row = i % cols, i // cols
+        x = col * cell_w + int(rng.uniform(0, cell_w - side))
+        y = row * cell_h + int(rng.uniform(0, cell_h - side))
+        with Image.open(album / "collection" / source) as face:
+            left = (face.width - PATCH) // 2
+            top = (face.height - PATCH) // 2
+            patch = face.convert("RGB").crop((left, top, left + PATCH, top + PATCH))
+        patch = patch.resize((side, side), Image.Resampling.BICUBIC)
+        canvas.paste(patch, (x, y), mask.resize((side, side), Image.Resampling.BILINEAR))
+        face_side = side * FACE_SHARE
+        offset = (side - face_side) / 2
+        boxes.append({"box": [round(x + offset), round(y + offset), round(face_side),
+                              round(face_side)], "person": person})
+    jpeg = work / "jpeg" / "collection" / f"{name}.jpg"
+    canvas.save(jpeg, quality=90)
+    if heic:
+        canvas.save(work / "heic" / "collection" / f"{name}.heic", quality=80,
+                    thumbnails=[320], tile_size=512)
+    return {"name": name, "faces": boxes}
+
+
+def generate(album: Path, work: Path, count: int, heic: int, seed: int, jobs: int) -> Path:
+    """Make the photo set in ``work`` (once per album, count, heic and seed)."""
+    tag = work / "made.json"
+    wanted = {"album": str(album.resolve()), "count": count, "heic": heic, "seed": seed}
+    if tag.exists() and json.loads(tag.read_text())["params"] == wanted:
+        return work
+    import pillow_heif
+
+    pillow_heif.register_heif_opener()
+    for fmt in ("jpeg", "heic"):
+        folder = work / fmt / "collection"
+        folder.mkdir(parents=True, exist_ok=True)
+        for old in folder.iterdir():
+            old.unlink()
+    singles, strangers, backgrounds = _album_rows(album)
+    rng = np.random.default_rng(seed)
+    tasks = []
+    for i in range(count):
+        n_faces = int(rng.integers(2, 9))
+        known = int(rng.integers(1, n_faces + 1))  # at least one person to find per photo
+        chosen: dict[str, str] = {}
+        while len(chosen) < known:  # distinct people per photo
+            path, person = singles[int(rng.integers(len(singles)))]
+            chosen.setdefault(person, path)
+        faces = [(path, person) for person, path in chosen.items()]
+        faces += [(strangers[int(rng.integers(len(strangers)))], "")
+                  for _ in range(n_faces - known)]
+        order = rng.permutation(len(faces))
+        faces = [faces[j] for j in order]
+        background = backgrounds[int(rng.integers(len(backgrounds)))]
+        tasks.append((album, work, f"IMG_{1000 + i}", seed * 1000 + i, background, faces,
+                      i < heic))
+    with ProcessPoolExecutor(max(1, jobs)) as pool:
+        made = list(pool.map(_make_photo, tasks))
+    tag.write_text(json.dumps({"params": wanted, "photos": made}, indent=1))
+    return work
+
+
+def truth_of(work: Path, fmt: str) -> dict[str, list[dict]]:
+    """{file name: pasted faces} of the photos made in ``fmt``."""
+    made = json.loads((work / "made.json").read_text())["photos"]
+    suffix = ".jpg" if fmt == "jpeg" else ".heic"
+    present = {p.name for p in (work / fmt / "collection").iterdir()}
+    return {m["name"] + suffix: m["faces"] for m in made if m["name"] + suffix in present}
+
+
+# --------------------------------------------------------------------------- measuring
+
+
+def finder_run(collection: Path, reference: Path, jobs: int, index: Path
+               ) -> tuple[dict, float, int]:
+    """``finder.py`` over ``collection`` with an index in a temp folder (album.run_finder)."""
+    from benchmarks.album import run_finder
+
+    album = collection.parent
+    return run_finder(album, jobs, "Facenet", None, reference, index)
+
+
+def in_process(files: list[Path], truth: dict[str, list[dict]], batch: int) -> dict:
+    """Per-stage ms/photo through ``analyse_files`` and the floor, on one core.
+
+    libheif decodes with several threads by default; here it gets one, so that "one core"
+    holds for HEIC too (with every core busy, as in a run with one worker per core, a
+    photo's decode costs its single-thread time).
+    """
+    import pillow_heif
+
+    threads = pillow_heif.options.DECODE_THREADS
+    pillow_heif.options.DECODE_THREADS = 1
+    try:
+        return _in_process(files, truth, batch)
+    finally:
+        pillow_heif.options.DECODE_THREADS = threads
+
+
+def _in_process(files: list[Path], truth: dict[str, list[dict]], batch: int) -> dict:
+    from facefinder.analyse import AnalysisJob, ModelCache, analyse_files
+    from facefinder.vision.registry import MODELS
+
+    job = AnalysisJob(MODELS["facenet"], ROOT / "models", threads=1)
+    models = ModelCache()
+    pipe = models.get(job)
+    analyse_files([(files[0], files[0].name, "image")], job, models)  # warm-up
+    clock: dict[str, float] = {}
+    results = []
+    started = time.perf_counter()
+    for at in range(0, len(files), batch):
+        items = [(path, path.name, "image") for path in files[at:at + batch]]
+        results += analyse_files(items, job, models, clock)
+    total = time.perf_counter() - started
+    n = len(files)
+    stages = {name: clock.get(name, 0.0) * 1000 / n for name in ("decode", "detect", "crop",
+                                                                  "embed")}
+    stages["overhead"] = total * 1000 / n - sum(stages.values())
+    stages["total"] = total * 1000 / n
+
+    # The floor: each part alone on the same inputs.
+    side = job.settings.detect_side
+    codec = 0.0
+    detector_inputs = []
+    for path in files:
+        t = time.perf_counter()
+        with Image.open(path) as image:
+            image.draft("RGB", (side, side))  # JPEG: the DCT scale just >= the detector's
+            image.load()
+            codec += time.perf_counter() - t
+            factor = side / max(image.size)
+            small = image.convert("RGB").resize(
+                (round(image.width * factor), round(image.height * factor)))
+        detector_inputs.append(np.asarray(small))
+    t = time.perf_counter()
+    for rgb in detector_inputs:
+        pipe.detector.detect(rgb)
+    detect = time.perf_counter() - t
+    crops = []
+    for result in results:
+        for face in result.faces:
+            if face.embedding is not None:
+                crops.append(face)
+    n_crops = len(crops)
+    dummy = np.stack([np.asarray(Image.new("RGB", (160, 160), (128, 100, 90)))] * batch)
+    embed_ms = 0.0
+    if n_crops:
+        pipe.embedder.embed(dummy[:1])
+        t = time.perf_counter()
+        left = n_crops
+        while left > 0:
+            take = min(left, 8 * batch)
+            pipe.embedder.embed(np.repeat(dummy[:1], take, axis=0))
+            left -= take
+        embed_ms = (time.perf_counter() - t) * 1000 / n
+    floor = {"decode": codec * 1000 / n, "detect": detect * 1000 / n, "embed": embed_ms}
+    floor["total"] = sum(floor.values())
+
+    # Faces detected: a pasted face with a trusted detection whose centre lies in its box.
+    found = pasted = 0
+    for result in results:
+        for face in truth[result.rel]:
+            pasted += 1
+            x, y, w, h = face["box"]
+            if any(f.skipped is None
+                   and x <= f.box[0] + f.box[2] / 2 <= x + w
+                   and y <= f.box[1] + f.box[3] / 2 <= y + h for f in result.faces):
+                found += 1
+    return {"stages_ms": stages, "floor_ms": floor, "faces_pasted": pasted,
+            "faces_detected": found, "crops_per_photo": n_crops / n}
+
+
+def measure(work: Path, fmt: str, reference: Path, jobs: int, batch: int) -> dict:
+    """Every figure for one format."""
+    truth = truth_of(work, fmt)
+    collection = work / fmt / "collection"
+    files = sorted(collection / name for name in truth)
+    with tempfile.TemporaryDirectory() as tmp:
+        empty = Path(tmp) / "empty" / "collection"
+        empty.mkdir(parents=True)
+        first = Path(tmp) / "first" / "collection"
+        first.mkdir(parents=True)
+        head = files[:jobs * 8]  # one batch per worker (executors.BATCH_SIZE)
+        for path in head:
+            shutil.copy(path, first / path.name)
+        index = Path(tmp) / "index.sqlite"
+        # The references go into the index first, so neither timed run reads them.
+        refs = Path(tmp) / "refs.sqlite"
+        finder_run(empty, reference, jobs, refs)
+        shutil.copy(refs, index)
+        single, _, _ = finder_run(first, reference, jobs, index)
+        shutil.copy(refs, index)
+        report, seconds, peak = finder_run(collection, reference, jobs, index)
+        startup = single["summary"]["elapsed_s"]
+        elapsed = report["summary"]["elapsed_s"]
+    expected = {(name, face["person"]) for name, faces in truth.items() for face in faces
+                if face["person"]}
+    found = {(m["path"], m["person"]) for m in report["matches"]}
+    n = len(files)
+    figures = {
+        "photos": n, "seconds": seconds, "finder_seconds": elapsed,
+        "first_photos": len(head), "first_seconds": startup,
+        "photos_per_s_process": n / seconds, "photos_per_s": n / elapsed,
+        "photos_per_s_after_startup": (n - len(head)) / max(elapsed - startup, 1e-9),
+        "peak_rss_mib": peak / 2**20,
+        "recall": len(found & expected) / len(expected), "positives": len(expected),
+        "false_matches": len(found - expected),
+        "missed": sorted(expected - found), "false": sorted(found - expected),
+    }
+    figures.update(in_process(files, truth, batch))
+    floor_rate = jobs * 1000 / figures["floor_ms"]["total"]
+    figures["floor_photos_per_s"] = floor_rate
+    figures["ratio_to_floor"] = floor_rate / figures["photos_per_s_after_startup"]
+    return figures
+
+
+def show(fmt: str, f: dict, jobs: int) -> None:
+    s, fl = f["stages_ms"], f["floor_ms"]
+    print(f"{fmt.upper()}: {f['photos']} photos, 12 MP")
+    print(f"  finder --jobs {jobs}: {f['photos_per_s']:.1f} photos/s by its own clock "
+          f"({f['finder_seconds']:.1f} s; the process {f['seconds']:.1f} s); "
+          f"{f['photos_per_s_after_startup']:.1f} photos/s after start-up "
+          f"(the first {f['first_photos']} alone: {f['first_seconds']:.1f} s)")
+    print(f"  per photo, one core: decode {s['decode']:.0f}  detect {s['detect']:.0f}  "
+          f"crop {s['crop']:.0f}  embed {s['embed']:.0f} ({f['crops_per_photo']:.1f} faces)  "
+          f"overhead {s['overhead']:.0f}  = {s['total']:.0f} ms")
+    print(f"  floor, one core: codec {fl['decode']:.0f}  detector {fl['detect']:.0f}  "
+          f"embedder {fl['embed']:.0f}  = {fl['total']:.0f} ms -> "
+          f"{f['floor_photos_per_s']:.1f} photos/s on {jobs} cores; "
+          f"measured is {f['ratio_to_floor']:.2f}x the floor")
+    print(f"  recall {f['recall']:.3f} ({f['positives']} pasted (photo, person) pairs), "
+          f"false matches {f['false_matches']}; faces detected {f['faces_detected']}/"
+          f"{f['faces_pasted']}")
+    if f["missed"]:
+        print(f"  missed: {', '.join(f'{p}:{q}' for p, q in f['missed'][:12])}")
+    if f["false"]:
+        print(f"  false: {', '.join(f'{p}:{q}' for p, q in f['false'][:12])}")
+    print(f"  peak memory (RSS, all processes): {f['peak_rss_mib']:.0f} MiB")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--album", type=Path, default=ROOT.parent / "shared" / "devset")
+    parser.add_argument("--count", type=int, default=60, help="JPEG photos to make")
+    parser.add_argument("--heic", type=int, default=20,
+                        help="how many of them also as HEIC (x265 encoding is slow)")
+    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--batch", type=int, default=8, help="photos per analyse_files call")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir())
+                        / "facefinder-phone")
+    parser.add_argument("--formats", default="jpeg,heic")
+    parser.add_argument("--out", type=Path, help="write the figures as JSON here")
+    args = parser.parse_args()
+
+    generate(args.album, args.work, args.count, args.heic, args.seed, args.jobs)
+    print(f"photos: {args.work} (from {args.album})")
+    print(f"machine: {platform.machine()}, {psutil.cpu_count()} cores, "
+          f"{psutil.virtual_memory().total / 2**30:.0f} GiB, Python "
+          f"{platform.python_version()}, {time.strftime('%Y-%m-%d')}")
+    figures = {}
+    for fmt in args.formats.split(","):
+        figures[fmt] = measure(args.work, fmt, args.album / "reference", args.jobs, args.batch)
+        show(fmt, figures[fmt], args.jobs)
+    if args.out:
+        args.out.write_text(json.dumps(figures, indent=2, default=list), encoding="utf-8")
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(ROOT))
+    os.environ.setdefault("PYTHONHASHSEED", "0")
+    main()

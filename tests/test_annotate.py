@@ -1,0 +1,146 @@
+"""``--annotate DIR``: drawings of what was found, beside the originals, never over anything.
+
+Real faces (the 5-celebrity set), the real models, the command line as a user runs it.
+The photo searched is stored sideways with an EXIF Orientation that makes viewers show
+it upright: the drawing must be upright too, with the person's box on the face.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from facefinder import Finder
+from facefinder.annotate import PERSON_COLOUR
+from facefinder.cli import main
+
+PERSON = "madonna"
+ORIENTATION = 0x0112
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def album(celebrities: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """reference/madonna/ (train photos), and photos/Trip 2019/sideways.jpg: a val photo
+    of her stored rotated a quarter turn, with Orientation 6 ("rotate 90 CW to view"),
+    and upright.png, the same photo as a viewer shows it (for where the face is)."""
+    from conftest import copy_references
+
+    root = tmp_path_factory.mktemp("annotate")
+    refs = copy_references(celebrities, root, [PERSON], 8)
+    source = sorted((celebrities / "val" / PERSON).glob("*.jpg"))[0]
+    upright = Image.open(source).convert("RGB")
+    upright.save(root / "upright.png")
+    folder = root / "photos" / "Trip 2019"
+    folder.mkdir(parents=True)
+    stored = upright.transpose(Image.Transpose.ROTATE_90)  # counter-clockwise: sideways
+    exif = Image.Exif()
+    exif[ORIENTATION] = 6
+    stored.save(folder / "sideways.jpg", quality=95, exif=exif.tobytes())
+    return {"root": root, "refs": refs, "photos": root / "photos",
+            "photo": folder / "sideways.jpg", "upright": root / "upright.png"}
+
+
+def _run(album: dict[str, Path], dest: Path, capsys) -> tuple[int, str]:
+    code = main([str(album["photos"]), "--reference", str(album["refs"]), "--person", PERSON,
+                 "--index", str(album["root"] / "index.sqlite"), "--annotate", str(dest),
+                 "--no-progress"])
+    captured = capsys.readouterr()
+    return code, captured.out + captured.err
+
+
+def test_annotated_copy_is_upright_with_the_box_on_the_face_and_never_overwrites(
+        album: dict[str, Path], models_dir: Path, tmp_path: Path, capsys) -> None:
+    before = _sha(album["photo"])
+    dest = tmp_path / "boxes"
+    code, said = _run(album, dest, capsys)
+    assert code == 0, said
+    drawing = dest / PERSON / "Trip 2019" / "sideways.jpg"
+    assert drawing.is_file(), said
+    assert _sha(album["photo"]) == before  # the original is only read
+
+    # Where the face really is: the detector on the upright picture (no EXIF involved).
+    with Finder(album["refs"], models=models_dir, jobs=1) as finder:
+        faces = [f for f in finder.faces(album["upright"]).faces if f.embedding is not None]
+    assert len(faces) == 1
+    x, y, w, h = faces[0].box
+    upright = np.asarray(Image.open(album["upright"]).convert("RGB"), np.int32)
+    drawn = np.asarray(Image.open(drawing).convert("RGB"), np.int32)
+    assert drawn.shape == upright.shape  # upright, full size: not the stored sideways shape
+    sidecar = json.loads((drawing.parent / "sideways.jpg.json").read_text("utf-8"))
+    assert sidecar["source"] == "Trip 2019/sideways.jpg"
+    assert [p["person"] for p in sidecar["people"]] == [PERSON]
+    box = sidecar["people"][0]["box"]
+    assert max(abs(a - b) for a, b in zip(box, (x, y, w, h), strict=True)) <= 3, (box, x, y)
+    assert 0 < sidecar["people"][0]["distance"] < 0.6
+
+    magenta = np.array(PERSON_COLOUR)
+    inset = 1  # the outline is drawn inwards from the box, at least 2 px wide
+    edges = {"left": (y + h // 2, x + inset), "right": (y + h // 2, x + w - 1 - inset),
+             "bottom": (y + h - 1 - inset, x + w // 2), "top": (y + inset, x + w // 2)}
+    for name, (row, col) in edges.items():
+        assert np.abs(drawn[row, col] - magenta).max() < 60, (name, drawn[row, col])
+        assert np.abs(upright[row, col] - magenta).max() >= 60, name  # not so before
+    centre = drawn[y + h // 2, x + w // 2]
+    assert np.abs(centre - upright[y + h // 2, x + w // 2]).max() < 40  # the face itself
+
+    # A second run finds its own drawing there: nothing new, nothing replaced.
+    files = sorted(p for p in dest.rglob("*") if p.is_file())
+    stamps = [p.stat().st_mtime_ns for p in files]
+    code, said = _run(album, dest, capsys)
+    assert code == 0 and "0 new, 1 already there" in said, said
+    assert sorted(p for p in dest.rglob("*") if p.is_file()) == files
+    assert [p.stat().st_mtime_ns for p in files] == stamps
+
+
+def test_a_different_file_with_the_name_is_kept_and_the_drawing_renamed(
+        album: dict[str, Path], models_dir: Path, tmp_path: Path, capsys) -> None:
+    dest = tmp_path / "boxes"
+    taken = dest / PERSON / "Trip 2019" / "sideways.jpg"
+    taken.parent.mkdir(parents=True)
+    shutil.copy(album["upright"], taken)  # the user's own file under that name
+    theirs = _sha(taken)
+    code, said = _run(album, dest, capsys)
+    assert code == 0, said
+    assert _sha(taken) == theirs
+    renamed = taken.parent / "sideways (2).jpg"
+    assert renamed.is_file() and (taken.parent / "sideways (2).jpg.json").is_file()
+    assert "saved as" in said
+    assert not [p for p in taken.parent.iterdir() if ".partial" in p.name]
+
+
+def test_a_video_gets_a_contact_sheet_of_the_frames_where_its_person_is_seen(
+        album: dict[str, Path], celebrities: Path, models_dir: Path, tmp_path: Path,
+        capsys) -> None:
+    from test_video import make_video
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    # One of her reference photos: a face matched well clear of the threshold in every
+    # frame, so the test is about the sheet and not about how close a match is.
+    face = Image.open(sorted((celebrities / "train" / PERSON).glob("*.jpg"))[0]).convert("RGB")
+    make_video(photos / "clip.mp4", face, {2, 3, 4, 5}, 8)
+    dest = tmp_path / "boxes"
+    code = main([str(photos), "--reference", str(album["refs"]), "--person", PERSON,
+                 "--no-index", "--annotate", str(dest), "--no-progress"])
+    said = capsys.readouterr()
+    assert code == 0, said.err
+    sheet = dest / PERSON / "clip.mp4.sheet.jpg"
+    sidecar = json.loads((dest / PERSON / "clip.mp4.sheet.jpg.json").read_text("utf-8"))
+    assert sidecar["people"][0]["first_s"] == 2.0 and sidecar["people"][0]["last_s"] == 5.0
+    assert {f["time_s"] for f in sidecar["faces"]} <= {2.0, 3.0, 4.0, 5.0}
+    with Image.open(sheet) as image:
+        width, height = image.size
+        pixels = np.asarray(image.convert("RGB"), np.int32)
+    assert width > 2 * height  # three frames side by side
+    close = np.abs(pixels - np.array(PERSON_COLOUR)).max(axis=2) < 60
+    assert close.sum() > 1000  # the faces' outlines and the labels

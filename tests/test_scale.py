@@ -1,0 +1,405 @@
+"""Scale: the decision over a whole collection in arrays, the neighbour graph kept beside
+the face index, and k-nearest questions against it.
+
+The vectors are synthetic (people and strangers as noisy copies of random centres), made
+in each test: what is checked is that the fast paths give the answers of the plain ones
+(``match_photos`` against ``match_file`` file by file; expansion along the graph against
+the exact one) and that the graph beside the index is trusted only when it matches the
+index. The figures at 10,000 to 1,000,000 faces are ``benchmarks/scale.py``'s.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from facefinder import decide as decide_module
+from facefinder.api import Finder, RunResult, Summary, open_index
+from facefinder.decide import RULES, decide
+from facefinder.decisions import Verdicts
+from facefinder.match import Gallery, PhotoFaces, match_file, match_photos
+from facefinder.neighbours import GRAPH_K, FaceGraph
+from facefinder.records import Decision, Face, FileResult
+
+DIM = 128
+RULE = RULES["facenet"]
+SETTINGS_KEY = "synthetic test"
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32)
+
+
+def _collection(n: int, people: int, seed: int = 0, share: float = 0.3
+                ) -> tuple[list[FileResult], Gallery]:
+    """``n`` faces in photos of 1-3 faces: ``share`` of them of ``people`` people (whose
+    5 reference faces make the gallery), the rest strangers in groups of about 10; each
+    its identity's centre plus noise of 0.03-0.09 per dimension."""
+    rng = np.random.default_rng(seed)
+    centres = _unit(rng.normal(size=(people + n // 10 + 1, DIM)))
+    identity = np.where(rng.random(n) < share, rng.integers(0, people, n),
+                        people + rng.integers(0, n // 10 + 1, n))
+    spread = rng.uniform(0.03, 0.09, size=(n, 1))  # some faces are borderline: maybes
+    vectors = _unit(centres[identity] + spread * rng.normal(size=(n, DIM)))
+    files: list[FileResult] = []
+    marks = np.zeros((5, 2), np.float32)
+    i = 0
+    while i < n:
+        count = int(rng.integers(1, 4))
+        faces = [Face((60 * k, 0, 50, 50), marks, 0.9, vectors[j])
+                 for k, j in enumerate(range(i, min(n, i + count)))]
+        f = len(files)
+        files.append(FileResult(f"{f // 100}/{f}.jpg", "image", (640, 480), faces,
+                                key=f.to_bytes(16, "little")))
+        i += count
+    gallery = Gallery.build({f"P{p:02d}": list(_unit(centres[p] + rng.normal(
+        scale=0.05, size=(5, DIM)))) for p in range(people)})
+    return files, gallery
+
+
+def _store(path: Path, files: list[FileResult]) -> None:
+    """Write the files' faces into a face index through its API."""
+    with open_index(path) as index:
+        settings = index.settings_id(SETTINGS_KEY)
+        root = index.root_id("/photos")
+        index.begin()
+        for f, result in enumerate(files):
+            assert result.key is not None
+            content = index.store(settings, result.key, 1000 + f, result)
+            index.set_path(root, result.rel, 1000 + f, 1, content)
+        index.conn.execute("COMMIT")
+
+
+def _graph_of(path: Path):
+    """The ``graph`` callable of ``decide``, over the graph kept beside ``path``."""
+    def rows(files, faces: PhotoFaces):
+        with open_index(path) as index:
+            graph = FaceGraph.open(index, index.settings_id(SETTINGS_KEY))
+        return graph.rows(graph.positions([files[i].key for i in faces.file], faces.n))
+    return rows
+
+
+def test_match_photos_gives_the_answers_of_match_file() -> None:
+    files, gallery = _collection(4000, 12, seed=1)
+    said = []
+    for i in range(0, 600, 7):  # yes, no, a yes for a name nobody searches for
+        verdict = ("yes", "no", "yes")[i % 3]
+        person = f"P{i % 12:02d}" if i % 3 < 2 else "Nobody"
+        said.append(Decision(files[i].key, 0, person, verdict, (0, 0, 50, 50), None,
+                             files[i].faces[0].embedding))
+    for verdicts in (None, Verdicts(said)):
+        decided = decide(files, gallery, RULE, None, verdicts)
+        assert decided.expanded, "the collection must exercise expansion"
+        final = decided.gallery
+        cuts = np.array([decided.thresholds[p] for p in final.people], np.float32)
+        maybe = np.maximum(cuts, np.minimum(cuts + 0.16, RULE.band[0]))
+        fast = match_photos(files, decided.faces, decided.distance, final, cuts, verdicts,
+                            maybe)
+        found = maybes = 0
+        for i, file in enumerate(files):
+            assert fast.get(i, ([], [])) == match_file(file, final, cuts, verdicts, maybe)
+            found += len(fast.get(i, ([], []))[0])
+            maybes += len(fast.get(i, ([], []))[1])
+        assert found > 500 and maybes > 0
+
+
+def test_expansion_along_the_graph_agrees_with_the_exact_one(tmp_path: Path,
+                                                            monkeypatch) -> None:
+    files, gallery = _collection(10_000, 20, seed=2)
+    path = tmp_path / "faces.sqlite"
+    _store(path, files)
+    exact = decide(files, gallery, RULE, None, None)
+    monkeypatch.setattr(decide_module, "GRAPH_FROM", 0)
+    along = decide(files, gallery, RULE, None, None, graph=_graph_of(path))
+    assert FaceGraph.paths(path)[0].exists()  # the graph was built beside the index
+    assert exact.thresholds == along.thresholds
+    joined = sum(exact.expanded.values())
+    assert joined > 1000
+    assert abs(sum(along.expanded.values()) - joined) <= 0.01 * joined
+
+    def matched(decided) -> set[tuple[int, str]]:
+        cuts = np.array([decided.thresholds[p] for p in decided.gallery.people], np.float32)
+        found = match_photos(files, decided.faces, decided.distance, decided.gallery, cuts)
+        return {(i, m.person) for i, (ms, _) in found.items() for m in ms}
+
+    a, b = matched(exact), matched(along)
+    assert len(a ^ b) <= 0.01 * len(a)
+
+
+def test_expansion_reaches_an_older_photo_along_the_graph() -> None:
+    """Grandma's 1985 photo is too far from today's portrait, close to her 1995 one."""
+    q, _ = np.linalg.qr(np.random.default_rng(3).normal(size=(DIM, 3)))
+    now, side = q.T[0].astype(np.float32), q.T[1].astype(np.float32)
+    step = np.arccos(0.8)  # a 0.2 distance
+    then = (np.cos(step) * now + np.sin(step) * side).astype(np.float32)
+    long_ago = (np.cos(2 * step) * now + np.sin(2 * step) * side).astype(np.float32)
+    gallery = Gallery.build({"Grandma": [now]})
+    vectors = np.stack([then, long_ago])
+    near = np.array([[1], [0]])
+    far = (1 - np.array([[then @ long_ago], [then @ long_ago]])).astype(np.float32)
+    _, added = decide_module.expand(RULE, gallery, vectors, np.array([0, 1]),
+                                    graph=(near, far))
+    assert added == {"Grandma": 2}
+    _, none = decide_module.expand(RULE, gallery, vectors, np.array([0, 1]),
+                                   graph=(np.full((2, 1), -1), np.full((2, 1), np.inf)))
+    assert none == {"Grandma": 1}  # no edge, no second step
+
+
+def test_the_graph_is_kept_beside_the_index_and_trusted_only_when_it_matches(
+        tmp_path: Path, monkeypatch) -> None:
+    files, _ = _collection(3000, 5, seed=4)
+    path = tmp_path / "faces.sqlite"
+    _store(path, files[:-10])
+    graph_file, table_file = FaceGraph.paths(path)
+    assert graph_file.name == "faces.sqlite.neighbours.usearch"
+    assert table_file.name == "faces.sqlite.neighbours.npz"
+    with open_index(path) as index:
+        settings = index.settings_id(SETTINGS_KEY)
+        first = FaceGraph.open(index, settings)
+    assert graph_file.exists() and table_file.exists()
+    assert first.near.shape == (len(first), GRAPH_K)
+    assert not (first.near == np.arange(len(first))[:, None]).any()  # never itself
+
+    built = []
+    real_build = FaceGraph._build.__func__
+
+    def counting(cls, keys, numbers, vectors, fingerprint, old, threads):
+        made = real_build(cls, keys, numbers, vectors, fingerprint, old, threads)
+        built.append(old is not None and made.neighbours is old.neighbours)  # grown?
+        return made
+
+    monkeypatch.setattr(FaceGraph, "_build", classmethod(counting))
+    with open_index(path) as index:  # unchanged index: read back, not built
+        again = FaceGraph.open(index, settings)
+    assert built == [] and np.array_equal(again.near, first.near)
+    assert np.array_equal(again.vectors, first.vectors)
+
+    _store(path, files[-10:])  # ten more photos: the generation moves on
+    with open_index(path) as index:
+        grown = FaceGraph.open(index, settings)
+    assert built == [True]  # the old graph grew; nothing was indexed twice
+    assert len(grown) == len(first) + sum(len(f.faces) for f in files[-10:])
+    assert np.array_equal(grown.near[:len(first)], first.near)
+    last = files[-1]
+    where = grown.positions([last.key], np.array([0]))
+    assert where[0] == len(grown) - len(last.faces)
+    ids, dists = grown.nearest(last.faces[0].embedding[None, :], 1)
+    assert ids[0, 0] == where[0] and dists[0, 0] < 1e-4
+
+    np.savez(table_file, keys=grown.keys, numbers=grown.numbers, near=grown.near,
+             far=grown.far, fingerprint=np.array('{"format": 1, "settings": 99}'))
+    with open_index(path) as index:  # a fingerprint that does not match: rebuilt
+        FaceGraph.open(index, settings)
+    assert built == [True, False]
+    graph_file.unlink()  # deleting it only costs a rebuild
+    with open_index(path) as index:
+        FaceGraph.open(index, settings)
+    assert built == [True, False, False] and graph_file.exists()
+
+    before = {p: p.stat().st_mtime_ns for p in (graph_file, table_file)}
+    _store(path, [FileResult("more.jpg", "image", (10, 10), [Face(
+        (0, 0, 5, 5), np.zeros((5, 2), np.float32), 0.9, files[0].faces[0].embedding)],
+        key=b"m" * 16)])
+    with open_index(path, read_only=True) as index:  # read-only: used, never written
+        FaceGraph.open(index, settings)
+    assert {p: p.stat().st_mtime_ns for p in (graph_file, table_file)} == before
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_k_nearest_questions_find_the_true_neighbours(tmp_path: Path) -> None:
+    files, _ = _collection(10_000, 10, seed=5)
+    path = tmp_path / "faces.sqlite"
+    _store(path, files)
+    with open_index(path) as index:
+        graph = FaceGraph.open(index, index.settings_id(SETTINGS_KEY))
+    rng = np.random.default_rng(6)
+    asked = _unit(graph.vectors[rng.integers(0, len(graph), 100)]
+                  + rng.normal(scale=0.02, size=(100, DIM)))
+    ids, dists = graph.nearest(asked, 10)
+    truth = np.argsort(-(asked @ graph.vectors.T), axis=1)[:, :10]
+    recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(ids, truth, strict=True)])
+    assert recall >= 0.95
+    assert (np.diff(dists, axis=1) >= 0).all()
+    # every graph list holds each face's true nearest (its own left out) at this size
+    sims = graph.vectors[:200] @ graph.vectors.T
+    sims[np.arange(200), np.arange(200)] = -np.inf
+    assert (graph.near[:200, 0] == sims.argmax(axis=1)).mean() >= 0.95
+
+
+def test_the_finder_decides_along_the_graph_it_keeps(tmp_path: Path, models_dir: Path,
+                                                     monkeypatch) -> None:
+    """``Finder._decide`` (what ``find`` and the review page run) builds the graph beside
+    its index once, keeps it in memory between answers, and decides as the exact way."""
+    files, gallery = _collection(6000, 10, seed=7)
+    path = tmp_path / "faces.sqlite"
+    _store(path, files)
+    (tmp_path / "reference").mkdir()
+    finder = Finder(tmp_path / "reference", models=models_dir, index=path, jobs=1,
+                    fetch=False)
+    monkeypatch.setattr(finder, "settings_ids", lambda index: {
+        "image": index.settings_id(SETTINGS_KEY), "video": None})
+    try:
+        plain = RunResult(tmp_path, tmp_path, list(gallery.people), "Facenet", 0.32, [],
+                          Summary(), files=files)
+        finder._decide(plain, files, gallery, Verdicts(), None, None, None)
+        assert not FaceGraph.paths(path)[0].exists()  # small: no graph needed
+        monkeypatch.setattr(decide_module, "GRAPH_FROM", 0)
+        along = RunResult(tmp_path, tmp_path, list(gallery.people), "Facenet", 0.32, [],
+                          Summary(), files=files)
+        finder._decide(along, files, gallery, Verdicts(), None, None, None)
+        kept = finder._graph
+        assert kept is not None and FaceGraph.paths(path)[0].exists()
+        a = {(m.rel, m.person) for m in plain.matches}
+        b = {(m.rel, m.person) for m in along.matches}
+        assert len(a) > 1000 and len(a ^ b) <= 0.01 * len(a)
+        wrong = along.matches[0]
+        file = next(f for f in files if f.rel == wrong.rel)
+        n = next(i for i, f in enumerate(file.faces) if f.box == wrong.box)
+        answer = Verdicts([Decision(file.key, n, wrong.person, "no", wrong.box)])
+        finder._decide(along, files, gallery, answer, None, None, None)
+        assert finder._graph is kept  # the same graph: not read again
+        assert (wrong.rel, wrong.person) not in {(m.rel, m.person) for m in along.matches}
+    finally:
+        finder.close()
+    assert os.listdir(tmp_path) and all(
+        p.parent == tmp_path for p in tmp_path.glob("faces.sqlite*"))
+
+
+@pytest.mark.parametrize("count", [0, 1])
+def test_tiny_collections(count: int) -> None:
+    files, gallery = _collection(max(count, 1), 2, seed=8)
+    files = files[:count]
+    decided = decide(files, gallery, RULE, None, None)
+    cuts = np.array([decided.thresholds[p] for p in decided.gallery.people], np.float32)
+    found = match_photos(files, decided.faces, decided.distance, decided.gallery, cuts)
+    assert set(found) <= set(range(count))
+
+
+def _review_over(tmp_path: Path, models_dir: Path, files: list[FileResult],
+                 gallery: Gallery):
+    """A Review of synthetic files (no photos to search: the files are given), over an
+    index that holds them."""
+    import threading
+
+    from facefinder.references import ReferenceFace
+    from facefinder.review import Review
+
+    path = tmp_path / "faces.sqlite"
+    _store(path, files)
+    (tmp_path / "reference").mkdir(exist_ok=True)
+    finder = Finder(tmp_path / "reference", models=models_dir, index=path, jobs=1,
+                    fetch=False)
+    finder.settings_ids = lambda index: {  # type: ignore[method-assign]
+        "image": index.settings_id(SETTINGS_KEY), "video": None}
+    review = Review.__new__(Review)
+    review.finder, review.photos, review.threshold = finder, tmp_path, None
+    review._lock = threading.RLock()
+    review.result = RunResult(tmp_path, tmp_path, list(gallery.people), "Facenet", 0.32, [],
+                              Summary(), files=files)
+    review.result.reference_faces = {
+        name: [ReferenceFace(name, f"{name}/{i}.jpg", (0, 0, 9, 9), v)
+               for i, v in enumerate(gallery.vectors[gallery.owner == p])]
+        for p, name in enumerate(gallery.people)}
+    with open_index(path) as index:
+        review._settings = finder.settings_ids(index)
+    review.verdicts, review._hidden = Verdicts(), set()
+    review._index_faces(files)
+    finder.rematch(review.result, review.verdicts)
+    review._recluster({})
+    return review, path
+
+
+def test_an_answer_on_the_page_changes_only_what_it_must(tmp_path: Path, models_dir: Path,
+                                                         monkeypatch) -> None:
+    """After a no the match is gone, the faces that became unknown are clustered, and
+    the labels kept in the index are the page's; "faces like this one" along the graph
+    gives the exact answer's nearest."""
+    from facefinder import neighbours
+
+    files, gallery = _collection(3000, 8, seed=9)
+    review, path = _review_over(tmp_path, models_dir, files, gallery)
+    try:
+        match = review.result.matches[5]
+        assert review.result.decided is not None
+        review.decide(match.face, match.person, "no")
+        assert all((m.face, m.person) != (match.face, match.person)
+                   for m in review.result.matches)
+        with open_index(path) as index:
+            stored = index.cluster_labels(review._settings["image"])
+        assert stored == review._labels() and stored
+        unknown = {f for c in review._clusters.values() for f in c.faces}
+        assert not unknown & {m.face for m in review.result.matches}
+
+        asked = files[7].faces[0].embedding
+        exact, _ = review._nearest_rows(asked, 5)
+        monkeypatch.setattr(neighbours, "EXACT_BELOW", 0)
+        along, distance = review._nearest_rows(asked, 5)
+        assert FaceGraph.paths(path)[0].exists()
+        assert along[0] == exact[0] and len(set(along) & set(exact)) >= 4
+        assert (np.diff(distance[along]) >= 0).all()
+    finally:
+        review.finder.close()
+
+
+def test_a_new_index_in_place_of_a_moved_one_never_trusts_its_graph(tmp_path: Path) -> None:
+    """Review fix: the fingerprint held no identity of the index file, so an index made
+    anew at the same path (the old one moved away) with as many stores and the same
+    settings id matched the old graph's fingerprint: another index's faces trusted."""
+    path = tmp_path / "faces.sqlite"
+    old_files, _ = _collection(400, 3, seed=1)
+    _store(path, old_files)
+    with open_index(path) as index:
+        FaceGraph.open(index, index.settings_id(SETTINGS_KEY))
+    for name in ("faces.sqlite", "faces.sqlite-wal", "faces.sqlite-shm"):
+        (tmp_path / name).unlink(missing_ok=True)  # "move it away": the graph stays
+    new_files = [FileResult(f.rel, f.kind, f.size, f.faces, key=bytes([7]) * 8 + f.key[:8])
+                 for f in old_files]  # as many photos, other contents
+    _store(path, new_files)
+    with open_index(path) as index:
+        graph = FaceGraph.open(index, index.settings_id(SETTINGS_KEY))
+    assert bytes(graph.keys[0]) == new_files[0].key
+
+
+def test_a_graph_that_cannot_be_kept_is_still_used(tmp_path: Path, monkeypatch) -> None:
+    """Review fix: a failed write beside the index (disk full, folder not writable) ended
+    the run instead of leaving the graph in memory only."""
+    path = tmp_path / "faces.sqlite"
+    files, _ = _collection(300, 3, seed=2)
+    _store(path, files)
+
+    def full(self, graph_file, table_file):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(FaceGraph, "save", full)
+    with open_index(path) as index:
+        graph = FaceGraph.open(index, index.settings_id(SETTINGS_KEY))
+    assert len(graph) == sum(len(f.faces) for f in files)
+
+
+def test_the_finder_reads_the_graph_of_an_index_it_cannot_write(
+        tmp_path: Path, models_dir: Path, monkeypatch) -> None:
+    """Review fix: ``Finder.face_graph`` opened the index for writing even when the run
+    had fallen back to reading it (locked by another run, read-only disk): the run ended
+    with that error after its whole analysis."""
+    from facefinder import api
+
+    path = tmp_path / "faces.sqlite"
+    files, _ = _collection(300, 3, seed=3)
+    _store(path, files)
+    real = api.open_index
+
+    def read_only_disk(where, *, read_only=False):
+        if not read_only:
+            raise OSError(f"cannot use {where} here: attempt to write a readonly database")
+        return real(where, read_only=True)
+
+    monkeypatch.setattr(api, "open_index", read_only_disk)
+    monkeypatch.setattr(api.Finder, "settings_ids",
+                        lambda self, index: {"image": index.settings_id(SETTINGS_KEY)})
+    finder = Finder(models=models_dir, index=path)
+    graph = finder.face_graph()
+    assert graph is not None and len(graph) == sum(len(f.faces) for f in files)
+    assert not FaceGraph.paths(path)[0].exists()  # read-only: nothing written beside it
