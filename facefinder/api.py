@@ -365,7 +365,8 @@ class Finder:
         try:
             analyser = Analyser(index, self.job, self._executor, self._inline)
             verdicts = self._verdicts(index, analyser)
-            everyone, stray, wanted = self._people(people or [], query, verdicts)
+            named = index.decided_people() if index is not None else []
+            everyone, stray, wanted = self._people(people or [], query, verdicts, named)
             hidden = {name_key(name) for name in query.without}
             listed = [p.name for p in everyone
                       if name_key(p.name) in wanted and name_key(p.name) not in hidden]
@@ -377,7 +378,7 @@ class Finder:
                 # nearest to, so narrowing the gallery would hand other people's faces
                 # to the one searched for.
                 gallery = self._references(everyone, stray, threshold, analyser, index,
-                                           result, emit, verdicts, wanted)
+                                           result, emit, verdicts, wanted, named)
                 if not stop.is_set():
                     excluded = [self.reference, PROGRAM_DIR, *map(Path, exclude)]
                     total = _count(root, excluded, follow_links) if count_files else None
@@ -391,6 +392,9 @@ class Finder:
                 pass
             if result.searched:  # also after Ctrl-C: what was seen is decided and reported
                 with contextlib.suppress(KeyboardInterrupt):
+                    if index is not None:
+                        gallery, verdicts = self._carried(index, analyser, result, gallery,
+                                                          verdicts)
                     if gallery.people:  # none: --with dog with no reference folder
                         self._decide(result, seen, gallery, verdicts, query, chosen, wanted)
                     asked = bool(people or query.any_of or query.all_of)
@@ -427,6 +431,24 @@ class Finder:
                      result.chosen_threshold, {name_key(p) for p in result.people})
         result.summary.matches_per_person = dict(Counter(m.person for m in result.matches))
 
+    def _carried(self, index: FaceIndex, analyser: Analyser, result: RunResult,
+                 gallery: Gallery, verdicts: Verdicts) -> tuple[Gallery, Verdicts]:
+        """The gallery and verdicts to decide with, once the search has stored its results.
+
+        When this run analysed photos anew (a new finder version, other settings), the
+        user's yes/no on their earlier analysis moved to the new one as they were stored
+        (``FaceIndex._carry_decisions``); they count in this run already, so a photo the
+        user said no to is never back, not even once.
+        """
+        index.flush()
+        if not index.carried:
+            return gallery, verdicts
+        verdicts = self._verdicts(index, analyser)
+        gallery = reference_gallery(result.reference_faces, verdicts)
+        result.confirmed_faces = {n: len(verdicts.confirmed_vectors(n)) for n in gallery.people
+                                  if verdicts.confirmed_vectors(n)}
+        return gallery, verdicts
+
     def verdicts(self, index: FaceIndex) -> Verdicts:
         """The user's decisions stored in ``index`` for this model's analyses."""
         return self._verdicts(index, Analyser(index, self.job, self._executor, self._inline))
@@ -447,9 +469,12 @@ class Finder:
     def _references(self, persons: list[Person], stray: list[ReferenceNote], threshold: float,
                     analyser: Analyser, index: FaceIndex | None, result: RunResult,
                     emit: Callable[[Event], None], verdicts: Verdicts,
-                    wanted: set[str] | None = None) -> Gallery:
+                    wanted: set[str] | None = None, named: Sequence[str] = ()) -> Gallery:
         """Read the reference photos (from the index when it knows them) into a gallery,
         with the faces the user confirmed for each person.
+
+        ``named``: everyone with a confirmed face under any analysis; one without a folder
+        is a person of the review page, whose faces come with the verdicts.
 
         ``wanted`` (name keys): the people asked for. A folder of someone else that has no
         usable photo is then skipped rather than an error, and notes are told only for
@@ -457,7 +482,9 @@ class Finder:
         """
         confirmed = {p.name: verdicts.confirmed_vectors(p.name) for p in persons}
         # A person named on the review page may have no reference photo at all.
-        persons = [p for p in persons if p.photos or not confirmed[p.name]]
+        page = {name_key(n) for n in named}
+        persons = [p for p in persons
+                   if p.photos or not (confirmed[p.name] or name_key(p.name) in page)]
         items = [(path, rel, "image") for p in persons for path, rel in p.photos]
         with contextlib.closing(analyser.results(self.reference, items, trusted=True)
                                 ) as analysed:
@@ -612,7 +639,8 @@ class Finder:
                 "model": self.spec.name, "interrupted": summary.interrupted,
             })
 
-    def _people(self, people: Sequence[str], query: Query, verdicts: Verdicts | None = None
+    def _people(self, people: Sequence[str], query: Query, verdicts: Verdicts | None = None,
+                named: Sequence[str] = ()
                 ) -> tuple[list[Person], list[ReferenceNote], set[str]]:
         """Everyone, notes on stray files, and the name keys of the people asked for
         (each name checked under the option that gave it).
@@ -622,11 +650,11 @@ class Finder:
         """
         try:
             everyone, stray = find_people(self.reference, allow_empty=bool(
-                (verdicts and verdicts.people()) or self.job.objects is not None))
+                named or (verdicts and verdicts.people()) or self.job.objects is not None))
         except ReferenceError as exc:
             raise FinderError(str(exc)) from None
         known = {name_key(p.name) for p in everyone}
-        for name in verdicts.people() if verdicts else []:
+        for name in [*(verdicts.people() if verdicts else []), *named]:
             if name_key(name) not in known:
                 everyone.append(Person(name, self.reference / name))
                 known.add(name_key(name))

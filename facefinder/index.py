@@ -370,6 +370,7 @@ class FaceIndex:
         self._last_commit = time.monotonic()
         self.keeping = not read_only  # False once a write failed: the run goes on without
         self.not_kept = 0  # results this run could not keep (disk full, locked too long)
+        self.carried = 0  # verdicts moved to a new analysis of their photo (_carry_decisions)
         self.why_not_kept: str | None = None
 
     # ------------------------------------------------------------------ opening
@@ -824,6 +825,7 @@ class FaceIndex:
                 "INSERT OR REPLACE INTO decisions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (key, settings, n, person, verdict, *(int(v) for v in face.box), face.time,
                  vector, at))
+            self.carried += 1
 
     def record(self, settings: int, key: bytes, size: int, result: FileResult,
                root: int, rel: str, mtime_ns: int, objects_settings: int | None = None
@@ -977,6 +979,13 @@ class FaceIndex:
                  *(int(v) for v in decision.box), decision.time,
                  None if decision.embedding is None
                  else np.asarray(decision.embedding, np.float32).tobytes(), time.time()))
+
+    def decided_people(self) -> list[str]:
+        """Everyone the user confirmed a face for, under any analysis: a name given on
+        the review page stays a person when a new finder version analyses the photos
+        again (its verdicts move to the new analysis as the photos are read)."""
+        return [person for (person,) in self.conn.execute(
+            "SELECT DISTINCT person FROM decisions WHERE verdict = 'yes' ORDER BY person")]
 
     def undecide(self, settings: int, key: bytes, n: int, person: str) -> None:
         """Forget the verdict on one face for ``person`` (the user's undo)."""

@@ -309,3 +309,36 @@ def test_decisions_follow_a_photo_to_a_new_analysis_of_it(tmp_path: Path) -> Non
         assert yes.box == (4, 10, 50, 60) and yes.embedding is not None
         assert float(yes.embedding[0]) == 5.0  # the new analysis's vector joins the gallery
         assert {(d.n, d.verdict) for d in index.decisions([old])} == {(0, "yes"), (1, "no")}
+
+
+def test_the_first_run_of_a_new_finder_version_already_honours_every_decision(
+        indexed, celeb_album: Path, models_dir: Path) -> None:
+    """A new version analyses the photos again (other settings): in that very run a photo
+    the user said no to stays out, and a person named only on the page is still a
+    person who can be searched for."""
+    from facefinder.analyse import AnalysisSettings
+
+    finder, photos, index = indexed
+    first = finder.find(photos)
+    wrong = first.matches[0]
+    key, n = parse_face_id(wrong.face)
+    _decide(finder, index, Decision(key, n, wrong.person, "no", wrong.box))
+    named = next(m for m in first.matches if m.rel != wrong.rel)
+    key, n = parse_face_id(named.face)
+    file = next(f for f in first.files if f.key == key)
+    _decide(finder, index, Decision(key, n, "Zed", "yes", named.box, None,
+                                    file.faces[n].embedding))
+
+    reference = celeb_album / "reference"
+    with Finder(reference, models=models_dir, index=index, jobs=2,
+                settings=AnalysisSettings(min_face=41)) as upgraded:
+        anew = upgraded.find(photos)  # the run that analyses every photo anew
+        assert anew.summary.files_decoded > 0
+        assert (wrong.rel, wrong.person) not in {(m.rel, m.person) for m in anew.matches}
+        assert "Zed" in anew.people
+    with Finder(reference, models=models_dir, index=index, jobs=2,
+                settings=AnalysisSettings(min_face=42)) as upgraded:
+        zed = upgraded.find(photos, people=["Zed"])  # named on the page only, then re-read
+        assert zed.summary.files_decoded > 0
+        assert [(m.rel, m.person, m.confirmed) for m in zed.matches
+                if m.rel == named.rel] == [(named.rel, "Zed", True)]
