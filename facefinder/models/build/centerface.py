@@ -84,7 +84,7 @@ def calibration_blobs(models: Path) -> list[np.ndarray]:
     return blobs
 
 
-def build_int8(sdist: Path, models: Path) -> None:
+def build_int8(sdist: Path | None, models: Path) -> None:
     """Write ``centerface-int8.onnx`` from the built float file, calibrated on the demo
     album (laid out from ``sdist`` first if it is not there yet)."""
     from facefinder.models import catalog
@@ -92,6 +92,8 @@ def build_int8(sdist: Path, models: Path) -> None:
     from facefinder.models.build.quantize import quantize_centerface
 
     if not (models / catalog.DEMO_TRUTH).is_file():
+        if sdist is None:
+            raise catalog.ModelsMissing(f"the demo album is missing in {models}")
         demo.build(sdist, models)
     source = catalog.model_paths(models, (catalog.CENTERFACE_FILE,))[catalog.CENTERFACE_FILE]
     quantize_centerface(source, models / catalog.CENTERFACE_INT8_FILE,
