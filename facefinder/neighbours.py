@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -314,7 +315,9 @@ class FaceGraph:
         graph = self._graph
         for target, write in ((graph_file, lambda tmp: graph.save(str(tmp))),
                               (table_file, lambda tmp: self._save_table(tmp))):
-            tmp = target.with_name(target.name + ".tmp")
+            # A name of this writer's own: two runs saving at once (the review page and a
+            # search) never publish each other's half-written file.
+            tmp = target.with_name(f"{target.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
             try:
                 write(tmp)
                 os.replace(tmp, target)

@@ -415,10 +415,13 @@ def test_small_photos_run_at_their_own_size() -> None:
     from facefinder.vision.objects import network_input
 
     blob, scale = network_input(np.zeros((250, 250, 3), np.uint8), 512)
-    assert blob.shape == (1, 256, 256, 3) and scale == 1.0
+    assert blob.shape == (1, 256, 256, 3) and scale == (1.0, 1.0)
     blob, scale = network_input(np.full((3000, 4000, 3), 200, np.uint8), 512)
-    assert blob.shape == (1, 384, 512, 3) and scale == pytest.approx(512 / 4000)
+    assert blob.shape == (1, 384, 512, 3) and scale == pytest.approx((512 / 4000, 384 / 3000))
     assert np.allclose(blob[0, :384, :512], 200)
+    # a very wide photo: the two sides round differently, so boxes map back apart
+    _blob, (across, down) = network_input(np.zeros((20, 4000, 3), np.uint8), 512)
+    assert across == pytest.approx(512 / 4000) and down == pytest.approx(3 / 20)
 
 
 def make_reference() -> None:

@@ -84,8 +84,10 @@ def _resize_axis(image: np.ndarray, size: int, axis: int) -> np.ndarray:
     return np.take(image, low, axis=axis) * (1 - frac) + np.take(image, high, axis=axis) * frac
 
 
-def network_input(rgb: np.ndarray, input_side: int) -> tuple[np.ndarray, float]:
-    """(1, H', W', 3) float32 blob, sides multiples of 32, and the scale photo -> blob.
+def network_input(rgb: np.ndarray, input_side: int
+                  ) -> tuple[np.ndarray, tuple[float, float]]:
+    """(1, H', W', 3) float32 blob, sides multiples of 32, and the scales photo -> blob
+    across and down (apart: rounding the sides makes them differ, most on a panorama).
 
     Shrinks by whole-pixel box averaging first (cheap, no aliasing on a 4000 px photo), then
     linearly to the exact size; never enlarges. The padding (bottom and right) is black,
@@ -104,7 +106,7 @@ def network_input(rgb: np.ndarray, input_side: int) -> tuple[np.ndarray, float]:
     ph, pw = -(-th // MULTIPLE) * MULTIPLE, -(-tw // MULTIPLE) * MULTIPLE
     blob = np.zeros((1, ph, pw, 3), np.float32)
     blob[0, :th, :tw] = image
-    return blob, th / h
+    return blob, (tw / w, th / h)
 
 
 def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
@@ -119,10 +121,11 @@ def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
 
 
 def decode(peaks: np.ndarray, wh: np.ndarray, threshold: float,
-           scale: float, width: int, height: int) -> list[ObjectDetection]:
+           scale: tuple[float, float], width: int, height: int) -> list[ObjectDetection]:
     """Detections from one image's heatmap peaks (h, w, 80) and side distances (h, w, 4).
 
-    Boxes are mapped back to the photo's pixels (``scale`` = photo -> network) and clipped
+    Boxes are mapped back to the photo's pixels (``scale`` = photo -> network, across and
+    down) and clipped
     to it; overlapping boxes of one class are merged by non-maximum suppression.
     """
     ys, xs, classes = np.nonzero(peaks > threshold)
@@ -134,7 +137,7 @@ def decode(peaks: np.ndarray, wh: np.ndarray, threshold: float,
     sides = wh[ys, xs]
     cx, cy = xs * float(STRIDE), ys * float(STRIDE)
     boxes = np.stack([cx - sides[:, 0], cy - sides[:, 1], cx + sides[:, 2], cy + sides[:, 3]], 1)
-    boxes = boxes / scale
+    boxes = boxes / np.array([scale[0], scale[1], scale[0], scale[1]])
     boxes = np.clip(boxes, 0, [width, height, width, height]).astype(np.float32)
     kept: list[ObjectDetection] = []
     taken: dict[int, list[np.ndarray]] = {}
