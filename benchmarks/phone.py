@@ -8,9 +8,11 @@ The README's album figures are measured on 250x250 press photos; a family's phot
 4032x3024 phone shots. This benchmark makes such photos from an album laid out like the
 devset (``reference/<Person>/``, ``collection/``, ``truth.csv``): a no-face photo of the
 album, upscaled to 4032x3024 with film-grain noise, gets 2-8 faces pasted in (the middle
-of single-person and stranger photos of the album, feathered, 130-650 px wide), and is
-saved as a JPEG at quality 90 (~2-3 MB) and, for the first ``--heic`` of them, as an
-iPhone-like HEIC (512 px grid tiles, a 320 px thumbnail). The set is made once per seed
+of single-person and stranger photos of the album, feathered, 130-650 px wide; a
+``--small`` share of them 40-120 px wide, the size a face at the back of a group photo
+has, down to the finder's --min-face), and is saved as a JPEG at quality 90 (~2-3 MB)
+and, for the first ``--heic`` of them, as an iPhone-like HEIC (512 px grid tiles, a 320 px
+thumbnail). The set is made once per seed
 and kept in ``--work``; the album's reference photos are the references.
 
 Printed per format (JPEG, HEIC):
@@ -28,7 +30,8 @@ Printed per format (JPEG, HEIC):
   N / (sum of those), and the ratio floor / measured (1.0 = at the floor);
 * recall over pasted (photo, person) pairs and false matches (a person reported in a photo
   they were not pasted into), with the finder's decision rule; faces detected (a pasted
-  face with a trusted detection over it) out of those pasted;
+  face with a trusted detection over it) out of those pasted; both also for the small
+  faces alone (40-120 px) and for the others;
 * peak memory of the finder and its workers (RSS).
 """
 
@@ -54,6 +57,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SIZE = (4032, 3024)  # a 12 MP phone photo, landscape
 PATCH = 180  # side of the middle square taken from a 250x250 album photo (face ~60% of it)
 FACE_SHARE = 0.6  # the face box's share of a pasted patch's side
+SMALL_FACES = (40, 120)  # face widths (px) of the faces pasted small
 
 
 # --------------------------------------------------------------------------- the photo set
@@ -87,7 +91,7 @@ def _feather() -> Image.Image:
 
 def _make_photo(task: tuple) -> dict:
     """Make one phone photo; returns its truth (people, pasted face boxes)."""
-    album, work, name, seed, background, faces, heic = task
+    album, work, name, seed, background, faces, heic, small = task
     rng = np.random.default_rng(seed)
     with Image.open(album / "collection" / background) as bg:
         canvas = bg.convert("RGB").resize(SIZE, Image.Resampling.BICUBIC)
@@ -102,6 +106,8 @@ def _make_photo(task: tuple) -> dict:
     boxes = []
     for i, (source, person) in enumerate(faces):
         side = int(rng.uniform(220, min(1080, cell_w, cell_h)))
+        if i in small:
+            side = int(rng.uniform(*SMALL_FACES) / FACE_SHARE)
         col, row = i % cols, i // cols
         x = col * cell_w + int(rng.uniform(0, cell_w - side))
         y = row * cell_h + int(rng.uniform(0, cell_h - side))
@@ -114,7 +120,7 @@ def _make_photo(task: tuple) -> dict:
         face_side = side * FACE_SHARE
         offset = (side - face_side) / 2
         boxes.append({"box": [round(x + offset), round(y + offset), round(face_side),
-                              round(face_side)], "person": person})
+                              round(face_side)], "person": person, "small": i in small})
     jpeg = work / "jpeg" / "collection" / f"{name}.jpg"
     canvas.save(jpeg, quality=90)
     if heic:
@@ -123,10 +129,12 @@ def _make_photo(task: tuple) -> dict:
     return {"name": name, "faces": boxes}
 
 
-def generate(album: Path, work: Path, count: int, heic: int, seed: int, jobs: int) -> Path:
-    """Make the photo set in ``work`` (once per album, count, heic and seed)."""
+def generate(album: Path, work: Path, count: int, heic: int, seed: int, jobs: int,
+             small: float) -> Path:
+    """Make the photo set in ``work`` (once per album, count, heic, seed and small share)."""
     tag = work / "made.json"
-    wanted = {"album": str(album.resolve()), "count": count, "heic": heic, "seed": seed}
+    wanted = {"album": str(album.resolve()), "count": count, "heic": heic, "seed": seed,
+              "small": small}
     if tag.exists() and json.loads(tag.read_text())["params"] == wanted:
         return work
     import pillow_heif
@@ -153,8 +161,9 @@ def generate(album: Path, work: Path, count: int, heic: int, seed: int, jobs: in
         order = rng.permutation(len(faces))
         faces = [faces[j] for j in order]
         background = backgrounds[int(rng.integers(len(backgrounds)))]
+        tiny = {j for j in range(len(faces)) if rng.random() < small}
         tasks.append((album, work, f"IMG_{1000 + i}", seed * 1000 + i, background, faces,
-                      i < heic))
+                      i < heic, tiny))
     with ProcessPoolExecutor(max(1, jobs)) as pool:
         made = list(pool.map(_make_photo, tasks))
     tag.write_text(json.dumps({"params": wanted, "photos": made}, indent=1))
@@ -258,17 +267,22 @@ def _in_process(files: list[Path], truth: dict[str, list[dict]], batch: int) -> 
     floor["total"] = sum(floor.values())
 
     # Faces detected: a pasted face with a trusted detection whose centre lies in its box.
-    found = pasted = 0
+    found = {True: 0, False: 0}
+    pasted = {True: 0, False: 0}
     for result in results:
         for face in truth[result.rel]:
-            pasted += 1
+            small = bool(face.get("small"))
+            pasted[small] += 1
             x, y, w, h = face["box"]
             if any(f.skipped is None
                    and x <= f.box[0] + f.box[2] / 2 <= x + w
                    and y <= f.box[1] + f.box[3] / 2 <= y + h for f in result.faces):
-                found += 1
-    return {"stages_ms": stages, "floor_ms": floor, "faces_pasted": pasted,
-            "faces_detected": found, "crops_per_photo": n_crops / n}
+                found[small] += 1
+    return {"stages_ms": stages, "floor_ms": floor,
+            "faces_pasted": pasted[True] + pasted[False],
+            "faces_detected": found[True] + found[False],
+            "small_faces_pasted": pasted[True], "small_faces_detected": found[True],
+            "crops_per_photo": n_crops / n}
 
 
 def measure(work: Path, fmt: str, reference: Path, jobs: int, batch: int) -> dict:
@@ -296,6 +310,8 @@ def measure(work: Path, fmt: str, reference: Path, jobs: int, batch: int) -> dic
         elapsed = report["summary"]["elapsed_s"]
     expected = {(name, face["person"]) for name, faces in truth.items() for face in faces
                 if face["person"]}
+    small = {(name, face["person"]) for name, faces in truth.items() for face in faces
+             if face["person"] and face.get("small")}
     found = {(m["path"], m["person"]) for m in report["matches"]}
     n = len(files)
     figures = {
@@ -305,6 +321,8 @@ def measure(work: Path, fmt: str, reference: Path, jobs: int, batch: int) -> dic
         "photos_per_s_after_startup": (n - len(head)) / max(elapsed - startup, 1e-9),
         "peak_rss_mib": peak / 2**20,
         "recall": len(found & expected) / len(expected), "positives": len(expected),
+        "recall_small": len(found & small) / max(len(small), 1), "positives_small": len(small),
+        "recall_others": len(found & (expected - small)) / max(len(expected - small), 1),
         "false_matches": len(found - expected),
         "missed": sorted(expected - found), "false": sorted(found - expected),
     }
@@ -332,6 +350,11 @@ def show(fmt: str, f: dict, jobs: int) -> None:
     print(f"  recall {f['recall']:.3f} ({f['positives']} pasted (photo, person) pairs), "
           f"false matches {f['false_matches']}; faces detected {f['faces_detected']}/"
           f"{f['faces_pasted']}")
+    print(f"  small faces (40-120 px): recall {f['recall_small']:.3f} "
+          f"({f['positives_small']} pairs), detected {f['small_faces_detected']}/"
+          f"{f['small_faces_pasted']}; the others: recall {f['recall_others']:.3f}, "
+          f"detected {f['faces_detected'] - f['small_faces_detected']}/"
+          f"{f['faces_pasted'] - f['small_faces_pasted']}")
     if f["missed"]:
         print(f"  missed: {', '.join(f'{p}:{q}' for p, q in f['missed'][:12])}")
     if f["false"]:
@@ -348,13 +371,15 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--batch", type=int, default=8, help="photos per analyse_files call")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--small", type=float, default=0.25,
+                        help="share of the pasted faces made 40-120 px wide")
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir())
                         / "facefinder-phone")
     parser.add_argument("--formats", default="jpeg,heic")
     parser.add_argument("--out", type=Path, help="write the figures as JSON here")
     args = parser.parse_args()
 
-    generate(args.album, args.work, args.count, args.heic, args.seed, args.jobs)
+    generate(args.album, args.work, args.count, args.heic, args.seed, args.jobs, args.small)
     print(f"photos: {args.work} (from {args.album})")
     print(f"machine: {platform.machine()}, {psutil.cpu_count()} cores, "
           f"{psutil.virtual_memory().total / 2**30:.0f} GiB, Python "

@@ -54,7 +54,15 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from facefinder.api import Finder, RunResult, Summary, index_info, open_index  # noqa: E402
+from facefinder.api import (  # noqa: E402
+    SETTLE_EVERY,
+    Finder,
+    RunResult,
+    Summary,
+    index_info,
+    open_index,
+    settle,
+)
 from facefinder.clusters import cluster_faces  # noqa: E402
 from facefinder.decisions import Verdicts  # noqa: E402
 from facefinder.match import Gallery  # noqa: E402
@@ -131,6 +139,8 @@ def load_like_a_run(path: Path) -> tuple[list[FileResult], float]:
                 result = stored[content]
                 result.rel = rel
                 files.append(result)
+            if (s // SCAN_CHUNK + 1) % (SETTLE_EVERY // SCAN_CHUNK) == 0:
+                settle()  # as Finder._search does every SETTLE_EVERY files
         return files, time.perf_counter() - started
 
 

@@ -30,13 +30,13 @@ from facefinder import partials
 from facefinder.copying import (
     MAX_RENAMES,
     CopyError,
-    _create_temp,
-    _fs,
-    _place,
-    _rel_parts,
-    _remove_quietly,
-    _sha256_file,
+    create_temp,
+    long_path,
+    place,
+    rel_parts,
+    remove_quietly,
     safe_component,
+    sha256_file,
 )
 from facefinder.messages import one_line
 from facefinder.object_report import object_entry
@@ -127,7 +127,7 @@ def _one(target: _Target, photos_root: Path, dest: Path, summary: AnnotateSummar
          on_event: Callable[[str], None] | None, swept: set[Path]) -> None:
     label = f"{target.folder}/{target.rel}"
     try:
-        parts = _rel_parts(target.rel)
+        parts = rel_parts(target.rel)
         source = photos_root.joinpath(*parts)
         folder = dest.joinpath(safe_component(target.folder),
                                *(safe_component(p) for p in parts[:-1]))
@@ -139,7 +139,7 @@ def _one(target: _Target, photos_root: Path, dest: Path, summary: AnnotateSummar
         else:
             data, name = _drawing(source, target)
         name = safe_component(name)
-        os.makedirs(_fs(folder), exist_ok=True)
+        os.makedirs(long_path(folder), exist_ok=True)
         outcome, final = _place_new(data, folder, name)
         _sidecar(folder / f"{final}.json", target, source, final)
     except (OSError, ValueError, CopyError) as exc:
@@ -295,16 +295,16 @@ def _contact_sheet(source: Path, target: _Target) -> bytes:
 
 def _write_temp(data: bytes, folder: Path, name: str) -> Path:
     """``data`` in a new hidden temporary file of ``folder``, synced and read back."""
-    fd, tmp = _create_temp(folder, name)
+    fd, tmp = create_temp(folder, name)
     try:
         with os.fdopen(fd, "wb") as out:
             out.write(data)
             out.flush()
             os.fsync(out.fileno())
-        if _sha256_file(tmp) != hashlib.sha256(data).hexdigest():
+        if sha256_file(tmp) != hashlib.sha256(data).hexdigest():
             raise CopyError("verification failed: the written file differs")
     except BaseException:
-        _remove_quietly(tmp)
+        remove_quietly(tmp)
         raise
     return tmp
 
@@ -319,20 +319,20 @@ def _place_new(data: bytes, folder: Path, name: str) -> tuple[str, str]:
         for number in range(1, MAX_RENAMES + 1):
             candidate_name = name if number == 1 else f"{stem} ({number}){ext}"
             candidate = folder / candidate_name
-            if os.path.lexists(_fs(candidate)):
+            if os.path.lexists(long_path(candidate)):
                 with contextlib.suppress(OSError):
-                    if os.path.isfile(_fs(candidate)) and _sha256_file(candidate) == digest:
+                    if os.path.isfile(long_path(candidate)) and sha256_file(candidate) == digest:
                         return "already", candidate_name
                 continue
             if tmp is None:
                 tmp = _write_temp(data, folder, name)
-            if _place(tmp, candidate):
+            if place(tmp, candidate):
                 tmp = None
                 return ("written" if number == 1 else "renamed"), candidate_name
         raise CopyError(f"too many different files already named like {name!r}")
     finally:
         if tmp is not None:
-            _remove_quietly(tmp)
+            remove_quietly(tmp)
 
 
 def sidecar_document(target: _Target, source: Path, drawing: str) -> dict[str, Any]:
@@ -357,11 +357,11 @@ def _sidecar(path: Path, target: _Target, source: Path, drawing: str) -> None:
     """``NAME.json`` beside the drawing; one already there is never replaced."""
     text = json.dumps(sidecar_document(target, source, drawing), ensure_ascii=False,
                       indent=2) + "\n"
-    if os.path.lexists(_fs(path)):
+    if os.path.lexists(long_path(path)):
         return
     tmp = _write_temp(text.encode("utf-8"), path.parent, path.name)
-    if not _place(tmp, path):
-        _remove_quietly(tmp)
+    if not place(tmp, path):
+        remove_quietly(tmp)
 
 
 __all__ = ["AnnotateSummary", "annotate_all", "draw_boxes", "sidecar_document", "targets"]

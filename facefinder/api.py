@@ -18,6 +18,7 @@ are :class:`FinderError` (one line), index problems the index module's own types
 from __future__ import annotations
 
 import contextlib
+import gc
 import importlib.util
 import os
 import shutil
@@ -161,6 +162,8 @@ class Summary:
             self.faces_found += len(result.faces)
             self.faces_skipped += sum(1 for f in result.faces if f.skipped)
             self.objects_found += len(result.objects or ())
+            if result.objects_error:  # faces read, objects not (retried next run)
+                self.unreadable.append((result.rel, result.objects_error))
 
     def as_dict(self) -> dict:
         """The summary as the JSON report stores it (``from_index`` left out when None)."""
@@ -401,6 +404,7 @@ class Finder:
                     result.object_files = object_answer(result, query, people_asked=asked)
             self._finish(result, analyser, index, started, interrupted=not result.complete)
         finally:
+            gc.unfreeze()  # what ``settle`` set aside is the collector's again
             if index is not None:
                 index.close()
         problem = getattr(self._executor, "problem", None)
@@ -535,6 +539,8 @@ class Finder:
                 emit(FileDone(file, summary.files_scanned))
                 if stop.is_set():
                     return seen
+                if summary.files_scanned % SETTLE_EVERY == 0:
+                    settle()
         result.complete = True
         return seen
 
@@ -548,6 +554,13 @@ class Finder:
         a person is, is counted on photos, and the two-frame rule of a video was tuned
         at that threshold.
         """
+        with paused_gc():
+            self._decide_all(result, files, gallery, verdicts, query, chosen, wanted)
+
+    def _decide_all(self, result: RunResult, files: Sequence[FileResult], gallery: Gallery,
+                    verdicts: Verdicts | None, query: Query | None,
+                    chosen: float | None, wanted: set[str] | None) -> None:
+        """``_decide``'s work (with the cyclic garbage collector paused)."""
         rule = RULES.get(self.spec.name.lower())
         # a model without a calibrated rule: its plain threshold when none is given
         given = chosen if rule is not None or chosen is not None else result.threshold
@@ -563,24 +576,27 @@ class Finder:
         if rule is not None:  # never as far as the band where faces are clearly not them
             maybe_cuts = np.maximum(cuts, np.minimum(maybe_cuts, rule.band[0]))
         asked = wanted if wanted is not None else {name_key(p) for p in final.people}
+        shown = {p for p in final.people if name_key(p) in asked}  # folded once, not per match
         listed = set(result.people)
         query = query or Query()
+        filtered = query.asks()  # an empty question keeps every match
         result.matches, result.maybes = [], []
         photos = match_photos(files, decided.faces, decided.distance, final, cuts, verdicts,
                               maybe_cuts)  # every photo at once, in arrays
-        for i, file in enumerate(files):
+        videos = [i for i, file in enumerate(files) if file.kind == "video"]
+        # in the files' order, only those with something to say (not every file of 1M)
+        for i in sorted({*photos, *videos}):
+            file = files[i]
             if file.kind == "video":
                 found = match_video(file, final, video_cuts, self.settings.video_fps,
                                     verdicts)
                 maybes: list[Match] = []
             else:
-                found, maybes = photos.get(i, ([], []))
-                if not found and not maybes:
-                    continue
-            found = [m for m in found if name_key(m.person) in asked]
-            result.matches.extend(query.keep(file, found))
+                found, maybes = photos[i]
+            found = [m for m in found if m.person in shown or name_key(m.person) in asked]
+            result.matches.extend(query.keep(file, found) if filtered else found)
             result.maybes.extend(m for m in maybes if m.person in listed
-                                 and query.keep(file, [*found, m]))
+                                 and (not filtered or query.keep(file, [*found, m])))
         with_confidence(result.matches, rule, decided.thresholds)
 
     def face_graph(self) -> FaceGraph | None:
@@ -772,6 +788,35 @@ def reference_gallery(reference_faces: dict[str, list[ReferenceFace]],
         name: [*(f.embedding for f in reference_faces.get(name, ())),
                *verdicts.confirmed_vectors(name)]
         for name in sorted(names.values(), key=str.casefold)})
+
+
+# Files seen between two ``settle`` calls in a search.
+SETTLE_EVERY = 4096
+
+
+def settle() -> None:
+    """Set the objects alive now aside from the cyclic garbage collector.
+
+    A warm run over a million faces keeps a million small records (files, faces) that
+    hold no reference cycles; each full collection walked all of them again, 2.7 of 7 s
+    of loading them from the index at 1M faces (benchmarks/scale.py). Frozen, they are
+    still freed by reference counting; ``find`` gives them back (``gc.unfreeze``) when
+    it ends, so a cycle made meanwhile is collected then.
+    """
+    gc.freeze()
+
+
+@contextlib.contextmanager
+def paused_gc():
+    """The cyclic garbage collector off for a bounded step that makes hundreds of
+    thousands of acyclic objects (the matches of a collection), on again after it."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
 
 
 def open_index(path: Path, *, read_only: bool = False) -> FaceIndex:

@@ -235,12 +235,15 @@ class Analyser:
                 continue
             item, result, content = waiting[found.rel]
             self.objects_read += 1
-            result.objects = found.objects if found.objects is not None else []
-            settings = self.object_settings_id(item.kind)
             # Unreadable now but read before (its faces are known): a file that is still
-            # being written or a drive that hiccupped; not kept, so the next run retries.
-            if found.error is None and settings is not None:
-                index.record_objects(settings, content, result.objects)
+            # being written, a drive that hiccupped, a detector that failed on it; said
+            # in one line and not kept, so the next run retries.
+            unread = found.objects_error or found.error
+            objects = None if unread else found.objects or []
+            result.objects, result.objects_error = objects, unread
+            settings = self.object_settings_id(item.kind)
+            if objects is not None and settings is not None:
+                index.record_objects(settings, content, objects)
             yield result
 
     def _store(self, result: FileResult, item: _Pending | None, root_id: int | None) -> None:

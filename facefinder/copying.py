@@ -113,8 +113,12 @@ def safe_component(name: str) -> str:
     return result
 
 
-def _rel_parts(rel: str) -> list[str]:
-    """Split a '/'-separated rel path, refusing anything that could leave PHOTOS_DIR."""
+def rel_parts(rel: str) -> list[str]:
+    """Split a '/'-separated rel path, refusing anything that could leave PHOTOS_DIR.
+
+    Public because ``--annotate`` lays its drawings out as ``--copy`` lays out copies:
+    one check of what a path may contain, not two that could drift apart.
+    """
     parts = rel.split("/")
     if any(part in ("", ".", "..") for part in parts):
         raise CopyError(f"unsafe relative path {rel!r}")
@@ -123,7 +127,7 @@ def _rel_parts(rel: str) -> list[str]:
     return parts
 
 
-def _fs(path: Path) -> str:
+def long_path(path: Path) -> str:
     """The string to hand to the OS: on Windows, long paths get the ``\\\\?\\`` prefix.
 
     Deep photo folders copied under DIR/<person>/ easily pass Windows' 260-character limit,
@@ -142,24 +146,28 @@ def _fs(path: Path) -> str:
 
 
 # --------------------------------------------------------------------------- file helpers
+# Public: ``annotate`` and ``xmp`` write into folders the user names as this module does
+# (hidden temp file, verified, named without replacing anything), through these same
+# helpers rather than copies of them.
 
 
-def _sha256_file(path: Path) -> str:
-    """Hex sha256 of a file, read in chunks so big videos or RAWs do not fill memory."""
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file, read in chunks so big videos or RAWs do not fill memory
+    (through :func:`long_path`, so a deep target folder on Windows is readable too)."""
     digest = hashlib.sha256()
-    with open(_fs(path), "rb") as handle:
+    with open(long_path(path), "rb") as handle:
         while block := handle.read(CHUNK):
             digest.update(block)
     return digest.hexdigest()
 
 
-def _remove_quietly(path: Path) -> None:
+def remove_quietly(path: Path) -> None:
     """Remove one of *our* temporary files; a failure must not hide the original error."""
     with contextlib.suppress(OSError):
-        os.unlink(_fs(path))
+        os.unlink(long_path(path))
 
 
-def _create_temp(folder: Path, name: str) -> tuple[int, Path]:
+def create_temp(folder: Path, name: str) -> tuple[int, Path]:
     """Create a new hidden ``.name.partial-<pid>-<random>`` file with O_EXCL; return
     (fd, path).
 
@@ -170,7 +178,7 @@ def _create_temp(folder: Path, name: str) -> tuple[int, Path]:
     for _ in range(100):
         tmp = folder / partials.temp_name(name)
         try:
-            return os.open(_fs(tmp), flags, 0o666), tmp
+            return os.open(long_path(tmp), flags, 0o666), tmp
         except FileExistsError:
             continue
     raise CopyError("could not create a temporary file")
@@ -183,7 +191,7 @@ class _Source:
     """An open, read-only source photo plus its lazily computed sha256."""
 
     def __init__(self, path: Path, hash_cache: dict[tuple, str]) -> None:
-        self.handle = open(_fs(path), "rb")  # noqa: SIM115 - closed by close(); read-only
+        self.handle = open(long_path(path), "rb")  # noqa: SIM115 - closed by close(); read-only
         try:
             self.stat = os.fstat(self.handle.fileno())
             if not stat.S_ISREG(self.stat.st_mode):
@@ -232,12 +240,12 @@ def _same_content(candidate: Path, source: _Source) -> bool:
     """True if candidate is a regular file with the source's size and sha256, or the
     source's copy with the finder's XMP embedded (``--xmp embed``)."""
     try:
-        info = os.stat(_fs(candidate))
+        info = os.stat(long_path(candidate))
     except OSError:
         return False  # e.g. a dangling symlink: it exists, so it is not ours to replace
     if not stat.S_ISREG(info.st_mode):
         return False
-    if info.st_size == source.size and _sha256_file(candidate) == source.sha256():
+    if info.st_size == source.size and sha256_file(candidate) == source.sha256():
         return True
     return _annotated_copy(candidate, source)
 
@@ -247,7 +255,7 @@ def _annotated_copy(candidate: Path, source: _Source) -> bool:
     from facefinder.jpeg_segments import digest_without_xmp
 
     try:
-        with open(_fs(candidate), "rb") as handle:
+        with open(long_path(candidate), "rb") as handle:
             found = digest_without_xmp(handle, only_ours=True)
     except OSError:
         return False
@@ -265,7 +273,7 @@ def _write_verified_temp(source: _Source, folder: Path, name: str) -> Path:
     and some network drives refuse), the permission bits deliberately are not, because a
     read-only original would otherwise give the user a read-only copy they cannot tidy up.
     """
-    fd, tmp = _create_temp(folder, name)
+    fd, tmp = create_temp(folder, name)
     try:
         digest = hashlib.sha256()
         written = 0
@@ -279,20 +287,20 @@ def _write_verified_temp(source: _Source, folder: Path, name: str) -> Path:
             os.fsync(out.fileno())
         if written != source.size:
             raise CopyError("the photo changed while it was being copied")
-        if os.stat(_fs(tmp)).st_size != written:
+        if os.stat(long_path(tmp)).st_size != written:
             raise CopyError("verification failed: copy has the wrong size")
-        if _sha256_file(tmp) != digest.hexdigest():
+        if sha256_file(tmp) != digest.hexdigest():
             raise CopyError("verification failed: copy differs from the original")
         source.remember(digest.hexdigest())
         with contextlib.suppress(OSError):
-            os.utime(_fs(tmp), ns=(source.stat.st_atime_ns, source.stat.st_mtime_ns))
+            os.utime(long_path(tmp), ns=(source.stat.st_atime_ns, source.stat.st_mtime_ns))
     except BaseException:
-        _remove_quietly(tmp)
+        remove_quietly(tmp)
         raise
     return tmp
 
 
-def _place(tmp: Path, target: Path) -> bool:
+def place(tmp: Path, target: Path) -> bool:
     """Give tmp the name target unless target exists; False if it (now) exists.
 
     os.link fails with EEXIST instead of replacing, which makes it the portable
@@ -300,12 +308,12 @@ def _place(tmp: Path, target: Path) -> bool:
     cannot hard-link, so there we fall back to a rename that cannot replace either.
     """
     try:
-        os.link(_fs(tmp), _fs(target))
+        os.link(long_path(tmp), long_path(target))
     except FileExistsError:
         return False
     except OSError:
         return _place_without_links(tmp, target)
-    _remove_quietly(tmp)  # the data now lives under target; tmp was only a second name
+    remove_quietly(tmp)  # the data now lives under target; tmp was only a second name
     return True
 
 
@@ -319,19 +327,19 @@ def _place_without_links(tmp: Path, target: Path) -> bool:
     """
     if os.name == "nt":
         try:
-            os.rename(_fs(tmp), _fs(target))
+            os.rename(long_path(tmp), long_path(target))
         except FileExistsError:
             return False
         return True
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
     try:
-        os.close(os.open(_fs(target), flags, 0o666))
+        os.close(os.open(long_path(target), flags, 0o666))
     except FileExistsError:
         return False
     try:
-        os.replace(_fs(tmp), _fs(target))
+        os.replace(long_path(tmp), long_path(target))
     except BaseException:
-        _remove_quietly(target)  # our own empty placeholder, never a user's file
+        remove_quietly(target)  # our own empty placeholder, never a user's file
         raise
     return True
 
@@ -347,13 +355,13 @@ def _copy_one(source_path: Path, folder: Path, name: str, cache: dict) -> tuple[
     source = _Source(source_path, cache)
     tmp: Path | None = None
     try:
-        os.makedirs(_fs(folder), exist_ok=True)
+        os.makedirs(long_path(folder), exist_ok=True)
         stem, ext = os.path.splitext(name)
         number = 1
         for _ in range(MAX_RENAMES * 2):
             candidate_name = name if number == 1 else f"{stem} ({number}){ext}"
             candidate = folder / candidate_name
-            if os.path.lexists(_fs(candidate)):
+            if os.path.lexists(long_path(candidate)):
                 if _same_content(candidate, source):
                     return "already", candidate_name, 0
                 number += 1
@@ -362,14 +370,14 @@ def _copy_one(source_path: Path, folder: Path, name: str, cache: dict) -> tuple[
                 continue
             if tmp is None:
                 tmp = _write_verified_temp(source, folder, name)
-            if _place(tmp, candidate):
+            if place(tmp, candidate):
                 tmp = None
                 return ("copied" if number == 1 else "renamed"), candidate_name, source.size
             # Lost a race: the candidate appeared meanwhile; loop re-checks its content.
         raise CopyError(f"too many different files already named like {name!r}")
     finally:
         if tmp is not None:
-            _remove_quietly(tmp)
+            remove_quietly(tmp)
         source.close()
 
 
@@ -389,9 +397,9 @@ def check_destination(dest: Path) -> str | None:
         if dest.exists() and not dest.is_dir():
             return f"{dest} is a file, not a folder"
         if dest.is_dir():
-            fd, probe = _create_temp(dest, "probe")
+            fd, probe = create_temp(dest, "probe")
             os.close(fd)
-            _remove_quietly(probe)
+            remove_quietly(probe)
             return None
         missing = dest
         while not missing.parent.exists():
@@ -453,7 +461,7 @@ def _copy_match(match: Match, photos_root: Path, dest: Path, hash_cache: dict,
     """Copy one (photo, person) match into place and count the outcome in ``summary``."""
     label = f"{match.person}/{match.rel}"
     try:
-        parts = _rel_parts(match.rel)
+        parts = rel_parts(match.rel)
         source_path = photos_root.joinpath(*parts)
         safe_dirs = [safe_component(match.person)] + [safe_component(p) for p in parts[:-1]]
         folder = dest.joinpath(*safe_dirs)

@@ -137,6 +137,7 @@ def where_workers_read(item: Item, root_map: list[tuple[Path, str]]) -> Remote |
 
 
 def _sha256(data: bytes) -> str:
+    """Hex sha256 of bytes in memory: model files are checked on both ends by it."""
     return hashlib.sha256(data).hexdigest()
 
 
@@ -193,6 +194,10 @@ class ModelFiles(WorkerPlugin):
         self.problem: str | None = None
 
     def setup(self, worker: Any) -> None:
+        """Dask calls this on each worker as it joins: write the model files into a folder named
+        by their hashes (each checked, each written beside itself and renamed), then the
+        manifest; a failure is kept in ``problem`` so the batch says why instead of the
+        worker dying."""
         tag = _sha256("|".join(f"{n}={h}" for n, h in sorted(self.hashes.items())).encode())
         folder = Path(worker.local_directory) / "facefinder-models" / tag[:16]
         try:
@@ -235,6 +240,9 @@ def _on_worker(job: AnalysisJob, folder: Path, threads: int) -> AnalysisJob:
 
 
 def _stat(path: Path) -> tuple[int, int]:
+    """(size, mtime) of a model file, (-1, -1) if it cannot be read: the stamp that lets a
+    run skip reading and hashing model files unchanged since they were last checked (a
+    missing file changes the stamp instead of raising here; the check then says why)."""
     try:
         info = path.stat()
     except OSError:

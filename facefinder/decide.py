@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from facefinder.decisions import Verdicts, name_key
-from facefinder.match import Gallery, KnownDistances, PhotoFaces
+from facefinder.match import BLOCK_VALUES, Gallery, KnownDistances, PhotoFaces
 from facefinder.records import FileResult, Match
 
 
@@ -98,7 +98,6 @@ def person_thresholds(rule: RuleSpec, gallery: Gallery, vectors: np.ndarray,
     return np.clip(rule.c0 - rule.slope * np.log10(1.0 + crowd), rule.floor, rule.cap)
 
 
-BLOCK_VALUES = 1 << 24  # floats in one temporary distance matrix (64 MB)
 # From this many photo faces on, expansion follows the neighbour graph (when the caller
 # has one) instead of comparing every face with every newcomer: below it the exact way
 # takes under a second, above it its cost grows with the square of the collection.
@@ -107,9 +106,7 @@ GRAPH_FROM = 50_000
 
 def _nearest(gallery: Gallery, vectors: np.ndarray) -> np.ndarray:
     """(F, P) distances in blocks, so a million faces never make one huge matrix."""
-    rows = max(1, BLOCK_VALUES // max(1, len(gallery.vectors)))
-    parts = [gallery.nearest(vectors[i:i + rows]) for i in range(0, len(vectors), rows)]
-    return np.concatenate(parts) if parts else np.zeros((0, len(gallery.people)), np.float32)
+    return gallery.nearest_all(vectors)
 
 
 def _min_to(vectors: np.ndarray, joined: np.ndarray, person: np.ndarray,
@@ -141,10 +138,11 @@ def _min_to_graph(joined: np.ndarray, person: np.ndarray, current: np.ndarray,
     near, dist = graph
     of = np.full(len(current), -1, np.int64)
     of[joined] = person
-    new = of >= 0
-    # faces with a newcomer among their neighbours (-1, no neighbour, reads the last
-    # face's flag and is then dropped)
-    face, slot = np.nonzero(new[near] & (near >= 0))
+    # faces with a newcomer among their neighbours; one flag more, always False, is what
+    # -1 (no neighbour) reads, so the 20 million entries are not compared with 0 as well
+    new = np.zeros(len(current) + 1, bool)
+    new[joined] = True
+    face, slot = np.nonzero(new[near])
     src, dst, far = face, near[face, slot], dist[face, slot]
     # newcomers' own neighbours
     mine, slot = np.nonzero(near[joined] >= 0)

@@ -21,6 +21,9 @@ import numpy as np
 from facefinder.decisions import Verdicts, name_key
 from facefinder.records import Face, FileResult, Match, face_id
 
+BLOCK_VALUES = 1 << 24  # floats in one temporary similarity matrix (64 MB)
+_TILE = 2048  # faces turned from (P, F) to (F, P) at a time
+
 
 @dataclass
 class Gallery:
@@ -44,8 +47,9 @@ class Gallery:
         vectors = np.stack(rows).astype(np.float32) if rows else np.zeros((0, 0), np.float32)
         return cls(people, vectors, owner)
 
-    def nearest(self, embeddings: np.ndarray) -> np.ndarray:
-        """(F, P) cosine distance from each face to each person's nearest reference."""
+    def nearest(self, embeddings: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """(F, P) cosine distance from each face to each person's nearest reference
+        (written into ``out`` when given)."""
         bounds = np.flatnonzero(np.r_[True, self.owner[1:] != self.owner[:-1], True])
         # Similarities (M, F): each person's references are consecutive rows, so their
         # most similar is an element-wise max over a few whole rows (twice as quick as a
@@ -55,7 +59,22 @@ class Gallery:
         best = np.empty((len(bounds) - 1, similar.shape[1]), np.float32)
         for p, (start, end) in enumerate(itertools.pairwise(bounds)):
             np.max(similar[start:end], axis=0, out=best[p])
-        return np.ascontiguousarray(1.0 - best.T)
+        if out is None:
+            out = np.empty(best.shape[::-1], np.float32)
+        # turned to (F, P) a slice of faces at a time: a whole transposed copy strides
+        # across memory and took as long as the product itself at a million faces
+        for a in range(0, best.shape[1], _TILE):
+            np.subtract(1.0, best[:, a:a + _TILE].T, out=out[a:a + _TILE])
+        return out
+
+    def nearest_all(self, vectors: np.ndarray) -> np.ndarray:
+        """``nearest`` in blocks of bounded size, into one (F, P) array: a million faces
+        never make one huge similarity matrix, nor a second copy of the answer."""
+        out = np.empty((len(vectors), len(self.people)), np.float32)
+        rows = max(1, BLOCK_VALUES // max(1, len(self.vectors)))
+        for i in range(0, len(vectors), rows):
+            self.nearest(vectors[i:i + rows], out[i:i + rows])
+        return out
 
 
 @dataclass
@@ -83,7 +102,13 @@ class PhotoFaces:
         file = [i for i, faces in photos for face in faces if face.embedding is not None]
         n = [n for _, faces in photos for n, face in enumerate(faces)
              if face.embedding is not None]
-        return cls(np.stack(vectors).astype(np.float32, copy=False),
+        # one concatenation of the flat vectors: np.stack adds an axis to each first,
+        # a third of the time at a million faces
+        if len({v.shape for v in vectors}) == 1:
+            block = np.concatenate(vectors).reshape(len(vectors), -1)
+        else:  # vectors of different lengths: np.stack refuses them
+            block = np.stack(vectors)
+        return cls(block.astype(np.float32, copy=False),
                    np.array(file, np.int64), np.array(n, np.int64))
 
     def __len__(self) -> int:
@@ -240,9 +265,7 @@ def match_photos(files: Sequence[FileResult], faces: PhotoFaces | None,
     if not len(faces) or not people:
         return out
     if distance is None:  # no decision rule ran: the gallery's own distances
-        rows = max(1, (1 << 24) // max(1, len(gallery.vectors)))
-        distance = np.concatenate([gallery.nearest(faces.vectors[i:i + rows])
-                                   for i in range(0, len(faces), rows)])
+        distance = gallery.nearest_all(faces.vectors)
     cut = cutoffs(threshold, people)
     maybe_cut = cutoffs(maybe_below, people)
     assert cut is not None

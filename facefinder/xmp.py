@@ -412,7 +412,7 @@ def embed_bytes(original: bytes, people: Sequence[tuple[str, Sequence[float]]], 
 
 
 def _fs(path: Path) -> str:
-    from facefinder.copying import _fs as long_path  # Windows' long-path prefix, one place
+    from facefinder.copying import long_path  # Windows' long-path prefix, one place
 
     return long_path(path)
 
@@ -425,7 +425,7 @@ def _write(target: Path, data: bytes, *, replace: bool, like: os.stat_result | N
     (SidecarTaken). ``like``: the file being replaced, whose permission bits and times the
     new one keeps (a copy keeps its original's date, which photo apps may show).
     """
-    from facefinder.copying import _place
+    from facefinder.copying import place
 
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
     tmp = target.parent / partials.temp_name(target.name)  # swept if the run is killed
@@ -441,7 +441,7 @@ def _write(target: Path, data: bytes, *, replace: bool, like: os.stat_result | N
                 os.utime(_fs(tmp), ns=(like.st_atime_ns, like.st_mtime_ns))
         if replace:
             os.replace(_fs(tmp), _fs(target))
-        elif not _place(tmp, target):
+        elif not place(tmp, target):
             raise SidecarTaken(f"{target.name} appeared while it was being written")
     finally:
         with contextlib.suppress(OSError):

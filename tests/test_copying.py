@@ -276,7 +276,7 @@ def test_disk_full_removes_temp_file_and_goes_on(
 def test_verification_mismatch_is_a_failure(
     photos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(copying, "_sha256_file", lambda path: "0" * 64)
+    monkeypatch.setattr(copying, "sha256_file", lambda path: "0" * 64)
     summary = copy_matches([m("top.png", "Anna")], photos, tmp_path / "out")
     assert summary.copied == 0
     assert summary.failed[0][1].startswith("verification failed")

@@ -150,3 +150,58 @@ def test_an_older_stick_gets_the_int8_detector_without_the_network(
     # the same bytes as a build from the archive: an index keeps its analysis key
     assert catalog.read_manifest(old)[catalog.CENTERFACE_INT8_FILE] == catalog.read_manifest(
         models_dir)[catalog.CENTERFACE_INT8_FILE]
+
+
+def test_small_faces_in_a_12_mp_photo_are_found(analyse, models_dir: Path,
+                                                 tmp_path: Path) -> None:
+    """Faces 50 px wide in a 4000x3000 photo (the back row of a group photo) are 10 px on
+    the detector's 800 px copy, too small for it; the closer look where its heatmap hints
+    at a face finds them, in the photo's coordinates, trusted and embedded."""
+    from facefinder.analyse import _resized
+
+    sources = [sorted(folder.glob("*.jpg"))[0]
+               for folder in sorted((celebrity_dataset() / "train").iterdir())]
+    rng = np.random.default_rng(5)
+    ramp = np.linspace(70, 190, 3000, dtype=np.float32)[:, None, None]
+    wall = np.clip(ramp + rng.normal(0, 5, (3000, 4000, 3)), 0, 255).astype(np.uint8)
+    canvas = Image.fromarray(wall)
+    pasted = []
+    for i, (source, result) in enumerate(zip(sources, analyse(sources), strict=True)):
+        x1, y1, w, h = max(result.faces, key=lambda f: f.score).box
+        factor = 50 / w
+        with Image.open(source) as image:
+            head = image.convert("RGB").crop((x1 - w, y1 - h, x1 + 2 * w, y1 + 2 * h))
+        head = head.resize((round(head.width * factor), round(head.height * factor)),
+                           Image.Resampling.LANCZOS)
+        at = (400 + 700 * i, 900 + 400 * (i % 2))
+        canvas.paste(head, at)
+        pasted.append((at[0] + 50, at[1] + round(h * factor), 50, round(h * factor)))
+    path = tmp_path / "IMG_0002.jpg"
+    canvas.save(path, quality=90)
+
+    def over(face, box) -> bool:
+        x, y, w, h = box
+        return (x <= face.box[0] + face.box[2] / 2 <= x + w
+                and y <= face.box[1] + face.box[3] / 2 <= y + h)
+
+    # The detector alone, on the copy the first look gets, does not see them.
+    pipe = ModelCache().get(AnalysisJob(model_spec("Facenet"), models_dir))
+    shown = _resized(Image.open(path).convert("RGB"), 800)
+    scale = 4000 / shown.width
+    first = [FaceBox(d.box * scale) for d in pipe.detector.detect(np.asarray(shown))]
+    assert not any(over(f, box) for f in first for box in pasted)
+    (result,) = analyse([path])
+    for box in pasted:
+        hits = [f for f in result.faces if over(f, box)]
+        assert len(hits) == 1, f"face at {box}: {len(hits)} detections"
+        assert hits[0].skipped is None and hits[0].embedding is not None
+        assert hits[0].box[2] == pytest.approx(50, rel=0.25)
+    assert len(result.faces) == len(pasted)  # nothing invented on the wall
+
+
+class FaceBox:
+    """A detector box (x1, y1, x2, y2) seen as a record's (x, y, w, h)."""
+
+    def __init__(self, corners: np.ndarray) -> None:
+        x1, y1, x2, y2 = (float(v) for v in corners)
+        self.box = (x1, y1, x2 - x1, y2 - y1)

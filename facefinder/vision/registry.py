@@ -153,6 +153,9 @@ class Detector(Protocol):
     def detect(self, rgb: np.ndarray) -> list[Detection]:
         """Faces in an RGB image, in that image's pixel coordinates, best first."""
 
+    def detect_with_heat(self, rgb: np.ndarray) -> tuple[list[Detection], np.ndarray]:
+        """``detect``'s faces and its face-centre scores, one cell per 4 px of ``rgb``."""
+
 
 class Cropper(Protocol):
     def crop(self, image: Image.Image, det: Detection) -> np.ndarray:
@@ -194,8 +197,13 @@ class SizedDetector:
         self.exact, self.fast, self.fast_from = exact, fast, fast_from
 
     def detect(self, rgb: np.ndarray) -> list[Detection]:
-        big = rgb.shape[0] * rgb.shape[1] > self.fast_from
-        return (self.fast if big else self.exact).detect(rgb)
+        return self._for(rgb).detect(rgb)
+
+    def detect_with_heat(self, rgb: np.ndarray) -> tuple[list[Detection], np.ndarray]:
+        return self._for(rgb).detect_with_heat(rgb)
+
+    def _for(self, rgb: np.ndarray) -> Detector:
+        return self.fast if rgb.shape[0] * rgb.shape[1] > self.fast_from else self.exact
 
 
 def _centerface(spec: DetectorSpec, files: dict[str, Path], threads: int) -> Detector:

@@ -26,40 +26,8 @@ import numpy as np
 
 def quantize_facenet(fp32: Path, out: Path, calibration: np.ndarray) -> None:
     """Write an INT8 (QDQ) copy of ``fp32`` calibrated on standardised crops (N,160,160,3)."""
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        CalibrationMethod,
-        QuantFormat,
-        QuantType,
-        quantize_static,
-    )
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self.batches: Iterator[dict[str, np.ndarray]] = (
-                {"input": calibration[i : i + 1]} for i in range(len(calibration))
-            )
-
-        def get_next(self) -> dict[str, np.ndarray] | None:
-            return next(self.batches, None)
-
-    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
-        prepared = Path(tmp) / "prepared.onnx"
-        # Shapes are static but for the batch, so ONNX's own shape inference is enough and
-        # the symbolic pass (which would need sympy on the stick) is skipped.
-        quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
-        partial = Path(tmp) / "int8.onnx"
-        quantize_static(
-            str(prepared), str(partial), Reader(),
-            quant_format=QuantFormat.QDQ,
-            activation_type=QuantType.QUInt8,
-            weight_type=QuantType.QInt8,
-            per_channel=True,
-            reduce_range=True,
-            calibrate_method=CalibrationMethod.MinMax,
-        )
-        partial.replace(out)
+    feeds = ({"input": calibration[i : i + 1]} for i in range(len(calibration)))
+    _quantize_static(fp32, out, feeds)
 
 
 def quantize_centerface(dynamic: Path, out: Path, calibration: list[np.ndarray]) -> None:
@@ -72,6 +40,21 @@ def quantize_centerface(dynamic: Path, out: Path, calibration: list[np.ndarray])
     """
     import onnx
     from onnx import version_converter
+
+    input_name = onnx.load(str(dynamic), load_external_data=False).graph.input[0].name
+    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
+        upgraded = Path(tmp) / "opset13.onnx"
+        onnx.save(version_converter.convert_version(onnx.load(str(dynamic)), 13), upgraded)
+        _quantize_static(upgraded, out, ({input_name: blob} for blob in calibration))
+
+
+def _quantize_static(source: Path, out: Path, feeds: Iterator[dict[str, np.ndarray]]) -> None:
+    """Write ``out``, the INT8 (QDQ) form of ``source`` calibrated on ``feeds`` (one model
+    input dict each): the one recipe both models get, so they cannot drift apart.
+
+    Per-channel INT8 weights in 7 bits (``reduce_range``, see above), UINT8 activations
+    with MinMax ranges. Written beside ``out`` and renamed into place when complete.
+    """
     from onnxruntime.quantization import (
         CalibrationDataReader,
         CalibrationMethod,
@@ -81,21 +64,17 @@ def quantize_centerface(dynamic: Path, out: Path, calibration: list[np.ndarray])
     )
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    input_name = onnx.load(str(dynamic), load_external_data=False).graph.input[0].name
-
     class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self.blobs = iter(calibration)
+        """Hands onnxruntime's calibrator one input dict at a time (its reader API)."""
 
         def get_next(self) -> dict[str, np.ndarray] | None:
-            blob = next(self.blobs, None)
-            return None if blob is None else {input_name: blob}
+            return next(feeds, None)
 
     with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
-        upgraded = Path(tmp) / "opset13.onnx"
-        onnx.save(version_converter.convert_version(onnx.load(str(dynamic)), 13), upgraded)
         prepared = Path(tmp) / "prepared.onnx"
-        quant_pre_process(str(upgraded), str(prepared), skip_symbolic_shape=True)
+        # Shapes are static but for the batch, so ONNX's own shape inference is enough and
+        # the symbolic pass (which would need sympy on the stick) is skipped.
+        quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
         partial = Path(tmp) / "int8.onnx"
         quantize_static(
             str(prepared), str(partial), Reader(),

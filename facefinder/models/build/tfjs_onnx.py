@@ -58,6 +58,8 @@ class _Builder:
     """Accumulates ONNX nodes and initializers while walking the TF.js nodes in order."""
 
     def __init__(self, graph: TfjsGraph, shapes: dict[str, list[np.ndarray]]) -> None:
+        """``shapes``: every node's value at the declared input size (``tfjs_reference``), for
+        the ops whose ONNX form needs a static size (SplitV, Mean axes, Resize scales)."""
         self.graph = graph
         self.shapes = shapes  # the reference values at the declared input size
         self.nodes: list[onnx.NodeProto] = []
@@ -68,20 +70,25 @@ class _Builder:
         self.counter = 0
 
     def fresh(self, hint: str) -> str:
+        """A tensor name not used before: TF names repeat once a node becomes several ONNX ones."""
         self.counter += 1
         return f"{hint}__{self.counter}"
 
     def initializer(self, value: np.ndarray, hint: str) -> str:
+        """Store ``value`` as a graph constant and return its name (weights, pads, scales)."""
         name = self.fresh(hint)
         self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(value), name))
         return name
 
     def add(self, op: str, inputs: list[str], hint: str, **attrs: object) -> str:
+        """Append one ONNX node with a single output and return that output's name."""
         out = self.fresh(hint)
         self.nodes.append(helper.make_node(op, inputs, [out], name=out, **attrs))
         return out
 
     def const(self, ref: str) -> np.ndarray:
+        """The value of a TF Const input; UnsupportedGraph where the converter needs a constant
+        (weights, axes, sizes) and the graph computes it instead."""
         if ref not in self.consts:
             raise UnsupportedGraph(f"{ref} must be a constant for this conversion")
         return self.consts[ref]
@@ -99,20 +106,26 @@ class _Builder:
         return self.initializer(value, ref.replace(":", "_"))
 
     def set(self, node: Node, onnx_name: str, nchw: bool, index: int = 0) -> None:
+        """Record that TF output ``index`` of ``node`` is the ONNX tensor ``onnx_name``, stored
+        NCHW when ``nchw``: later nodes read both through ``tensor`` and ``layout_of``."""
         ref = f"{node.name}:{index}"
         self.names[ref] = onnx_name
         if nchw:
             self.nchw.add(ref)
 
     def layout_of(self, ref: str) -> bool:
+        """Whether ``ref``'s ONNX tensor is stored NCHW (axes and constants must then be mapped)."""
         return (ref if ":" in ref else f"{ref}:0") in self.nchw
 
 
 def _ref(ref: str) -> str:
+    """``ref`` with its output index (TF writes ``name`` for ``name:0``), as keys are stored."""
     return ref if ":" in ref else f"{ref}:0"
 
 
 def _conv_attrs(node: Node, kernel: tuple[int, int]) -> dict[str, object]:
+    """ONNX Conv/MaxPool attributes of a TF conv or pool; refuses what ONNX cannot say the same
+    way (NCHW graphs, dilation, explicit padding) rather than convert it wrongly."""
     if node.attrs.get("data_format", "NHWC") != "NHWC":
         raise UnsupportedGraph(f"{node.name}: data_format {node.attrs['data_format']}")
     if any(d != 1 for d in node.attrs.get("dilations", [1, 1, 1, 1])):
@@ -130,6 +143,8 @@ def _conv_attrs(node: Node, kernel: tuple[int, int]) -> dict[str, object]:
 
 
 def _activation(b: _Builder, name: str, x: str, node: Node) -> str:
+    """The ONNX form of a TF activation on ``x`` (fused into a conv, or alone): Relu6 has no
+    ONNX op of its own, so it is Clip(0, 6)."""
     if name == "Relu":
         return b.add("Relu", [x], node.name)
     if name == "Relu6":
@@ -143,6 +158,8 @@ def _activation(b: _Builder, name: str, x: str, node: Node) -> str:
 
 
 def _conv(b: _Builder, node: Node, depthwise: bool, fused: bool) -> None:
+    """Conv2D and depthwise conv, plain or fused (BiasAdd + activation), as ONNX Conv (+ the
+    activation): TF's HWIO / HWCM weights are laid out as ONNX's OIHW, grouped for depthwise."""
     x = b.tensor(node.inputs[0])
     if not b.layout_of(node.inputs[0]):
         raise UnsupportedGraph(f"{node.name}: input is not a 4-D image tensor")
@@ -169,7 +186,10 @@ def _conv(b: _Builder, node: Node, depthwise: bool, fused: bool) -> None:
 
 
 def _binary(onnx_op: str) -> Callable[[_Builder, Node], None]:
+    """A converter for an element-wise TF op with two operands; a constant operand is laid out
+    like the tensor it meets, so NCHW broadcasting matches TF's NHWC one."""
     def convert(b: _Builder, node: Node) -> None:
+        """``onnx_op`` of the node's two operands (not both constants: no folding)."""
         left, right = (_ref(r) for r in node.inputs)
         if left in b.consts and right in b.consts:
             raise UnsupportedGraph(f"{node.name}: constant folding is not implemented")
@@ -185,7 +205,9 @@ def _binary(onnx_op: str) -> Callable[[_Builder, Node], None]:
 
 
 def _unary(onnx_op: str) -> Callable[[_Builder, Node], None]:
+    """A converter for a one-input TF op with the same ONNX op: the layout passes through."""
     def convert(b: _Builder, node: Node) -> None:
+        """``onnx_op`` of the node's one input."""
         y = b.add(onnx_op, [b.tensor(node.inputs[0])], node.name)
         b.set(node, y, b.layout_of(node.inputs[0]))
 
@@ -193,6 +215,7 @@ def _unary(onnx_op: str) -> Callable[[_Builder, Node], None]:
 
 
 def _leaky_relu(b: _Builder, node: Node) -> None:
+    """A standalone LeakyRelu (its alpha from the node), layout unchanged."""
     y = _activation(b, "LeakyRelu", b.tensor(node.inputs[0]), node)
     b.set(node, y, b.layout_of(node.inputs[0]))
 
@@ -220,6 +243,8 @@ def _transpose(b: _Builder, node: Node) -> None:
 
 
 def _pad(b: _Builder, node: Node) -> None:
+    """TF Pad -> ONNX Pad: TF's per-axis (before, after) pairs become ONNX's all-befores then
+    all-afters, reordered to NCHW when the tensor is stored so."""
     pads = np.asarray(b.const(_ref(node.inputs[1])), np.int64)
     if b.layout_of(node.inputs[0]):
         pads = pads[[0, 3, 1, 2]]
@@ -233,6 +258,8 @@ def _pad(b: _Builder, node: Node) -> None:
 
 
 def _split_v(b: _Builder, node: Node) -> None:
+    """SplitV -> ONNX Split with explicit sizes (a -1 size resolved from the reference shape),
+    its axis mapped to the stored layout; one ONNX output per TF output."""
     source = split_ref(node.inputs[0])
     shape = b.shapes[source[0]][source[1]].shape
     tf_axis = int(b.const(_ref(node.inputs[2]))) % len(shape)
@@ -249,17 +276,21 @@ def _split_v(b: _Builder, node: Node) -> None:
 
 
 def _relu6(b: _Builder, node: Node) -> None:
+    """A standalone Relu6, as Clip(0, 6) (``_activation``), layout unchanged."""
     y = _activation(b, "Relu6", b.tensor(node.inputs[0]), node)
     b.set(node, y, b.layout_of(node.inputs[0]))
 
 
 def _axes(b: _Builder, node: Node, ref: str, value: np.ndarray) -> list[int]:
+    """TF axes (maybe negative) of ``ref`` as ONNX axes of its stored tensor (NCHW-mapped)."""
     rank = b.shapes[split_ref(ref)[0]][split_ref(ref)[1]].ndim
     axes = [int(a) % rank for a in np.atleast_1d(value)]
     return [_NHWC_TO_NCHW[a] for a in axes] if b.layout_of(ref) else axes
 
 
 def _mean(b: _Builder, node: Node) -> None:
+    """Mean -> ReduceMean; dropping image axes of an NCHW tensor would leave the layout
+    undefined, so that is refused."""
     keep = bool(node.attrs.get("keep_dims", False))
     if b.layout_of(node.inputs[0]) and not keep:
         raise UnsupportedGraph(f"{node.name}: Mean that drops image axes")
@@ -269,6 +300,7 @@ def _mean(b: _Builder, node: Node) -> None:
 
 
 def _concat(b: _Builder, node: Node) -> None:
+    """ConcatV2 -> Concat (the axis is the last input); all parts must share one layout."""
     parts = list(node.inputs[:-1])
     if len({b.layout_of(p) for p in parts}) != 1:
         raise UnsupportedGraph(f"{node.name}: concatenating tensors of different layouts")
@@ -278,6 +310,8 @@ def _concat(b: _Builder, node: Node) -> None:
 
 
 def _resize(b: _Builder, node: Node) -> None:
+    """ResizeBilinear -> Resize by scale factors (the frozen target size over the input size
+    at the declared input), so the model takes other input sizes."""
     source = split_ref(node.inputs[0])
     height, width = b.shapes[source[0]][source[1]].shape[1:3]
     size = b.const(_ref(node.inputs[1]))
@@ -291,12 +325,14 @@ def _resize(b: _Builder, node: Node) -> None:
 
 
 def _max_pool(b: _Builder, node: Node) -> None:
+    """MaxPool with TF's window, strides and padding (``_conv_attrs``); stays NCHW."""
     _, kh, kw, _ = node.attrs["ksize"]
     y = b.add("MaxPool", [b.tensor(node.inputs[0])], node.name, **_conv_attrs(node, (kh, kw)))
     b.set(node, y, True)
 
 
 def _cast(b: _Builder, node: Node) -> None:
+    """Cast to the TF node's DstT (float, int32, bool), layout unchanged."""
     y = b.add("Cast", [b.tensor(node.inputs[0])], node.name, to=_ONNX_TYPES[node.attrs["DstT"]])
     b.set(node, y, b.layout_of(node.inputs[0]))
 

@@ -31,6 +31,8 @@ def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
 
 def _pad_hw(x: np.ndarray, kh: int, kw: int, strides: list[int], padding: str,
             value: float = 0.0) -> np.ndarray:
+    """``x`` (NHWC) padded as TF pads a conv or pool's input: nothing for VALID, SAME's
+    split for SAME (``value``: -inf for max pooling, so padding never wins)."""
     if padding == "VALID":
         return x
     if padding != "SAME":
@@ -46,6 +48,8 @@ def _windows(x: np.ndarray, kh: int, kw: int, strides: list[int]) -> np.ndarray:
 
 
 def _check_plain(node: Node) -> None:
+    """Refuse what the reference does not compute (NCHW graphs, dilation) instead of
+    returning a wrong value the converter would then be checked against."""
     if node.attrs.get("data_format", "NHWC") != "NHWC":
         raise NotImplementedError(f"{node.name}: data_format {node.attrs['data_format']}")
     if any(d != 1 for d in node.attrs.get("dilations", [1, 1, 1, 1])):
@@ -68,6 +72,7 @@ def depthwise_conv2d(x: np.ndarray, w: np.ndarray, strides: list[int], padding: 
 
 
 def _activation(name: str, x: np.ndarray, node: Node) -> np.ndarray:
+    """A TF activation (fused into a conv, or alone) on ``x``, as TF defines it."""
     if name == "Relu":
         return np.maximum(x, 0)
     if name == "Relu6":
@@ -79,7 +84,9 @@ def _activation(name: str, x: np.ndarray, node: Node) -> np.ndarray:
 
 
 def _fused(conv: Callable[..., np.ndarray]) -> Op:
+    """The op for a fused conv: ``conv``, then BiasAdd, then the fused activations in order."""
     def run(node: Node, args: list[np.ndarray]) -> list[np.ndarray]:
+        """The fused conv on (input, filter, bias)."""
         _check_plain(node)
         fused = node.attrs.get("fused_ops", [])
         if node.attrs.get("num_args", 1) != 1 or not fused or fused[0] != "BiasAdd":
@@ -93,7 +100,9 @@ def _fused(conv: Callable[..., np.ndarray]) -> Op:
 
 
 def _plain_conv(conv: Callable[..., np.ndarray]) -> Op:
+    """The op for an unfused conv (``conv`` with the node's strides and padding)."""
     def run(node: Node, args: list[np.ndarray]) -> list[np.ndarray]:
+        """The conv on (input, filter)."""
         _check_plain(node)
         return [conv(args[0], args[1], node.attrs["strides"], node.attrs["padding"])]
 
@@ -101,6 +110,7 @@ def _plain_conv(conv: Callable[..., np.ndarray]) -> Op:
 
 
 def max_pool(node: Node, args: list[np.ndarray]) -> list[np.ndarray]:
+    """MaxPool over TF's window and strides, SAME-padded with -inf."""
     _check_plain(node)
     _, kh, kw, _ = node.attrs["ksize"]
     strides = node.attrs["strides"]
@@ -115,6 +125,7 @@ def resize_bilinear(node: Node, args: list[np.ndarray]) -> list[np.ndarray]:
     half = node.attrs.get("half_pixel_centers", False)
 
     def axis(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Along one axis: each output's two source indices and the weight of the second."""
         scale = (n_in - 1) / (n_out - 1) if align and n_out > 1 else n_in / n_out
         pos = np.arange(n_out, dtype=np.float64)
         src = ((pos + 0.5) * scale - 0.5) if half else pos * scale
@@ -133,6 +144,7 @@ def resize_bilinear(node: Node, args: list[np.ndarray]) -> list[np.ndarray]:
 
 
 def strided_slice(node: Node, args: list[np.ndarray]) -> list[np.ndarray]:
+    """StridedSlice with begin, end and shrink-axis masks (the ones the exports use)."""
     x, begin, end, step = args
     if node.attrs.get("ellipsis_mask", 0) or node.attrs.get("new_axis_mask", 0):
         raise NotImplementedError(f"{node.name}: ellipsis/new-axis masks")
@@ -158,11 +170,13 @@ def top_k(node: Node, args: list[np.ndarray]) -> list[np.ndarray]:
 
 
 def _pad(node: Node, args: list[np.ndarray]) -> list[np.ndarray]:
+    """Pad / PadV2: constant padding, per-axis (before, after) pairs as TF gives them."""
     value = args[2] if len(args) > 2 else 0
     return [np.pad(args[0], np.asarray(args[1]).astype(np.int64), constant_values=value)]
 
 
 def _split_v(node: Node, args: list[np.ndarray]) -> list[np.ndarray]:
+    """SplitV: pieces of the given sizes along an axis (one size may be -1: the rest)."""
     x, sizes, axis = args[0], [int(s) for s in args[1]], int(args[2])
     if -1 in sizes:
         sizes[sizes.index(-1)] = x.shape[axis] - (sum(sizes) + 1)
@@ -170,11 +184,13 @@ def _split_v(node: Node, args: list[np.ndarray]) -> list[np.ndarray]:
 
 
 def _cast(node: Node, args: list[np.ndarray]) -> list[np.ndarray]:
+    """Cast to the node's DstT (the types the converter maps too)."""
     target = {"DT_FLOAT": np.float32, "DT_INT32": np.int32, "DT_BOOL": np.bool_}
     return [args[0].astype(target[node.attrs["DstT"]])]
 
 
 def _binary(fn: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> Op:
+    """The op for an element-wise TF op of two operands, with numpy's (= TF's) broadcasting."""
     return lambda node, args: [np.asarray(fn(args[0], args[1]))]
 
 
