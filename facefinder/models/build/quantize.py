@@ -55,6 +55,7 @@ def _quantize_static(source: Path, out: Path, feeds: Iterator[dict[str, np.ndarr
     Per-channel INT8 weights in 7 bits (``reduce_range``, see above), UINT8 activations
     with MinMax ranges. Written beside ``out`` and renamed into place when complete.
     """
+    from onnxruntime import set_default_logger_severity
     from onnxruntime.quantization import (
         CalibrationDataReader,
         CalibrationMethod,
@@ -63,6 +64,10 @@ def _quantize_static(source: Path, out: Path, feeds: Iterator[dict[str, np.ndarr
         quantize_static,
     )
     from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    # The calibration sessions warn about training-only initializers they drop (batch-norm
+    # counters): harmless, and noise on the user's console during the one-time fetch.
+    set_default_logger_severity(3)
 
     class Reader(CalibrationDataReader):
         """Hands onnxruntime's calibrator one input dict at a time (its reader API)."""
