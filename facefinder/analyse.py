@@ -13,7 +13,6 @@ import datetime as dt
 import json
 import os
 import time
-from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ import numpy as np
 from PIL import Image
 
 from facefinder.decode import DecodeError, load_image
+from facefinder.loaded import Loaded
 from facefinder.messages import one_line
 from facefinder.models.catalog import weights_fingerprint
 from facefinder.object_analysis import ObjectJob, add_objects, objects_only
@@ -155,26 +155,16 @@ def describe_key(key: str) -> str:
 
 
 class ModelCache:
-    """Loaded pipelines, keyed explicitly by (model spec, models folder, threads).
-
-    Loading costs about a second, so each process keeps what it loaded; a second
-    ``Finder`` with another model in the same process gets its own entry instead of
-    evicting the first one's on every call.
-    """
+    """Loaded pipelines, keyed explicitly by (model spec, models folder, threads), in a
+    ``loaded.Loaded`` (the object detector is kept the same way)."""
 
     def __init__(self, size: int = 4) -> None:
-        self.size = size
-        self._loaded: OrderedDict[tuple[ModelSpec, Path, int], FacePipeline] = OrderedDict()
+        self._loaded: Loaded[tuple[ModelSpec, Path, int], FacePipeline] = Loaded(
+            lambda key: load_pipeline(*key), size)
 
     def get(self, job: AnalysisJob) -> FacePipeline:
-        key = (job.model, Path(job.models_dir), job.threads)
-        if key in self._loaded:
-            self._loaded.move_to_end(key)
-        else:
-            self._loaded[key] = load_pipeline(job.model, Path(job.models_dir), job.threads)
-            while len(self._loaded) > self.size:
-                self._loaded.popitem(last=False)
-        return self._loaded[key]
+        """The pipeline of ``job``'s model, loaded on first use."""
+        return self._loaded.get((job.model, Path(job.models_dir), job.threads))
 
 
 # One per worker process: executors' workers live across batches, and this is what lets

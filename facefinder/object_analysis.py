@@ -23,13 +23,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
+from facefinder.loaded import Loaded
 from facefinder.messages import one_line
 from facefinder.models.catalog import weights_fingerprint
 from facefinder.records import FileKind, FileResult, ObjectBox
@@ -87,32 +87,14 @@ def object_key(job: ObjectJob, settings: _SettingsLike, kind: FileKind) -> str:
     return json.dumps(key, sort_keys=True, separators=(",", ":"))
 
 
-class _Detectors:
-    """Loaded object detectors, keyed by (spec, models folder, threads), a few at most.
+def _load_detector(key: tuple[ObjectSpec, Path, int]) -> ObjectDetector:
+    from facefinder.vision.objects import load_object_detector
 
-    One per process, like ``analyse.WORKER_MODELS``: a worker loads the detector once,
-    and a second Finder with another detector gets its own entry.
-    """
-
-    def __init__(self, size: int = 2) -> None:
-        self.size = size
-        self._loaded: OrderedDict[tuple[ObjectSpec, Path, int], ObjectDetector] = OrderedDict()
-
-    def get(self, job: ObjectJob, threads: int) -> ObjectDetector:
-        """The detector for ``job`` at ``threads``, loaded on first use (about a second)."""
-        from facefinder.vision.objects import load_object_detector
-
-        key = (job.spec, Path(job.models_dir), threads)
-        if key in self._loaded:
-            self._loaded.move_to_end(key)
-        else:
-            self._loaded[key] = load_object_detector(job.spec, Path(job.models_dir), threads)
-            while len(self._loaded) > self.size:
-                self._loaded.popitem(last=False)
-        return self._loaded[key]
+    return load_object_detector(*key)
 
 
-DETECTORS = _Detectors()
+# One per process, like ``analyse.WORKER_MODELS``: a worker loads the detector once.
+DETECTORS: Loaded[tuple[ObjectSpec, Path, int], ObjectDetector] = Loaded(_load_detector, 2)
 
 
 def detect_objects(job: _JobLike, rgb: np.ndarray, scale: float,
@@ -120,7 +102,7 @@ def detect_objects(job: _JobLike, rgb: np.ndarray, scale: float,
     """Objects in decoded pixels (``scale`` = decoded / original size), best first, as
     whole-pixel boxes of the upright original."""
     assert job.objects is not None
-    detector = DETECTORS.get(job.objects, job.threads)
+    detector = DETECTORS.get((job.objects.spec, Path(job.objects.models_dir), job.threads))
     back = 1.0 / scale
     found: list[ObjectBox] = []
     for det in detector.detect(rgb):
