@@ -56,6 +56,7 @@ def cluster_faces(
     seed: int = 0,
     neighbours: Neighbours | None = None,
     mean_threshold: float | None = None,
+    first_new: int = 0,
 ) -> np.ndarray:
     """Cluster labels (int64, one per face) for L2-normalised face ``vectors`` (N, D).
 
@@ -68,6 +69,9 @@ def cluster_faces(
     (the faces clustered before), so an update does not index them again.
     ``mean_threshold``: if given, the largest mean distance from a face to the faces of a
     cluster it joins (see ``_whispers``; e.g. 0.32 with a threshold of 0.30).
+    ``first_new``: new clusters get ids from at least this value, so that a caller whose
+    index also holds other folders' clusters never reuses one of their ids (a hidden flag
+    or a name given there would otherwise spill over to this folder's new cluster).
     """
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     n = len(vectors)
@@ -85,7 +89,8 @@ def cluster_faces(
         raise ValueError(f"expected vectors of shape (N, D), got {vectors.shape}")
     photo = _factorize(photos)
     moving = np.flatnonzero(old < 0)
-    first_new = int(old.max()) + 1 if previous is not None and (old >= 0).any() else 0
+    if previous is not None and (old >= 0).any():
+        first_new = max(first_new, int(old.max()) + 1)
     labels = old.copy()
     labels[moving] = first_new + np.arange(len(moving))  # each new face alone at first
     if len(moving) == 0:

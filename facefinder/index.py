@@ -1019,24 +1019,13 @@ class FaceIndex:
         return {(bytes(key), n): cluster for key, n, cluster in self.conn.execute(
             "SELECT key, n, cluster FROM face_clusters WHERE settings = ?", (settings,))}
 
-    def set_cluster_labels(self, settings: int,
-                           labels: Iterable[tuple[bytes, int, int]]) -> None:
-        """Replace the stored clusters of this analysis with ``(key, n, cluster)`` rows;
-        clusters no face belongs to any more lose their flags."""
-        with self._write():
-            self.conn.execute("DELETE FROM face_clusters WHERE settings = ?", (settings,))
-            self.conn.executemany("INSERT OR REPLACE INTO face_clusters VALUES (?, ?, ?, ?)",
-                                  [(key, settings, n, c) for key, n, c in labels])
-            self.conn.execute("DELETE FROM clusters WHERE settings = ? AND cluster NOT IN "
-                              "(SELECT cluster FROM face_clusters WHERE settings = ?)",
-                              (settings, settings))
-
     def change_cluster_labels(self, settings: int, labels: Sequence[tuple[bytes, int, int]],
                               gone: Sequence[tuple[bytes, int]]) -> None:
         """Set the cluster of ``(key, n, cluster)`` faces and forget ``(key, n)`` ones,
         leaving every other face's as stored (after an answer on the review page a few
-        faces move: rewriting a million labels would take seconds); clusters no face
-        belongs to any more lose their flags, as in ``set_cluster_labels``."""
+        faces move: rewriting a million labels would take seconds, and the index may hold
+        other folders' clusters, which a review of one folder must leave alone); clusters
+        no face belongs to any more lose their flags."""
         if not labels and not gone:
             return
         with self._write():

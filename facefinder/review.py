@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -101,6 +101,8 @@ class Review:
                 self._settings = self.finder.settings_ids(index)
                 self.verdicts = self.finder.verdicts(index)
                 stored_clusters = index.cluster_labels(self._settings["image"] or 0)
+                # new cluster ids start above every id stored for any folder of the index
+                self._next_cluster = max(stored_clusters.values(), default=-1) + 1
                 self._hidden = index.hidden_clusters(self._settings["image"] or 0)
             self.result = result
             self._index_faces(result.files)
@@ -261,7 +263,10 @@ class Review:
         keys = [self._keys[i] for i in rows]
         earlier = np.array([previous.get(k, -1) for k in keys], dtype=np.int64)
         labels = cluster_faces(self._vectors[rows], np.array([self._rows[i].file for i in rows]),
-                               previous=earlier) if rows else np.zeros(0, np.int64)
+                               previous=earlier, first_new=self._next_cluster
+                               ) if rows else np.zeros(0, np.int64)
+        if len(labels):
+            self._next_cluster = max(self._next_cluster, int(labels.max()) + 1)
         # each cluster's faces, largest first (one sort for all of them)
         self._clusters: dict[int, Cluster] = {}
         if rows:
@@ -276,17 +281,22 @@ class Review:
                     label, [self._ids[i] for i in members], label in self._hidden,
                     {self._file_hex[i] for i in members})
         now = {k: int(c) for k, c in zip(keys, labels, strict=True)}
-        if now != previous:  # only what changed is written: an answer moves a few faces
+        # only what changed is written (an answer moves a few faces), and only this
+        # collection's faces: the index may hold other folders' clusters, never touched here
+        mine = set(self._keys)
+        changed = [(*k, c) for k, c in now.items() if previous.get(k) != c]
+        gone = [k for k in previous if k not in now and k in mine]
+        if changed or gone:
             with open_index(self.finder.index_path) as index:
-                index.change_cluster_labels(
-                    self._settings["image"] or 0,
-                    [(*k, c) for k, c in now.items() if previous.get(k) != c],
-                    [k for k in previous if k not in now])
+                index.change_cluster_labels(self._settings["image"] or 0, changed, gone)
 
-    def _store_labels(self) -> None:
+    def _store_labels(self, moved: Sequence[str], cluster: int) -> None:
+        """Store that the faces ``moved`` now belong to ``cluster`` (a merge); every other
+        stored label, this folder's or another's, stays as it is."""
         with open_index(self.finder.index_path) as index:
-            index.set_cluster_labels(self._settings["image"] or 0,
-                                     [(*k, c) for k, c in self._labels().items()])
+            index.change_cluster_labels(
+                self._settings["image"] or 0,
+                [(*self._keys[self._by_face[f]], cluster) for f in moved], [])
 
     def clusters(self, *, hidden: bool = False, min_size: int = 2) -> list[Cluster]:
         """Clusters of unknown faces, largest first (hidden ones only when asked)."""
@@ -322,7 +332,7 @@ class Review:
             target.faces.extend(source.faces)
             target.files |= source.files
             del self._clusters[source.id]
-            self._store_labels()
+            self._store_labels(source.faces, target.id)
 
     def hide_cluster(self, cluster: int, hidden: bool = True) -> None:
         """Strangers: not shown among "who else is here" (until un-hidden)."""

@@ -173,10 +173,15 @@ def pytest_configure(config: pytest.Config) -> None:
     private = Path(tempfile.mkdtemp(prefix="facefinder-tests-"))
     os.environ["FACEFINDER_INDEX"] = str(private / "session.sqlite")
     config.stash[_STATE] = _state(USER_STATE)
+    config.stash[_PRIVATE] = private
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """Fail the run if any test touched the user's index or reference folder."""
+    """Fail the run if any test touched the user's index or reference folder; remove
+    the session's private index folder (a run leaves nothing behind in the temp folder)."""
+    private = session.config.stash.get(_PRIVATE, None)
+    if private is not None:
+        shutil.rmtree(private, ignore_errors=True)
     before = session.config.stash.get(_STATE, None)
     if before is not None and _state(USER_STATE) != before:
         session.config.get_terminal_writer().line(
@@ -186,6 +191,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 
 _STATE = pytest.StashKey[list]()
+_PRIVATE = pytest.StashKey[Path]()
 
 
 @pytest.fixture(autouse=True)

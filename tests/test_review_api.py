@@ -395,6 +395,46 @@ def test_merge_and_hide_groups_are_kept(api: Served, album: Album, index: Path) 
         assert first["id"] not in {c.id for c in reopened.clusters()}
 
 
+def test_a_review_of_one_folder_leaves_other_folders_groups_alone(
+        album: Album, index: Path, tmp_path: Path) -> None:
+    """Two folders in one index, each reviewed on its own: a group hidden in one stays
+    hidden with its faces, and the other folder's new groups never take its id (a hidden
+    flag or a name is per group id, so a shared id would leak between folders)."""
+    from PIL import Image, ImageOps
+
+    from facefinder.api import open_index
+
+    party = album.photos / "party"
+    elsewhere = tmp_path / "elsewhere"  # other faces: mirrored copies are other files
+    elsewhere.mkdir()
+    for rel, who in album.truth.items():
+        if who in ("mindy_kaling", "jerry_seinfeld"):
+            with Image.open(album.photos / rel) as photo:
+                ImageOps.mirror(photo.convert("RGB")).save(elsewhere / Path(rel).name)
+    with Finder(album.reference, models=album.models, index=index, jobs=1) as finder:
+        first = Review(finder, party, threshold=THRESHOLD)
+        hidden = first.clusters()[0]
+        first.hide_cluster(hidden.id)
+        with open_index(index) as opened:
+            settings = first._settings["image"] or 0
+            party_labels = opened.cluster_labels(settings)
+        assert party_labels and hidden.id in set(party_labels.values())
+
+        other = Review(finder, elsewhere, threshold=THRESHOLD)
+        theirs = other.clusters(hidden=True)
+        assert theirs, "the mirrored faces form groups of their own"
+        assert not {c.id for c in theirs} & set(party_labels.values())
+        assert not any(c.hidden for c in theirs)
+        with open_index(index) as opened:
+            stored = opened.cluster_labels(settings)
+            assert {k: v for k, v in stored.items() if k in party_labels} == party_labels
+            assert hidden.id in opened.hidden_clusters(settings)
+
+        again = Review(finder, party, threshold=THRESHOLD)
+        kept = {c.id: c for c in again.clusters(hidden=True)}
+        assert kept[hidden.id].hidden and sorted(kept[hidden.id].faces) == sorted(hidden.faces)
+
+
 def test_decisions_survive_reopening_the_index(api: Served, album: Album,
                                                index: Path) -> None:
     """Every answer is in the index: a new Review over it shows them all."""
