@@ -330,6 +330,8 @@ class IndexInfo:
     last_run: dict | None
     created: str | None
     decisions: tuple[int, int, int] | None = None  # (confirmed, rejected, people named)
+    # (files the object detector looked at, [(class, files showing it)], most files first)
+    objects: tuple[int, list[tuple[str, int]]] | None = None
 
 
 
@@ -1120,8 +1122,16 @@ class FaceIndex:
                 "count(DISTINCT person) FILTER (WHERE verdict = 'yes') FROM decisions"
             ).fetchone()
             decisions = (yes, no, named) if yes or no else None
+        objects = None
+        with contextlib.suppress(sqlite3.OperationalError):  # before schema 4: no tables
+            looked = conn.execute(
+                "SELECT count(DISTINCT content) FROM object_analyses").fetchone()[0]
+            if looked:
+                objects = (looked, [(label, files) for label, files in conn.execute(
+                    "SELECT label, count(DISTINCT content) FROM objects GROUP BY label "
+                    "ORDER BY 2 DESC, 1")])
         return IndexInfo(self.path, size, roots, contents, unreadable, settings, last,
-                         meta.get("created"), decisions)
+                         meta.get("created"), decisions, objects)
 
 
 def _face_arrays(faces: list[tuple]) -> tuple[list, list]:

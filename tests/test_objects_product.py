@@ -126,6 +126,13 @@ def test_with_on_the_command_line_reports_and_words(
     assert [m["path"] for m in document["matches"]] == ["her.jpg"]
     assert [entry["path"] for entry in document["objects"]] == ["her.jpg"]
 
+    capsys.readouterr()
+    assert main(["--index-info", "--index", str(tmp_path / "faces.sqlite")]) == 0
+    info = capsys.readouterr().out
+    line = next(x for x in info.splitlines() if x.startswith("Objects"))
+    assert line.startswith("Objects (--objects): 3 files looked at; person (2 files)")
+    assert "cat (1 file)" in line
+
 
 def test_a_schema_3_index_keeps_its_decisions_when_objects_arrive(
         pets: dict[str, Path], models_dir: Path, tmp_path: Path) -> None:
