@@ -238,29 +238,52 @@ def _encode(image: Image.Image, fmt: str) -> bytes:
     return out.getvalue()
 
 
+def _spread(times: Sequence[float], count: int) -> list[float]:
+    """Up to ``count`` of ``times`` (sorted, distinct), first and last among them."""
+    times = sorted(set(times))
+    if len(times) <= count:
+        return times
+    step = (len(times) - 1) / (count - 1) if count > 1 else 0
+    return [times[round(i * step)] for i in range(count)]
+
+
 def _moments(target: _Target) -> list[tuple[float, str]]:
-    """(time, who) of the frames to show: for each person, up to three sampled frames
+    """(time, caption) of the frames to show: for each person, up to three sampled frames
     where their face was found (first, middle, last), or their span's ends when the
-    faces of the file are not at hand."""
+    faces of the file are not at hand; for a video found for an object alone (``--with
+    dog``), frames where the detector saw it, captioned with the classes seen there."""
+    if not target.people:
+        wanted = [o for o in target.objects if o.time is not None and o.label == target.folder]
+        seen = wanted or [o for o in target.objects if o.time is not None]
+        return [(t, ", ".join(sorted({o.label for o in seen if abs(o.time - t) < 1e-3})))
+                for t in _spread([float(o.time) for o in seen], SHEET_FRAMES)] or [(0.0, "")]
     per_person = max(1, min(3, SHEET_FRAMES // max(1, len(target.people))))
     moments: list[tuple[float, str]] = []
     for match in target.people:
         first = float(match.first or 0.0)
         last = float(match.last if match.last is not None else first)
-        times = sorted({float(f.time) for f in target.faces
-                        if f.time is not None and first - 1e-3 <= f.time <= last + 1e-3})
-        if not times:
-            times = sorted({first, last})
-        if len(times) > per_person:
-            step = (len(times) - 1) / (per_person - 1) if per_person > 1 else 0
-            times = [times[round(i * step)] for i in range(per_person)]
-        moments.extend((t, match.person) for t in times)
-    return sorted(moments)[:SHEET_FRAMES] or [(0.0, "")]
+        times = [float(f.time) for f in target.faces
+                 if f.time is not None and first - 1e-3 <= f.time <= last + 1e-3]
+        moments.extend((t, match.person) for t in _spread(times or [first, last], per_person))
+    return sorted(moments)[:SHEET_FRAMES]
+
+
+def _objects_at(objects: Sequence[ObjectBox], at: float) -> list[ObjectBox]:
+    """The objects of the sampled frame nearest to ``at`` (objects and faces are sampled
+    at the same rate, so usually the very frame; never one more than a second away)."""
+    timed = [o for o in objects if o.time is not None]
+    if not timed:
+        return []
+    nearest = min(timed, key=lambda o: abs(float(o.time) - at)).time
+    if abs(float(nearest) - at) > 1.0:
+        return []
+    return [o for o in timed if abs(float(o.time) - float(nearest)) < 1e-3]
 
 
 def _contact_sheet(source: Path, target: _Target) -> bytes:
-    """Up to SHEET_FRAMES frames from where the video's people are seen, in a grid,
-    each labelled with who is seen and when, the faces of that frame outlined."""
+    """Up to SHEET_FRAMES frames from where the video's people (or the object asked for)
+    are seen, in a grid, each labelled with who is seen and when, the faces and the
+    objects (``--objects``) of that frame outlined as on a photo's drawing."""
     from facefinder.report import _clock
     from facefinder.thumbs import video_frame
 
@@ -272,11 +295,16 @@ def _contact_sheet(source: Path, target: _Target) -> bytes:
         tile = Image.open(io.BytesIO(thumb.jpeg)).convert("RGB")
         draw = ImageDraw.Draw(tile)
         scale = thumb.width / max(1, thumb.orig_width)
+        for found in _objects_at(target.objects, at):
+            x, y, w, h = (float(v) * scale for v in found.box)
+            draw.rectangle((x, y, x + w, y + h), outline=OBJECT_COLOUR, width=2)
+            _label(draw, (x, y), f"{found.label} {found.score:.2f}", OBJECT_COLOUR, 14)
         for face in target.faces:
             if face.time is not None and abs(face.time - at) < 1e-3:
                 x, y, w, h = (float(v) * scale for v in face.box)
                 draw.rectangle((x, y, x + w, y + h), outline=PERSON_COLOUR, width=3)
-        _label(draw, (0, tile.height), f"{person} {_clock(at)}".strip(), PERSON_COLOUR, 16)
+        _label(draw, (0, tile.height), f"{person} {_clock(at)}".strip(),
+               PERSON_COLOUR if target.people else OBJECT_COLOUR, 16)
         tiles.append(tile)
     if not tiles:
         raise CopyError("no frame of the video could be read for the contact sheet")

@@ -144,3 +144,34 @@ def test_a_video_gets_a_contact_sheet_of_the_frames_where_its_person_is_seen(
     assert width > 2 * height  # three frames side by side
     close = np.abs(pixels - np.array(PERSON_COLOUR)).max(axis=2) < 60
     assert close.sum() > 1000  # the faces' outlines and the labels
+
+
+def test_a_video_found_for_its_cat_gets_a_sheet_of_the_cat_frames_with_its_box(
+        tmp_path: Path, capsys) -> None:
+    """``--with cat --annotate``: no person asked, the sheet shows the frames where the
+    detector saw the cat (not the grey frames before and after), boxed and captioned."""
+    from test_video import make_video
+    from testdata import skimage_photo
+
+    from facefinder.annotate import OBJECT_COLOUR
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    cat = Image.open(skimage_photo("chelsea")).convert("RGB")
+    make_video(photos / "cat.mp4", cat, {2, 3}, 6)
+    dest = tmp_path / "boxes"
+    code = main([str(photos), "--with", "cat", "--no-index", "--annotate", str(dest),
+                 "--no-progress"])
+    said = capsys.readouterr()
+    assert code == 0, said.err
+    sidecar = json.loads((dest / "cat" / "cat.mp4.sheet.jpg.json").read_text("utf-8"))
+    cat_times = {o["time_s"] for o in sidecar["objects"] if o["class"] == "cat"}
+    assert cat_times and cat_times <= {2.0, 3.0}
+    with Image.open(dest / "cat" / "cat.mp4.sheet.jpg") as image:
+        width, height = image.size
+        pixels = np.asarray(image.convert("RGB"), np.int32)
+    assert width == len(cat_times) * 480  # one tile per frame with the cat, none grey
+    amber = np.abs(pixels - np.array(OBJECT_COLOUR)).max(axis=2) < 60
+    assert amber.sum() > 500  # the cat's outline and its label
+    grey = (np.abs(pixels - 128).max(axis=2) < 6).mean()
+    assert grey < 0.5  # the frames shown are the cat's, not the empty grey ones
