@@ -226,7 +226,9 @@ class Finder:
     file to use and fill (None: no index; nothing is written). ``jobs``: worker processes
     (default: one per core); ``executor`` replaces them (e.g. a cluster). ``objects``:
     detect objects too (``--objects``; its model is fetched only then), stored in the
-    index beside the faces and asked about with ``Query(with_objects=[...])``.
+    index beside the faces and asked about with ``Query(with_objects=[...])``; True runs
+    the default detector, a name from ``vision.objects.OBJECT_MODELS`` that one (e.g.
+    ``"yolov8n"``, which finds more but whose weights are AGPL-3.0: the user's choice).
     """
 
     def __init__(
@@ -242,7 +244,7 @@ class Finder:
         index_read_only: bool = False,
         executor: Executor | None = None,
         on_fetch: Callable[[str], None] | None = None,
-        objects: bool = False,
+        objects: bool | str = False,
     ) -> None:
         from facefinder.models.fetch import ensure_models
 
@@ -269,24 +271,31 @@ class Finder:
         self._models = ModelCache()
         self._graph: FaceGraph | None = None  # the neighbour graph last used (in memory)
         self._graph_rows: tuple | None = None  # (graph, faces, their rows in it), last used
+        self._tell: Callable[[str], None] | None = None  # progress lines of a graph build
         threads = available_cores()  # what runs here runs while the workers wait
         self.job = AnalysisJob(self.spec, self.models_dir, self.settings, threads,
-                               objects=self._object_job(fetch) if objects else None)
+                               objects=self._object_job(fetch, objects) if objects else None)
         self._inline = InlineExecutor(self._models)
         # Even one worker is a separate process: a file that crashes its reader (or the
         # OOM killer) must not take the finder down with it.
         self._executor = executor or ProcessExecutor(self.jobs, fallback=self._inline)
 
-    def _object_job(self, fetch: bool) -> ObjectJob:
-        """The object detector's job, its weights fetched first if need be (--objects)."""
+    def _object_job(self, fetch: bool, detector: bool | str) -> ObjectJob:
+        """The object detector's job, its weights fetched first if need be (--objects);
+        ``detector``: True for the default one, else its name."""
         from facefinder.models.fetch import ensure_object_model
-        from facefinder.vision.objects import OBJECT_MODEL
+        from facefinder.vision.objects import OBJECT_MODEL, OBJECT_MODELS
 
+        spec = OBJECT_MODEL if detector is True else OBJECT_MODELS.get(str(detector))
+        if spec is None:
+            raise FinderError(f"no object detector called {str(detector)[:40]!r}; there are "
+                              + ", ".join(sorted(OBJECT_MODELS)))
         try:
-            ensure_object_model(self.models_dir, allow_fetch=fetch, say=self._on_fetch)
+            ensure_object_model(self.models_dir, allow_fetch=fetch, say=self._on_fetch,
+                                file=spec.file)
         except ModelsMissing as exc:
             raise FinderError(str(exc)) from None
-        return ObjectJob(OBJECT_MODEL, self.models_dir)
+        return ObjectJob(spec, self.models_dir)
 
     # ------------------------------------------------------------------ one photo
 

@@ -42,6 +42,7 @@ def main(argv: Sequence[str] | None = None, *, started: float | None = None) -> 
     started (``time.monotonic()``), so the reported time includes start-up."""
     started = time.monotonic() if started is None else started
     args = build_parser().parse_args(argv)
+    args.objects = bool(args.objects or args.object_detector)  # a detector named: --objects
     try:
         return _run(args, started)
     except (FinderError, IndexFileError) as exc:
@@ -171,7 +172,8 @@ def _finder(args: argparse.Namespace) -> Finder:
             index_read_only=bool(status and on_stick and not status.writable),
             settings=AnalysisSettings(min_face=args.min_face, detect_side=args.detect_size,
                                       video_fps=args.video_fps),
-            on_fetch=say, objects=bool(args.objects or args.with_objects),
+            on_fetch=say,
+            objects=args.object_detector or bool(args.objects or args.with_objects),
             executor=executor,
         )
     except BaseException:

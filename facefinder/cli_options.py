@@ -143,6 +143,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "several (all of them); plurals and common words work (dogs, "
                         "puppy, sofa, phone), \"pet\" means cat or dog; with people: "
                         "--all Grandma --with dog, e.g. --with cat --since 2010")
+    o.add_argument("--object-detector", choices=("centernet-mobilenetv3", "yolov8n"),
+                   metavar="NAME",
+                   help="which object detector (implies --objects): centernet-mobilenetv3 "
+                        "(default, MIT) or yolov8n (finds more, e.g. every cat of the "
+                        "benchmark; Ultralytics' weights, AGPL-3.0; a 135 MB download the "
+                        "first time)")
     o.add_argument("--annotate", type=Path, metavar="DIR",
                    help="for every photo found, a copy with boxes and names drawn (people "
                         "with name and distance, objects with kind and score) in "

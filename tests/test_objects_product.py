@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from facefinder import Finder
-from facefinder.api import open_index
+from facefinder.api import FinderError, open_index
 from facefinder.cli import main
 from facefinder.index import SCHEMA_VERSION
 from facefinder.query import Query
@@ -164,3 +164,41 @@ def test_a_schema_3_index_keeps_its_decisions_when_objects_arrive(
         (PERSON, "yes")]
     assert conn.execute("SELECT count(*) FROM object_analyses").fetchone()[0] == 3
     conn.close()
+
+
+def test_another_detector_re_detects_objects_but_not_faces(
+        pets: dict[str, Path], models_dir: Path, tmp_path: Path, capsys) -> None:
+    """``--object-detector yolov8n`` (fetched from npm on first use) changes the objects'
+    index key: an index with the other detector's objects reads every file's objects
+    again, and none of its faces; then it is known under the new key too."""
+    index = tmp_path / "faces.sqlite"
+    with Finder(pets["refs"], models=models_dir, index=index, jobs=1, objects=True) as finder:
+        first = finder.find(pets["photos"])
+    assert first.summary.files_decoded == 3
+
+    with Finder(pets["refs"], models=models_dir, index=index, jobs=1,
+                objects="yolov8n") as finder:
+        switched = finder.find(pets["photos"], query=Query(with_objects=["cat"]))
+        assert switched.summary.files_decoded == 0 and switched.summary.objects_read == 3
+        assert [f.rel for f in switched.object_files] == ["chelsea.png"]
+        again = finder.find(pets["photos"])  # now known under the new key: nothing read
+        assert again.summary.files_decoded == 0 and again.summary.objects_read == 0
+        assert "person" in _labels(again.object_files)["space/astronaut.png"]
+
+    base = [str(pets["photos"]), "--reference", str(pets["refs"]), "--index", str(index),
+            "--models", str(models_dir), "--no-progress", "--json", str(tmp_path / "r.json")]
+    assert main([*base, "--object-detector", "yolov8n"]) == 0  # alone: every file's objects
+    document = json.loads((tmp_path / "r.json").read_text("utf-8"))
+    assert {e["path"] for e in document["objects"]} >= {"chelsea.png", "space/astronaut.png"}
+    assert "Objects seen" in capsys.readouterr().out
+    with pytest.raises(FinderError, match="no object detector called 'yolo9'"):
+        Finder(pets["refs"], models=models_dir, jobs=1, objects="yolo9")
+
+
+def test_the_command_line_offers_every_object_detector() -> None:
+    """The choices of ``--object-detector`` are the detectors the finder has."""
+    from facefinder.cli_options import build_parser
+    from facefinder.vision.objects import OBJECT_MODEL, OBJECT_MODELS
+
+    option = next(a for a in build_parser()._actions if a.dest == "object_detector")
+    assert set(option.choices) == set(OBJECT_MODELS) and OBJECT_MODEL.name in option.choices

