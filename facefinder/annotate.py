@@ -247,13 +247,25 @@ def _spread(times: Sequence[float], count: int) -> list[float]:
     return [times[round(i * step)] for i in range(count)]
 
 
+def _classes(word: str) -> set[str]:
+    """The COCO classes the folder's word means: it is what the user typed after
+    ``--with`` ("dogs", "puppy", "pet"), which names classes the way the query read it."""
+    from facefinder.object_names import UnknownObject, resolve
+
+    try:
+        return set(resolve(word))
+    except UnknownObject:
+        return {word}
+
+
 def _moments(target: _Target) -> list[tuple[float, str]]:
     """(time, caption) of the frames to show: for each person, up to three sampled frames
     where their face was found (first, middle, last), or their span's ends when the
     faces of the file are not at hand; for a video found for an object alone (``--with
     dog``), frames where the detector saw it, captioned with the classes seen there."""
     if not target.people:
-        wanted = [o for o in target.objects if o.time is not None and o.label == target.folder]
+        classes = _classes(target.folder)
+        wanted = [o for o in target.objects if o.time is not None and o.label in classes]
         seen = wanted or [o for o in target.objects if o.time is not None]
         return [(t, ", ".join(sorted({o.label for o in seen if abs(o.time - t) < 1e-3})))
                 for t in _spread([float(o.time) for o in seen], SHEET_FRAMES)] or [(0.0, "")]
@@ -269,15 +281,11 @@ def _moments(target: _Target) -> list[tuple[float, str]]:
 
 
 def _objects_at(objects: Sequence[ObjectBox], at: float) -> list[ObjectBox]:
-    """The objects of the sampled frame nearest to ``at`` (objects and faces are sampled
-    at the same rate, so usually the very frame; never one more than a second away)."""
-    timed = [o for o in objects if o.time is not None]
-    if not timed:
-        return []
-    nearest = min(timed, key=lambda o: abs(float(o.time) - at)).time
-    if abs(float(nearest) - at) > 1.0:
-        return []
-    return [o for o in timed if abs(float(o.time) - float(nearest)) < 1e-3]
+    """The objects of the sampled frame at ``at``. Objects and faces are sampled on the
+    same time grid (``video.sample_frames``, times rounded to the millisecond), so every
+    moment shown is a sampled frame: one where the detector found nothing shows no box,
+    never a neighbouring frame's (a second away at 1 frame/s, where the things moved)."""
+    return [o for o in objects if o.time is not None and abs(float(o.time) - at) < 1e-3]
 
 
 def _contact_sheet(source: Path, target: _Target) -> bytes:

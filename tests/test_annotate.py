@@ -168,10 +168,45 @@ def test_a_video_found_for_its_cat_gets_a_sheet_of_the_cat_frames_with_its_box(
     cat_times = {o["time_s"] for o in sidecar["objects"] if o["class"] == "cat"}
     assert cat_times and cat_times <= {2.0, 3.0}
     with Image.open(dest / "cat" / "cat.mp4.sheet.jpg") as image:
-        width, height = image.size
+        width = image.size[0]
         pixels = np.asarray(image.convert("RGB"), np.int32)
     assert width == len(cat_times) * 480  # one tile per frame with the cat, none grey
     amber = np.abs(pixels - np.array(OBJECT_COLOUR)).max(axis=2) < 60
     assert amber.sum() > 500  # the cat's outline and its label
     grey = (np.abs(pixels - 128).max(axis=2) < 6).mean()
     assert grey < 0.5  # the frames shown are the cat's, not the empty grey ones
+
+
+@pytest.mark.parametrize("asked", ["dogs", "Puppy", "pet"])
+def test_a_sheet_for_an_object_asked_in_other_words_shows_that_objects_frames(
+        asked: str) -> None:
+    """``--with dogs`` (or "puppy", "pet": words the query accepts for dog) names the
+    drawings' folder as typed; the contact sheet still picks the frames where a dog is
+    seen, not frames of every object the video shows (people at 0 s and 1 s here)."""
+    from facefinder.annotate import _moments, _Target
+    from facefinder.records import ObjectBox
+
+    objects = [ObjectBox("person", 0.9, (0, 0, 10, 20), 0.0),
+               ObjectBox("person", 0.9, (0, 0, 10, 20), 1.0),
+               ObjectBox("dog", 0.7, (5, 5, 10, 10), 4.0),
+               ObjectBox("person", 0.8, (0, 0, 10, 20), 4.0),
+               ObjectBox("dog", 0.6, (6, 5, 10, 10), 5.0)]
+    target = _Target("walk.mp4", asked, "video", [], objects, [])
+    assert _moments(target) == [(4.0, "dog"), (5.0, "dog")]
+
+
+def test_a_sheet_frame_shows_only_the_objects_of_that_frame() -> None:
+    """A frame where the detector found nothing gets no boxes: not those of the frame a
+    second before (at 1 frame/s the dog has moved by then), nor half a second (2/s)."""
+    from facefinder.annotate import _objects_at
+    from facefinder.records import ObjectBox
+
+    dog = ObjectBox("dog", 0.7, (5, 5, 10, 10), 1.0)
+    cat = ObjectBox("cat", 0.6, (50, 5, 10, 10), 3.0)
+    photo_box = ObjectBox("dog", 0.9, (0, 0, 4, 4), None)
+    objects = [dog, cat, photo_box]
+    assert _objects_at(objects, 1.0) == [dog]
+    assert _objects_at(objects, 3.0) == [cat]
+    assert _objects_at(objects, 2.0) == []
+    assert _objects_at(objects, 1.5) == []
+    assert _objects_at(objects, 0.0) == []

@@ -403,6 +403,7 @@ def test_a_review_of_one_folder_leaves_other_folders_groups_alone(
     from PIL import Image, ImageOps
 
     from facefinder.api import open_index
+    from facefinder.records import parse_face_id
 
     party = album.photos / "party"
     elsewhere = tmp_path / "elsewhere"  # other faces: mirrored copies are other files
@@ -429,6 +430,16 @@ def test_a_review_of_one_folder_leaves_other_folders_groups_alone(
             stored = opened.cluster_labels(settings)
             assert {k: v for k, v in stored.items() if k in party_labels} == party_labels
             assert hidden.id in opened.hidden_clusters(settings)
+
+        # a merge there writes its moved faces, and nothing of the other folder
+        other_groups = other.clusters(hidden=True, min_size=1)
+        assert len(other_groups) >= 2
+        into, moved = other_groups[0], other_groups[1]
+        other.merge_clusters(into.id, moved.id)
+        with open_index(index) as opened:
+            stored = opened.cluster_labels(settings)
+        assert {k: v for k, v in stored.items() if k in party_labels} == party_labels
+        assert {stored[parse_face_id(f)] for f in moved.faces} == {into.id}
 
         again = Review(finder, party, threshold=THRESHOLD)
         kept = {c.id: c for c in again.clusters(hidden=True)}
