@@ -259,6 +259,7 @@ class Finder:
         self.index_read_only = index_read_only
         self.settings = settings or AnalysisSettings()
         self._on_fetch = on_fetch or (lambda text: None)
+        self._fetch = fetch
         missing = [m for m in self.spec.requires if importlib.util.find_spec(m) is None]
         if missing:
             raise FinderError(f"--model {self.spec.name} needs the {missing[0]}-bin package: "
@@ -315,12 +316,19 @@ class Finder:
     # ------------------------------------------------------------------ searching
 
     def verify_models(self) -> None:
-        """Re-hash this model's files (and the demo album's) against the manifest; fetch
-        again what is missing or damaged, so a prepared stick runs the demo offline."""
+        """Re-hash this model's files (and the demo album's, and the object detector's when
+        objects are asked for) against the manifest; fetch again what is missing or
+        damaged, so a prepared stick runs the demo (and ``--objects``) offline."""
+        from facefinder.models.catalog import OBJECT_SOURCES
         from facefinder.models.fetch import ensure_models
 
-        ensure_models(self.models_dir, [*self.spec.sources, "demo"], verify=True,
-                      say=self._on_fetch)
+        objects = ([OBJECT_SOURCES[self.job.objects.spec.file]]
+                   if self.job.objects is not None else [])  # --fetch-models --objects
+        try:
+            ensure_models(self.models_dir, [*self.spec.sources, "demo", *objects],
+                          verify=True, allow_fetch=self._fetch, say=self._on_fetch)
+        except ModelsMissing as exc:
+            raise FinderError(str(exc)) from None
 
     def ensure_demo(self) -> Path:
         """The demo album (fetched once with the models): ``photos/``, ``reference/``."""

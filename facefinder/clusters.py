@@ -64,9 +64,9 @@ def cluster_faces(
     faces with equal values are never put in one cluster. ``previous``: each face's
     earlier label (>= 0) or -1 for a face not clustered before; earlier labels are kept
     and only the -1 faces are clustered (joining earlier clusters or forming new ones with
-    ids above every earlier one). Without it labels are 0..C-1 in order of each cluster's
-    first face. ``neighbours``: an index already holding the first rows of ``vectors``
-    (the faces clustered before), so an update does not index them again.
+    ids above every earlier one). Without it labels are first_new, first_new + 1, ... in
+    order of each cluster's first face. ``neighbours``: an index already holding the first
+    rows of ``vectors`` (the faces clustered before), so an update does not index them again.
     ``mean_threshold``: if given, the largest mean distance from a face to the faces of a
     cluster it joins (see ``_whispers``; e.g. 0.32 with a threshold of 0.30).
     ``first_new``: new clusters get ids from at least this value, so that a caller whose

@@ -330,9 +330,18 @@ class IndexInfo:
     last_run: dict | None
     created: str | None
     decisions: tuple[int, int, int] | None = None  # (confirmed, rejected, people named)
-    # (files the object detector looked at, [(class, files showing it)], most files first)
-    objects: tuple[int, list[tuple[str, int]]] | None = None
+    # per object detector: (its name, files it looked at, [(class, files showing it)],
+    # most files first); detectors are counted apart, as their results are kept apart
+    objects: list[tuple[str, int, list[tuple[str, int]]]] | None = None
 
+
+
+def _detector_name(object_key: str) -> str:
+    """The object detector's name in an objects' index key (``object_analysis.object_key``)."""
+    try:
+        return str(json.loads(object_key)["objects"]["name"])
+    except (ValueError, KeyError, TypeError):
+        return "an older detector"
 
 
 def _overlapping_face(faces: Sequence[Face], box: tuple[int, int, int, int],
@@ -1124,12 +1133,20 @@ class FaceIndex:
             decisions = (yes, no, named) if yes or no else None
         objects = None
         with contextlib.suppress(sqlite3.OperationalError):  # before schema 4: no tables
-            looked = conn.execute(
-                "SELECT count(DISTINCT content) FROM object_analyses").fetchone()[0]
-            if looked:
-                objects = (looked, [(label, files) for label, files in conn.execute(
-                    "SELECT label, count(DISTINCT content) FROM objects GROUP BY label "
-                    "ORDER BY 2 DESC, 1")])
+            by_name: dict[str, list[int]] = {}
+            for settings_id, key in conn.execute("SELECT id, key FROM object_settings"):
+                by_name.setdefault(_detector_name(key), []).append(settings_id)
+            objects = []
+            for name, ids in sorted(by_name.items()):
+                marks = ",".join("?" * len(ids))
+                looked = conn.execute("SELECT count(DISTINCT content) FROM object_analyses "
+                                      f"WHERE settings IN ({marks})", ids).fetchone()[0]
+                if looked:
+                    labels = conn.execute(
+                        "SELECT label, count(DISTINCT content) FROM objects WHERE settings IN "
+                        f"({marks}) GROUP BY label ORDER BY 2 DESC, 1", ids).fetchall()
+                    objects.append((name, looked, [(str(a), int(b)) for a, b in labels]))
+            objects = objects or None
         return IndexInfo(self.path, size, roots, contents, unreadable, settings, last,
                          meta.get("created"), decisions, objects)
 

@@ -572,12 +572,11 @@ def format_index_info(info: IndexInfo, check: str, describe: Callable[[str], str
         yes, no, named = info.decisions
         lines.append(f"Your decisions (review page): {_plural(yes, 'face')} confirmed "
                      f"for {named} {'person' if named == 1 else 'people'}, {no} rejected")
-    if info.objects:
-        looked, labels = info.objects
+    for detector, looked, labels in info.objects or []:
         shown = ", ".join(f"{printable(label)} ({_plural(files, 'file')})"
                           for label, files in labels[:12])
         more = f" and {len(labels) - 12} more classes" if len(labels) > 12 else ""
-        lines.append(f"Objects (--objects): {_plural(looked, 'file')} looked at; "
+        lines.append(f"Objects ({printable(detector)}): {_plural(looked, 'file')} looked at; "
                      f"{shown or 'nothing found'}{more}")
     run = info.last_run
     if run:

@@ -130,7 +130,8 @@ def test_with_on_the_command_line_reports_and_words(
     assert main(["--index-info", "--index", str(tmp_path / "faces.sqlite")]) == 0
     info = capsys.readouterr().out
     line = next(x for x in info.splitlines() if x.startswith("Objects"))
-    assert line.startswith("Objects (--objects): 3 files looked at; person (2 files)")
+    assert line.startswith("Objects (centernet-mobilenetv3): 3 files looked at; "
+                           "person (2 files)")
     assert "cat (1 file)" in line
 
 
@@ -191,6 +192,10 @@ def test_another_detector_re_detects_objects_but_not_faces(
     document = json.loads((tmp_path / "r.json").read_text("utf-8"))
     assert {e["path"] for e in document["objects"]} >= {"chelsea.png", "space/astronaut.png"}
     assert "Objects seen" in capsys.readouterr().out
+    assert main(["--index-info", "--index", str(index)]) == 0
+    info = [x for x in capsys.readouterr().out.splitlines() if x.startswith("Objects")]
+    assert [x.split(":")[0] for x in info] == ["Objects (centernet-mobilenetv3)",
+                                               "Objects (yolov8n)"]  # each its own
     with pytest.raises(FinderError, match="no object detector called 'yolo9'"):
         Finder(pets["refs"], models=models_dir, jobs=1, objects="yolo9")
 
@@ -202,3 +207,41 @@ def test_the_command_line_offers_every_object_detector() -> None:
 
     option = next(a for a in build_parser()._actions if a.dest == "object_detector")
     assert set(option.choices) == set(OBJECT_MODELS) and OBJECT_MODEL.name in option.choices
+
+
+def test_fetch_models_with_objects_checks_the_detector_and_says_how_to_prepare_it(
+        models_dir: Path, tmp_path: Path) -> None:
+    """``--fetch-models --objects`` re-hashes the object detector too (a damaged one is
+    noticed, not called verified), and the message names the command that prepares it."""
+    from facefinder.models.catalog import CENTERNET_FILE
+
+    models = tmp_path / "models"
+    shutil.copytree(models_dir, models, ignore=shutil.ignore_patterns("yolov8n*"))
+    with Finder(models=models, jobs=1, fetch=False, objects=True) as finder:
+        finder.verify_models()  # all there and intact
+        with (models / CENTERNET_FILE).open("ab") as handle:
+            handle.write(b"\0")
+        with pytest.raises(FinderError, match=r"python finder.py --fetch-models --objects`"):
+            finder.verify_models()
+
+
+def test_an_object_detector_that_cannot_be_written_is_one_clear_error(
+        models_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A models folder that cannot be written (a read-only stick, a full disk) and lacks
+    the detector asked for: one error naming the command to run where it can be, no
+    traceback (the folder's fault is made by failing its temporary folder)."""
+    import errno
+    import tempfile
+
+    models = tmp_path / "models"
+    shutil.copytree(models_dir, models, ignore=shutil.ignore_patterns("yolov8n*"))
+
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(tempfile, "mkdtemp", read_only)
+    with pytest.raises(FinderError) as raised:
+        Finder(models=models, jobs=1, objects="yolov8n")
+    text = str(raised.value)
+    assert "cannot be written here (Read-only file system)" in text
+    assert "`python finder.py --fetch-models --object-detector yolov8n`" in text

