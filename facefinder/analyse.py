@@ -54,7 +54,9 @@ class AnalysisSettings:
     # the detector's copy is box-reduced, and a photo with no face is looked at again
     # with a border (tight face crops). 3: a second, closer look where the detector's
     # heatmap hints at faces too small for its copy of a large photo (CLOSER_HINT).
-    revision: int = 3
+    # 4: that closer look runs on the detector's faster (INT8) copy (``detect_part``),
+    # around each hinted cell rather than on 64 px squares, from a lower hint.
+    revision: int = 4
 
     def __post_init__(self) -> None:
         # Decoding is never smaller than what the detector is asked to see: a
@@ -234,56 +236,113 @@ def _mapped(found: list[Detection], shown: Image.Image, size: tuple[int, int],
 
 # A 12 MP photo is shown to the detector at 800 px, five times smaller: a 40 px face (the
 # --min-face default) is 8 px there, under what the detector finds (~12 px), but it still
-# lights its heatmap faintly. Where some heatmap cell away from the faces found scores
-# over CLOSER_HINT, the detector looks again at that region in the decoded pixels (2.5x
-# larger for a 12 MP JPEG): the photo is cut into CLOSER_BLOCK px squares of the
-# detector's copy, the flagged ones (runs of neighbours joined) widened by CLOSER_MARGIN
-# px. Only when the decoded pixels are at least CLOSER_FROM times the detector's copy
-# (nothing to gain otherwise). Measured on benchmarks/phone.py's 60 JPEGs (72 of their
-# 296 faces 40-120 px wide), detection ms per photo on one core and small faces found:
-# no closer look 30 ms, 19/72; hint 0.05 49 ms, 58/72; 0.04 57 ms, 60/72; 0.03 77 ms,
-# 63/72 (too slow for 12 photos/s on 2 cores). The faces still missed mostly light no
-# cell over 0.03, or are under ~24 px in the decoded pixels too. Leaving out half a
-# found face's side around it (instead of a quarter) lost a small face beside a big one.
-CLOSER_HINT = 0.05
-CLOSER_BLOCK = 64
-CLOSER_MARGIN = 24
+# lights its heatmap faintly. Where heatmap cells away from the faces found score over
+# CLOSER_HINT, the detector looks again at those places in the decoded pixels (2.5x
+# larger for a 12 MP JPEG), on its faster copy (``detect_part``): each hinted cell with
+# CLOSER_REACH px of the detector's copy around it (a face small enough to be missed is
+# at most ~24 px there, centred on its cell), cells whose surroundings touch looked at
+# as one region. Only when the decoded pixels are at least CLOSER_FROM times the
+# detector's copy (nothing to gain otherwise). Measured on benchmarks/phone.py's 60
+# JPEGs (85 of their 305 faces 40-120 px wide), small faces found and detection ms per
+# photo on one core (runs vary ~10%): no closer look 38 ms, 23/85; 64 px squares of the
+# copy around the hinted cells (revision 3: hint 0.05, 24 px margin, float file) 52 ms,
+# 64/85; the same on the INT8 file 51 ms, 66/85; cells with 20 px around them, INT8,
+# hint 0.05: 35 ms, 66/85; 0.03: 44 ms, 71/85; 0.02: 51 ms, 77/85; 0.015: 77 ms, 78/85;
+# 0.01: 109 ms, 79/85 (faint hints multiply on textures). 16 px around a cell found
+# fewer (75), 24 or 28 px no more and cost more. On the earlier set of 60 photos (72
+# small faces): 62 -> 68 found at 0.02, 50 -> 56 ms. Faces over 120 px: 220/220 (218
+# without a closer look). The faces still missed light no cell over 0.02, or are under
+# ~24 px in the decoded pixels too. Leaving out half a found face's side around it
+# (instead of a quarter) lost a small face beside a big one.
+CLOSER_HINT = 0.02
+CLOSER_REACH = 20
 CLOSER_FROM = 1.5
 CLOSER_AROUND = 0.25  # share of a found face's side around it whose hints are its own
 
 
 def _hinted_cells(heat: np.ndarray, found: list[Detection]) -> np.ndarray:
-    """Heatmap cells (row, column) over ``CLOSER_HINT`` not near a face already found:
-    a found face lights its neighbourhood too, so its box widened by ``CLOSER_AROUND``
-    of its side on every edge is left out."""
+    """Heatmap cells over ``CLOSER_HINT`` not near a face already found, as a mask: a
+    found face lights its neighbourhood too, so its box widened by ``CLOSER_AROUND`` of
+    its side on every edge is left out."""
     hot = heat > CLOSER_HINT
     for det in found:
         x1, y1, x2, y2 = (float(v) / STRIDE for v in det.box)
         half = max(x2 - x1, y2 - y1) * CLOSER_AROUND
         hot[max(0, int(y1 - half)):int(y2 + half) + 1,
             max(0, int(x1 - half)):int(x2 + half) + 1] = False
-    return np.argwhere(hot)
+    return hot
 
 
-def _closer_regions(cells: np.ndarray, shown: Image.Image, size: tuple[int, int]
+def _grown(mask: np.ndarray, cells: int) -> np.ndarray:
+    """``mask`` with every set cell widened by ``cells`` in each direction (a square)."""
+    out = mask.copy()
+    for axis in (0, 1):
+        src = out.copy()
+        length = src.shape[axis]
+        for shift in range(1, min(cells, length - 1) + 1):
+            ahead = [slice(None), slice(None)]
+            behind = [slice(None), slice(None)]
+            ahead[axis], behind[axis] = slice(shift, None), slice(None, length - shift)
+            out[tuple(ahead)] |= src[tuple(behind)]
+            out[tuple(behind)] |= src[tuple(ahead)]
+    return out
+
+
+def _clusters(mask: np.ndarray) -> list[tuple[int, int, int, int]]:
+    """Bounding boxes (row1, col1, row2, col2; ends exclusive) of the 8-connected groups
+    of set cells, from runs along each row joined to the runs they touch in the row
+    above (a union-find over runs: a few hundred at most, not one per cell)."""
+    parent: list[int] = []
+    boxes: list[list[int]] = []
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    above: list[tuple[int, int, int]] = []
+    last = -2
+    for row in np.flatnonzero(mask.any(axis=1)).tolist():
+        if row != last + 1:
+            above = []
+        last = row
+        edges = np.flatnonzero(np.diff(np.r_[False, mask[row], False].astype(np.int8)))
+        runs = []
+        for start, end in zip(edges[::2].tolist(), edges[1::2].tolist(), strict=True):
+            run = len(parent)
+            parent.append(run)
+            boxes.append([row, start, row + 1, end])
+            for a_start, a_end, a_run in above:
+                if a_start <= end and start <= a_end:  # overlapping or touching corners
+                    parent[root(a_run)] = run
+            runs.append((start, end, run))
+        above = runs
+    merged: dict[int, list[int]] = {}
+    for run, box in enumerate(boxes):
+        group = merged.setdefault(root(run), list(box))
+        group[0], group[1] = min(group[0], box[0]), min(group[1], box[1])
+        group[2], group[3] = max(group[2], box[2]), max(group[3], box[3])
+    return [(r1, c1, r2, c2) for r1, c1, r2, c2 in merged.values()]
+
+
+def _closer_regions(hot: np.ndarray, shown: Image.Image, size: tuple[int, int]
                     ) -> list[tuple[int, int, int, int]]:
-    """Boxes in a picture of ``size`` around the hinted ``cells`` of ``shown``'s heatmap:
-    one per run of flagged ``CLOSER_BLOCK`` squares along a row, widened by the margin."""
-    per_block = CLOSER_BLOCK // STRIDE
-    blocks = {(int(r) // per_block, int(c) // per_block) for r, c in cells}
+    """Boxes in a picture of ``size`` around the ``hot`` cells of ``shown``'s heatmap:
+    each cell's centre with ``CLOSER_REACH`` px of ``shown`` around it, cells whose
+    surroundings touch in one box."""
+    if not hot.any():
+        return []
+    reach = round(CLOSER_REACH / STRIDE)
+    trim = reach * STRIDE + STRIDE / 2 - CLOSER_REACH  # grown cells' edges -> the reach
     fx, fy = size[0] / shown.width, size[1] / shown.height
+    rows, cols = hot.shape
     regions = []
-    for row, col in sorted(blocks):
-        if (row, col - 1) in blocks:
-            continue  # part of the run started to its left
-        end = col
-        while (row, end + 1) in blocks:
-            end += 1
-        x1 = max(0, round((col * CLOSER_BLOCK - CLOSER_MARGIN) * fx))
-        y1 = max(0, round((row * CLOSER_BLOCK - CLOSER_MARGIN) * fy))
-        x2 = min(size[0], round(((end + 1) * CLOSER_BLOCK + CLOSER_MARGIN) * fx))
-        y2 = min(size[1], round(((row + 1) * CLOSER_BLOCK + CLOSER_MARGIN) * fy))
-        regions.append((x1, y1, x2, y2))
+    for r1, c1, r2, c2 in _clusters(_grown(hot, reach)):  # cut at the heatmap's edges
+        regions.append((0 if c1 == 0 else round((c1 * STRIDE + trim) * fx),
+                        0 if r1 == 0 else round((r1 * STRIDE + trim) * fy),
+                        size[0] if c2 == cols else min(size[0], round((c2 * STRIDE - trim) * fx)),
+                        size[1] if r2 == rows else min(size[1], round((r2 * STRIDE - trim) * fy))))
     return regions
 
 
@@ -292,10 +351,10 @@ def _closer_look(pipe: FacePipeline, pil: Image.Image, shown: Image.Image,
     """Faces in ``pil``'s coordinates that the look at ``shown`` was too coarse for:
     found in the hinted regions at ``pil``'s own scale, none overlapping ``found``
     (which must already be in ``pil``'s coordinates)."""
-    cells = _hinted_cells(heat, [_shown_box(det, pil, shown) for det in found])
+    hot = _hinted_cells(heat, [_shown_box(det, pil, shown) for det in found])
     more: list[Detection] = []
-    for x1, y1, x2, y2 in _closer_regions(cells, shown, pil.size):
-        for det in pipe.detector.detect(np.asarray(pil.crop((x1, y1, x2, y2)))):
+    for x1, y1, x2, y2 in _closer_regions(hot, shown, pil.size):
+        for det in pipe.detector.detect_part(np.asarray(pil.crop((x1, y1, x2, y2)))):
             det.box = det.box + np.array([x1, y1, x1, y1], dtype=np.float32)
             det.landmarks = det.landmarks + np.array([x1, y1], dtype=np.float32)
             more.append(det)

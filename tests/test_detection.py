@@ -205,3 +205,65 @@ class FaceBox:
     def __init__(self, corners: np.ndarray) -> None:
         x1, y1, x2, y2 = (float(v) for v in corners)
         self.box = (x1, y1, x2 - x1, y2 - y1)
+
+
+def test_the_closer_look_runs_on_the_fast_detector(models_dir: Path) -> None:
+    """A part cut from a big photo goes to the INT8 copy even when it is smaller than
+    what ``fast_from`` sends there (it is part of a big photo, not a small photo), while
+    ``detect`` keeps the float file for a picture that size."""
+    pipe = ModelCache().get(AnalysisJob(model_spec("Facenet"), models_dir))
+    detector = pipe.detector
+    with Image.open(group_photo()) as image:
+        part = np.asarray(image.convert("RGB").resize((300, 200)))
+    assert part.shape[0] * part.shape[1] < model_spec("Facenet").detector.fast_from
+
+    def boxes(found) -> list[list[float]]:
+        return [d.box.tolist() for d in found]
+
+    assert boxes(detector.detect_part(part)) == boxes(detector.fast.detect(part))
+    assert boxes(detector.detect(part)) == boxes(detector.exact.detect(part))
+    assert boxes(detector.fast.detect(part)) != boxes(detector.exact.detect(part))
+
+
+def test_closer_regions_surround_each_hinted_cell_and_join_those_that_touch() -> None:
+    """Each hinted heatmap cell gets ``CLOSER_REACH`` px of the detector's copy around
+    its centre, in the decoded photo's pixels; cells whose surroundings touch share one
+    region, cells far apart get their own (a hint alone costs a small region, not a
+    64 px square of the copy)."""
+    from facefinder.analyse import CLOSER_REACH, _closer_regions
+    from facefinder.vision.centerface import STRIDE
+
+    shown = Image.new("RGB", (800, 600))
+    hot = np.zeros((150, 200), bool)
+    hot[10, 10] = True  # alone
+    hot[100, 50] = hot[104, 57] = True  # 4 and 7 cells apart: surroundings touch
+    hot[147, 197] = True  # near the corner: the region is cut at the photo's edge
+    regions = sorted(_closer_regions(hot, shown, (2000, 1500)))
+    scale = 2000 / 800
+
+    def around(row: int, col: int) -> tuple[int, int, int, int]:
+        cx, cy = col * STRIDE + STRIDE / 2, row * STRIDE + STRIDE / 2
+        return (round((cx - CLOSER_REACH) * scale), round((cy - CLOSER_REACH) * scale),
+                round((cx + CLOSER_REACH) * scale), round((cy + CLOSER_REACH) * scale))
+
+    x1, y1, _, _ = around(100, 50)
+    _, _, x2, y2 = around(104, 57)
+    last = around(147, 197)
+    assert regions == sorted([around(10, 10), (x1, y1, x2, y2),
+                              (last[0], last[1], 2000, 1500)])
+    assert _closer_regions(np.zeros((150, 200), bool), shown, (2000, 1500)) == []
+
+
+def test_closer_regions_follow_a_diagonal_chain_of_cells() -> None:
+    """Cells touching only corner to corner after their surroundings are added are one
+    group: a region per connected group, never two overlapping looks at one face."""
+    from facefinder.analyse import _clusters
+
+    mask = np.zeros((12, 12), bool)
+    mask[2, 2] = mask[3, 3] = mask[4, 4] = True  # a diagonal: 8-connected
+    mask[2, 8] = mask[3, 8] = True  # a column
+    mask[10, 0] = True
+    assert sorted(_clusters(mask)) == [(2, 2, 5, 5), (2, 8, 4, 9), (10, 0, 11, 1)]
+    mask[:] = False
+    mask[0, 0:3] = mask[1, 2] = mask[2, 0:3] = True  # a U turned on its side: one group
+    assert _clusters(mask) == [(0, 0, 3, 3)]

@@ -43,6 +43,10 @@ class CenterFace(OnnxModel):
         """
         return self.detect_with_heat(rgb)[0]
 
+    def detect_part(self, rgb: np.ndarray) -> list[Detection]:
+        """``detect`` on a part cut from a big photo (one file: the same network)."""
+        return self.detect(rgb)
+
     def detect_with_heat(self, rgb: np.ndarray) -> tuple[list[Detection], np.ndarray]:
         """``detect``'s faces and the face-centre heatmap they came from, one cell per
         ``STRIDE`` px of ``rgb`` (the padding cut off): where the network saw something
