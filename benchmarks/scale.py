@@ -171,6 +171,7 @@ class _Finder(Finder):
         self.index_read_only = False
         self._graph = None
         self._graph_rows = None
+        self._tell = None
 
         class _Settings:
             video_fps = 1.0
@@ -196,7 +197,10 @@ def run_size(n: int, people: int, queries: int, keep: Path | None,
 
         started = time.perf_counter()
         with open_index(path) as index:
-            graph = FaceGraph.open(index, index.settings_id("synthetic Facenet"))
+            graph = FaceGraph.open(index, index.settings_id("synthetic Facenet"),
+                                   progress=lambda text: print(
+                                       f"{time.perf_counter() - started:7.1f} s  {text}",
+                                       file=sys.stderr, flush=True))
         out["graph_build_s"] = round(time.perf_counter() - started, 2)
         out["graph_reused"] = reused and out["graph_build_s"] < 60
         out["peak_rss_mb_after_graph"] = _peak_mb()
@@ -295,6 +299,7 @@ def review_answer(finder: Finder, path: Path, files: list[FileResult],
     with open_index(path) as index:
         review._settings = finder.settings_ids(index)
     review.verdicts, review._hidden = Verdicts(), set()
+    review._next_cluster = 0  # as Review.refresh sets it: no cluster stored yet
     started = time.perf_counter()
     review._index_faces(files)
     finder.rematch(review.result, review.verdicts)
@@ -343,9 +348,10 @@ def main() -> None:
         if args.keep:
             args.keep.mkdir(parents=True, exist_ok=True)
             command += ["--keep", str(args.keep)]
-        done = subprocess.run(command, capture_output=True, text=True, check=False)
+        # the child's stderr passes through: a graph build's progress lines, or its error
+        done = subprocess.run(command, stdout=subprocess.PIPE, text=True, check=False)
         if done.returncode:
-            sys.exit(f"size {n} failed:\n{done.stderr}")
+            sys.exit(f"size {n} failed (its error above)")
         row = json.loads(done.stdout.strip().splitlines()[-1])
         row["load_average_at_start"] = round(load, 2)
         rows.append(row)

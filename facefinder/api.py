@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import importlib.util
+import operator
 import os
 import shutil
 import sqlite3
@@ -66,6 +67,7 @@ from facefinder.references import (
     find_people,
 )
 from facefinder.sightings import match_video
+from facefinder.stored_faces import skipped_count
 from facefinder.vision.registry import ModelSpec, model_spec
 
 PROGRAM_DIR = Path(__file__).resolve().parent.parent  # the folder holding finder.py
@@ -160,7 +162,7 @@ class Summary:
             else:
                 self.images_read += 1
             self.faces_found += len(result.faces)
-            self.faces_skipped += sum(1 for f in result.faces if f.skipped)
+            self.faces_skipped += skipped_count(result.faces)  # no Face objects made
             self.objects_found += len(result.objects or ())
             if result.objects_error:  # faces read, objects not (retried next run)
                 self.unreadable.append((result.rel, result.objects_error))
@@ -416,7 +418,13 @@ class Finder:
                         gallery, verdicts = self._carried(index, analyser, result, gallery,
                                                           verdicts)
                     if gallery.people:  # none: --with dog with no reference folder
-                        self._decide(result, seen, gallery, verdicts, query, chosen, wanted)
+                        # a neighbour graph built now takes minutes at a million faces
+                        self._tell = lambda text: emit(Notice(text))
+                        try:
+                            self._decide(result, seen, gallery, verdicts, query, chosen,
+                                         wanted)
+                        finally:
+                            self._tell = None
                     asked = bool(people or query.any_of or query.all_of)
                     result.object_files = object_answer(result, query, people_asked=asked)
             self._finish(result, analyser, index, started, interrupted=not result.complete)
@@ -599,8 +607,9 @@ class Finder:
         filtered = query.asks()  # an empty question keeps every match
         result.matches, result.maybes = [], []
         photos = match_photos(files, decided.faces, decided.distance, final, cuts, verdicts,
-                              maybe_cuts)  # every photo at once, in arrays
+                              maybe_cuts, nearest=decided.nearest)  # every photo, in arrays
         videos = [i for i, file in enumerate(files) if file.kind == "video"]
+        everyone = len(shown) == len(final.people)  # no match to leave out
         # in the files' order, only those with something to say (not every file of 1M)
         for i in sorted({*photos, *videos}):
             file = files[i]
@@ -610,10 +619,12 @@ class Finder:
                 maybes: list[Match] = []
             else:
                 found, maybes = photos[i]
-            found = [m for m in found if m.person in shown or name_key(m.person) in asked]
+            if not everyone:  # (a step per file less when all are asked for, at 1M)
+                found = [m for m in found if m.person in shown or name_key(m.person) in asked]
             result.matches.extend(query.keep(file, found) if filtered else found)
-            result.maybes.extend(m for m in maybes if m.person in listed
-                                 and (not filtered or query.keep(file, [*found, m])))
+            if maybes:
+                result.maybes.extend(m for m in maybes if m.person in listed
+                                     and (not filtered or query.keep(file, [*found, m])))
         with_confidence(result.matches, rule, decided.thresholds)
 
     def face_graph(self) -> FaceGraph | None:
@@ -635,7 +646,8 @@ class Finder:
             settings = self.settings_ids(index)["image"]
             if settings is None:
                 return None
-            self._graph = FaceGraph.open(index, settings, held=self._graph)
+            self._graph = FaceGraph.open(index, settings, held=self._graph,
+                                         progress=self._tell)
         return self._graph
 
     def _neighbour_rows(self, files: Sequence[FileResult], faces: PhotoFaces
@@ -648,8 +660,7 @@ class Finder:
         last = self._graph_rows
         if last is not None and last[0] is graph and last[1] is faces:
             return last[2]  # the same faces on the same graph: an answer on the page
-        keys = [files[i].key or bytes(16) for i in faces.file.tolist()]
-        rows = graph.rows(graph.positions(keys, faces.n))
+        rows = graph.rows(graph.locate(list(map(_key, files)), faces.file, faces.n))
         self._graph_rows = (graph, faces, rows)
         return rows
 
@@ -805,6 +816,9 @@ def reference_gallery(reference_faces: dict[str, list[ReferenceFace]],
         name: [*(f.embedding for f in reference_faces.get(name, ())),
                *verdicts.confirmed_vectors(name)]
         for name in sorted(names.values(), key=str.casefold)})
+
+
+_key = operator.attrgetter("key")  # a file's content key, read in a C-level pass
 
 
 # Files seen between two ``settle`` calls in a search.

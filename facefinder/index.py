@@ -57,6 +57,7 @@ never replaced or repaired silently. Only the main process opens the index.
 from __future__ import annotations
 
 import contextlib
+import gc
 import hashlib
 import itertools
 import json
@@ -71,6 +72,7 @@ from pathlib import Path
 import numpy as np
 
 from facefinder.records import Decision, Face, FileResult, ObjectBox, name_key
+from facefinder.stored_faces import FaceColumns, StoredFaces, VectorArena
 
 APPLICATION_ID = 0x46414346  # "FACF" in the SQLite header: this file is a face index
 SCHEMA_VERSION = 4
@@ -384,6 +386,7 @@ class FaceIndex:
         self.not_kept = 0  # results this run could not keep (disk full, locked too long)
         self.carried = 0  # verdicts moved to a new analysis of their photo (_carry_decisions)
         self.why_not_kept: str | None = None
+        self._arena: VectorArena | None = None  # where ``load`` puts embeddings
 
     # ------------------------------------------------------------------ opening
 
@@ -605,11 +608,27 @@ class FaceIndex:
         """Stored analyses of ``contents`` under ``settings``, as FileResults (rel left empty).
 
         Two queries per chunk of ids whatever the number of faces, which is what keeps a
-        warm re-run at thousands of files per second.
+        warm re-run at thousands of files per second. The cyclic garbage collector is
+        paused meanwhile: the rows and records made here hold no cycles, and it walked
+        them again and again (a tenth of the load of a million faces).
         """
+        was = gc.isenabled()
+        gc.disable()
+        try:
+            return self._load(settings, contents)
+        finally:
+            if was:
+                gc.enable()
+
+    def _load(self, settings: int, contents: Sequence[int]) -> dict[int, FileResult]:
+        """``load``'s work."""
         results: dict[int, FileResult] = {}
         for chunk in _chunks(list(dict.fromkeys(contents))):
             marks = ",".join("?" * len(chunk))
+            runs = self._stored_faces(settings, self.conn.execute(
+                "SELECT content, time, x, y, w, h, score, landmarks, embedding, skipped "
+                f"FROM faces WHERE settings = ? AND content IN ({marks}) ORDER BY content, n",
+                (settings, *chunk)).fetchall())
             rows = self.conn.execute(
                 "SELECT a.content, a.error, a.frames, c.kind, c.width, c.height, c.taken, "
                 "c.taken_from, c.duration, c.key FROM analyses a "
@@ -620,31 +639,45 @@ class FaceIndex:
                 results[content] = FileResult(
                     rel="", kind=kind, error=error, frames=frames,
                     size=(width, height) if width is not None else None,
+                    faces=runs.get(content) or [],  # (faces without an analysis: none)
                     taken=taken, taken_from=taken_from, duration=duration, from_index=True,
                     key=bytes(key),
                 )
-            faces = self.conn.execute(
-                "SELECT content, time, x, y, w, h, score, landmarks, embedding, skipped "
-                f"FROM faces WHERE settings = ? AND content IN ({marks}) ORDER BY content, n",
-                (settings, *chunk)).fetchall()
-            if not faces:
-                continue
-            landmarks, vectors = _face_arrays(faces)
-            # column by column (one transposition of the rows), the faces of a file in a
-            # run: a million faces are a million small objects, so every step per face
-            # counts (docs/index.md, "A warm run at a million faces")
-            content, when, x, y, w, h, score, _marks, _vectors, skipped = zip(*faces,
-                                                                               strict=True)
-            made = list(map(Face, zip(x, y, w, h, strict=True), landmarks, score, vectors,
-                            skipped, when))
-            start = 0
-            for (owner, run) in itertools.groupby(content):
-                end = start + sum(1 for _ in run)
-                result = results.get(owner)
-                if result is not None:  # faces without their analysis row cannot happen
-                    result.faces = made[start:end]
-                start = end
         return results
+
+    def _stored_faces(self, settings: int, faces: list[tuple]) -> dict[int, StoredFaces]:
+        """{content id: its faces} from a chunk's face rows (by content, then number).
+
+        Column by column (one transposition of the rows), each file a run of them, Face
+        objects made only when looked at: a million faces are a million small objects the
+        decision never needs (stored_faces.py; docs/index.md, "A warm run at a million
+        faces")."""
+        if not faces:
+            return {}
+        content, when, x, y, w, h, score, points, blobs, skipped = zip(*faces, strict=True)
+        vectors, vector_row, vector_list = _embedding_block(blobs)
+        arena, at = None, 0
+        if vectors is not None and len(vectors):
+            arena = self._arena_for(settings, vectors)
+            vectors, at = arena.take(vectors)
+        columns = FaceColumns((x, y, w, h), _landmark_block(points), score, vectors,
+                              vector_row, vector_list, skipped, when, arena, at)
+        # each file's run of rows, found in one pass of numpy, its object made by map
+        owners = np.array(content, np.int64)
+        bounds = np.flatnonzero(np.r_[True, owners[1:] != owners[:-1], True]).tolist()
+        return dict(zip(owners[bounds[:-1]].tolist(),
+                        map(StoredFaces, itertools.repeat(columns), bounds[:-1], bounds[1:]),
+                        strict=True))
+
+    def _arena_for(self, settings: int, block: np.ndarray) -> VectorArena:
+        """Where a chunk's embeddings go (``stored_faces.VectorArena``): the current one,
+        or a new one with room for every face stored under ``settings``."""
+        if self._arena is None or not self._arena.fits(block):
+            (stored,) = self.conn.execute(
+                "SELECT coalesce(sum(faces), 0) FROM analyses WHERE settings = ?",
+                (settings,)).fetchone()
+            self._arena = VectorArena(max(int(stored), len(block)), block.shape[1])
+        return self._arena
 
     def load_objects(self, settings: int, contents: Sequence[int]
                      ) -> dict[int, list[ObjectBox]]:
@@ -1151,28 +1184,35 @@ class FaceIndex:
                          meta.get("created"), decisions, objects)
 
 
-def _face_arrays(faces: list[tuple]) -> tuple[list, list]:
-    """Each face row's landmarks (5, 2) and embedding (or None), decoded a chunk at a time:
-    one buffer per column and a view per face is a third quicker than an array per blob,
-    which counts at a million faces (``load``'s rows: landmarks 8th, embedding 9th)."""
-    blobs = [row[7] for row in faces]
-    if blobs and len({len(b) for b in blobs}) == 1:
-        landmarks = list(np.frombuffer(b"".join(blobs), np.float32).reshape(len(blobs), -1, 2))
-    else:
-        landmarks = [np.frombuffer(b, np.float32).reshape(-1, 2) for b in blobs]
-    vectors: list = [None] * len(faces)
-    present = [i for i, row in enumerate(faces) if row[8] is not None]
-    sizes = {len(faces[i][8]) for i in present}
-    if len(sizes) == 1:
-        block = np.frombuffer(b"".join(faces[i][8] for i in present), np.float32)
-        if len(present) == len(faces):  # every face embedded: the views as they come
-            return landmarks, list(block.reshape(len(faces), -1))
-        for i, vector in zip(present, block.reshape(len(present), -1), strict=True):
-            vectors[i] = vector
-    else:
-        for i in present:
-            vectors[i] = np.frombuffer(faces[i][8], np.float32)
-    return landmarks, vectors
+def _landmark_block(blobs: Sequence[bytes]) -> np.ndarray | list[np.ndarray]:
+    """Each face row's landmarks (5, 2): one buffer for the chunk, a view per face (a
+    third quicker than an array per blob, which counts at a million faces)."""
+    if blobs and len(set(map(len, blobs))) == 1:
+        return np.frombuffer(b"".join(blobs), np.float32).reshape(len(blobs), -1, 2)
+    return [np.frombuffer(b, np.float32).reshape(-1, 2) for b in blobs]
+
+
+def _embedding_block(blobs: Sequence[bytes | None]
+                     ) -> tuple[np.ndarray | None, np.ndarray, list[np.ndarray | None] | None]:
+    """The embedded faces' vectors as one (E, D) block, each face's row in it (-1: not
+    embedded), or, when their lengths differ, None, -1s and a vector (or None) per face:
+    what ``FaceColumns`` takes."""
+    if None not in blobs and len(set(map(len, blobs))) == 1:  # the usual case: C passes
+        block = np.frombuffer(b"".join(blobs), np.float32)  # type: ignore[arg-type]
+        return block.reshape(len(blobs), -1), np.arange(len(blobs), dtype=np.int64), None
+    present = [i for i, b in enumerate(blobs) if b is not None]
+    row = np.full(len(blobs), -1, np.int64)
+    if len({len(blobs[i]) for i in present}) > 1:
+        return None, row, [None if b is None else np.frombuffer(b, np.float32)
+                           for b in blobs]
+    if not present:
+        return np.zeros((0, 0), np.float32), row, None
+    if len(present) == len(blobs):  # every face embedded: the usual case
+        block = np.frombuffer(b"".join(blobs), np.float32)  # type: ignore[arg-type]
+        return block.reshape(len(blobs), -1), np.arange(len(blobs), dtype=np.int64), None
+    block = np.frombuffer(b"".join(blobs[i] for i in present), np.float32)  # type: ignore[misc]
+    row[present] = np.arange(len(present))
+    return block.reshape(len(present), -1), row, None
 
 
 def _is_locked(exc: sqlite3.Error) -> bool:

@@ -13,13 +13,15 @@ file, is a "maybe" for that person: what the reports and the review page offer t
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from operator import attrgetter
 
 import numpy as np
 
 from facefinder.decisions import Verdicts, name_key
 from facefinder.records import Face, FileResult, Match, face_id
+from facefinder.stored_faces import StoredFaces
 
 BLOCK_VALUES = 1 << 24  # floats in one temporary similarity matrix (64 MB)
 _TILE = 2048  # faces turned from (P, F) to (F, P) at a time
@@ -47,18 +49,32 @@ class Gallery:
         vectors = np.stack(rows).astype(np.float32) if rows else np.zeros((0, 0), np.float32)
         return cls(people, vectors, owner)
 
-    def nearest(self, embeddings: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    def nearest(self, embeddings: np.ndarray, out: np.ndarray | None = None,
+                work: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
         """(F, P) cosine distance from each face to each person's nearest reference
-        (written into ``out`` when given)."""
+        (written into ``out`` when given; ``work``: two flat float32 buffers of at least
+        M x F and P x F values for the temporaries, reused block after block)."""
         bounds = np.flatnonzero(np.r_[True, self.owner[1:] != self.owner[:-1], True])
         # Similarities (M, F): each person's references are consecutive rows, so their
         # most similar is an element-wise max over a few whole rows (twice as quick as a
         # reduceat across columns); then 1 - it, the same numbers as the nearest of
         # 1 - similarity (rounding keeps the order), with P subtractions per face, not M.
-        similar = self.vectors @ np.asarray(embeddings, np.float32).T
-        best = np.empty((len(bounds) - 1, similar.shape[1]), np.float32)
-        for p, (start, end) in enumerate(itertools.pairwise(bounds)):
-            np.max(similar[start:end], axis=0, out=best[p])
+        faces = np.asarray(embeddings, np.float32)
+        if work is None:
+            similar = self.vectors @ faces.T
+            best = np.empty((len(bounds) - 1, similar.shape[1]), np.float32)
+        else:  # memory already touched: fresh pages for every block cost as much again
+            similar = np.matmul(self.vectors, faces.T,
+                                out=work[0][:len(self.vectors) * len(faces)].reshape(
+                                    len(self.vectors), len(faces)))
+            best = work[1][:(len(bounds) - 1) * len(faces)].reshape(len(bounds) - 1,
+                                                                    len(faces))
+        sizes = np.diff(bounds)
+        if len(sizes) and (sizes == sizes[0]).all():  # as many references each: one max
+            np.max(similar.reshape(len(sizes), int(sizes[0]), -1), axis=1, out=best)
+        else:
+            for p, (start, end) in enumerate(itertools.pairwise(bounds)):
+                np.max(similar[start:end], axis=0, out=best[p])
         if out is None:
             out = np.empty(best.shape[::-1], np.float32)
         # turned to (F, P) a slice of faces at a time: a whole transposed copy strides
@@ -67,13 +83,21 @@ class Gallery:
             np.subtract(1.0, best[:, a:a + _TILE].T, out=out[a:a + _TILE])
         return out
 
-    def nearest_all(self, vectors: np.ndarray) -> np.ndarray:
+    def nearest_all(self, vectors: np.ndarray,
+                    each: Callable[[int, np.ndarray], None] | None = None) -> np.ndarray:
         """``nearest`` in blocks of bounded size, into one (F, P) array: a million faces
-        never make one huge similarity matrix, nor a second copy of the answer."""
+        never make one huge similarity matrix, nor a second copy of the answer. ``each``
+        is called with each block's first row and its (rows, P) distances just written,
+        to read them while they are in the cache."""
         out = np.empty((len(vectors), len(self.people)), np.float32)
         rows = max(1, BLOCK_VALUES // max(1, len(self.vectors)))
+        step = min(rows, len(vectors))
+        work = (np.empty(len(self.vectors) * step, np.float32),
+                np.empty(len(self.people) * step, np.float32))
         for i in range(0, len(vectors), rows):
-            self.nearest(vectors[i:i + rows], out[i:i + rows])
+            self.nearest(vectors[i:i + rows], out[i:i + rows], work)
+            if each is not None:
+                each(i, out[i:i + rows])
         return out
 
 
@@ -91,25 +115,37 @@ class PhotoFaces:
 
     @classmethod
     def of(cls, files: Sequence[FileResult]) -> PhotoFaces:
-        """Faces in videos are left out (``match_video`` judges those, frame by frame)."""
-        photos = [(i, file.faces) for i, file in enumerate(files) if file.kind == "image"]
-        vectors = [face.embedding for _, faces in photos for face in faces
-                   if face.embedding is not None]
-        if not vectors:
+        """Faces in videos are left out (``match_video`` judges those, frame by frame).
+
+        Faces as the face index handed them back (``stored_faces.StoredFaces``, not yet
+        made into objects) are taken straight from their chunks' embedding blocks; the
+        others face by face."""
+        # C-level passes and one comprehension: a loop step per file cost half a second
+        # at a million faces
+        kinds, lists = list(map(_kind, files)), list(map(_faces, files))
+        fast = [i for i, kind, faces in zip(itertools.count(), kinds, lists, strict=False)
+                if type(faces) is StoredFaces and kind == "image" and faces.objects is None
+                and faces.columns.vectors is not None and faces.end > faces.start]
+        taken = np.zeros(len(files), bool)
+        taken[fast] = True
+        stored = [(i, lists[i]) for i in fast]
+        plain = [(i, lists[i]) for i in np.flatnonzero(~taken).tolist()
+                 if kinds[i] == "image" and lists[i]]
+        parts = [part for part in (_from_columns(stored), _from_objects(plain))
+                 if part is not None and len(part[0])]
+        if len(parts) == 2 and parts[0][2].shape[1] != parts[1][2].shape[1]:
+            parts = [_from_objects(sorted(stored + plain, key=lambda pair: pair[0]))]
+            parts = [p for p in parts if p is not None and len(p[0])]
+        if not parts:
             return cls(np.zeros((0, 0), np.float32), np.zeros(0, np.int64),
                        np.zeros(0, np.int64))
-        # three flat passes, not a million (file, n, vector) tuples unzipped
-        file = [i for i, faces in photos for face in faces if face.embedding is not None]
-        n = [n for _, faces in photos for n, face in enumerate(faces)
-             if face.embedding is not None]
-        # one concatenation of the flat vectors: np.stack adds an axis to each first,
-        # a third of the time at a million faces
-        if len({v.shape for v in vectors}) == 1:
-            block = np.concatenate(vectors).reshape(len(vectors), -1)
-        else:  # vectors of different lengths: np.stack refuses them
-            block = np.stack(vectors)
-        return cls(block.astype(np.float32, copy=False),
-                   np.array(file, np.int64), np.array(n, np.int64))
+        if len(parts) == 1:
+            file, n, block = parts[0]
+            return cls(block, file, n)
+        file = np.concatenate([parts[0][0], parts[1][0]])
+        order = np.argsort(file, kind="stable")  # each file's faces stay in their order
+        return cls(np.concatenate([parts[0][2], parts[1][2]])[order], file[order],
+                   np.concatenate([parts[0][1], parts[1][1]])[order])
 
     def __len__(self) -> int:
         return len(self.file)
@@ -123,6 +159,76 @@ class PhotoFaces:
         starts = np.searchsorted(self.file, wanted, side="left")
         ends = np.searchsorted(self.file, wanted, side="right")
         return [r for a, b in zip(starts, ends, strict=True) for r in range(int(a), int(b))]
+
+
+_kind, _faces = attrgetter("kind"), attrgetter("faces")
+_columns, _start, _end = attrgetter("columns"), attrgetter("start"), attrgetter("end")
+
+
+def _from_objects(files: Sequence[tuple[int, Sequence[Face]]]
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """(file, n, vectors) of the embedded faces of (file index, faces) pairs, face by
+    face."""
+    vectors = [face.embedding for _, faces in files for face in faces
+               if face.embedding is not None]
+    if not vectors:
+        return None
+    # three flat passes, not a million (file, n, vector) tuples unzipped
+    file = [i for i, faces in files for face in faces if face.embedding is not None]
+    n = [n for _, faces in files for n, face in enumerate(faces)
+         if face.embedding is not None]
+    # one concatenation of the flat vectors: np.stack adds an axis to each first,
+    # a third of the time at a million faces
+    if len({v.shape for v in vectors}) == 1:
+        block = np.concatenate(vectors).reshape(len(vectors), -1)
+    else:  # vectors of different lengths: np.stack refuses them
+        block = np.stack(vectors)
+    return (np.array(file, np.int64), np.array(n, np.int64),
+            block.astype(np.float32, copy=False))
+
+
+def _from_columns(files: Sequence[tuple[int, StoredFaces]]
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """(file, n, vectors) of the embedded faces of (file index, stored faces) pairs,
+    from their chunks' columns: a few array operations, not one step per face. When the
+    files come in their chunks' order (a warm run), the vectors are the chunks' blocks
+    joined, without picking rows."""
+    if not files:
+        return None
+    runs = [faces for _, faces in files]
+    of_run = list(map(_columns, runs))  # C-level passes: one Python step per file costs
+    chunks = list(dict.fromkeys(of_run))
+    if len({c.vectors.shape[1] for c in chunks if c.vectors is not None and len(c.vectors)}
+           ) > 1:
+        return _from_objects(files)  # vectors of different lengths: cannot happen
+    which = {c: k for k, c in enumerate(chunks)}
+    chunk = np.array(list(map(which.__getitem__, of_run)), np.int64)
+    start = np.array(list(map(_start, runs)), np.int64)
+    count = np.array(list(map(_end, runs)), np.int64) - start
+    first_face = np.r_[0, np.cumsum([len(c) for c in chunks])]
+    blocks = [c.vectors for c in chunks]
+    first_vector = np.r_[0, np.cumsum([len(b) for b in blocks])]
+    vector_row = np.concatenate([np.where(c.vector_row >= 0, c.vector_row + first_vector[k], -1)
+                                 for k, c in enumerate(chunks)])
+    ends = np.cumsum(count)
+    rank = np.arange(int(ends[-1])) - np.repeat(ends - count, count)  # number in its file
+    row = vector_row[np.repeat(first_face[chunk] + start, count) + rank]
+    embedded = row >= 0
+    file = np.repeat(np.array([i for i, _ in files], np.int64), count)[embedded]
+    n, row = rank[embedded], row[embedded]
+    if not len(row):
+        return None
+    used = [c for c in chunks if len(c.vectors)]
+    first, last = used[0], used[-1]
+    if first.arena is not None and all(
+            b.arena is first.arena and b.arena_start == a.arena_start + len(a.vectors)
+            for a, b in itertools.pairwise(used)):  # one after the other in one arena
+        whole = first.arena.rows[first.arena_start:last.arena_start + len(last.vectors)]
+    else:
+        whole = np.concatenate([c.vectors for c in used])
+    if not (len(row) == len(whole) and np.array_equal(row, np.arange(len(whole)))):
+        whole = whole[row]  # files not in their chunks' order, or some faces left out
+    return file, n, np.asarray(whole, np.float32)
 
 
 class KnownDistances(Mapping):
@@ -249,7 +355,8 @@ def match_file(result: FileResult, gallery: Gallery, threshold: float | np.ndarr
 def match_photos(files: Sequence[FileResult], faces: PhotoFaces | None,
                  distance: np.ndarray | None, gallery: Gallery, threshold: float | np.ndarray,
                  verdicts: Verdicts | None = None,
-                 maybe_below: float | np.ndarray | None = None
+                 maybe_below: float | np.ndarray | None = None, *,
+                 nearest: tuple[np.ndarray, np.ndarray] | None = None
                  ) -> dict[int, tuple[list[Match], list[Match]]]:
     """``match_file`` for every photo of a collection at once: {file index: (matches,
     maybes)} for the files that have any, from the (F, P) ``distance`` of ``faces``.
@@ -257,7 +364,8 @@ def match_photos(files: Sequence[FileResult], faces: PhotoFaces | None,
     The same rule as ``match_file`` (the user's yes first, then the nearest person under
     their cutoff, per photo the closest face, the first one on a tie; maybes for people
     not found in the photo), in array operations: a million faces take seconds, where a
-    Python loop per photo took a minute.
+    Python loop per photo took a minute. ``nearest``: each face's nearest person in
+    ``distance`` and that distance, when already known (``decide.Decided.nearest``).
     """
     people = len(gallery.people)
     out: dict[int, tuple[list[Match], list[Match]]] = {}
@@ -269,8 +377,11 @@ def match_photos(files: Sequence[FileResult], faces: PhotoFaces | None,
     cut = cutoffs(threshold, people)
     maybe_cut = cutoffs(maybe_below, people)
     assert cut is not None
-    best = distance.argmin(axis=1)
-    near = distance[np.arange(len(best)), best].astype(np.float32)
+    if nearest is not None and len(nearest[0]) == len(distance):
+        best, near = nearest[0].copy(), nearest[1].astype(np.float32)  # changed below
+    else:
+        best = distance.argmin(axis=1)
+        near = distance[np.arange(len(best)), best].astype(np.float32)
     confirmed = np.zeros(len(best), bool)
     if verdicts is not None and len(verdicts):
         column = {name_key(p): i for i, p in enumerate(gallery.people)}
@@ -298,10 +409,8 @@ def match_photos(files: Sequence[FileResult], faces: PhotoFaces | None,
     rows = rows[order]
     group = faces.file[rows] * people + best[rows]
     rows = rows[np.r_[True, group[1:] != group[:-1]]] if len(rows) else rows
-    for row in rows.tolist():
-        entry = out.setdefault(int(faces.file[row]), ([], []))
-        entry[0].append(_match(files, faces, gallery, row, int(best[row]), float(near[row]),
-                               bool(confirmed[row]), float(cut[best[row]])))
+    for file, match in _matches(files, faces, gallery, rows, best, near, confirmed, cut):
+        out.setdefault(file, ([], []))[0].append(match)
     if maybe_cut is not None:
         maybe = np.flatnonzero(~found & (near < maybe_cut[best]))
         taken = set((faces.file[rows] * people + best[rows]).tolist())
@@ -309,21 +418,30 @@ def match_photos(files: Sequence[FileResult], faces: PhotoFaces | None,
         maybe = maybe[order]
         group = faces.file[maybe] * people + best[maybe]
         maybe = maybe[np.r_[True, group[1:] != group[:-1]]] if len(maybe) else maybe
-        for row in maybe.tolist():
-            if int(faces.file[row]) * people + int(best[row]) in taken:
-                continue
-            entry = out.setdefault(int(faces.file[row]), ([], []))
-            entry[1].append(_match(files, faces, gallery, row, int(best[row]),
-                                   float(near[row]), False, float(cut[best[row]])))
+        maybe = np.array([row for row in maybe.tolist()
+                          if int(faces.file[row]) * people + int(best[row]) not in taken],
+                         np.int64)
+        for file, match in _matches(files, faces, gallery, maybe, best, near,
+                                    np.zeros(len(near), bool), cut):
+            out.setdefault(file, ([], []))[1].append(match)
     return out
 
 
-def _match(files: Sequence[FileResult], faces: PhotoFaces, gallery: Gallery, row: int,
-           person: int, distance: float, confirmed: bool, cut: float) -> Match:
-    result = files[faces.file[row]]
-    n = int(faces.n[row])
-    face = result.faces[n]
-    return Match(result.rel, gallery.people[person], distance, face.box, taken=result.taken,
-                 taken_from=result.taken_from,
-                 face=None if result.key is None else face_id(result.key, n),
-                 confirmed=confirmed, threshold=cut)
+def _matches(files: Sequence[FileResult], faces: PhotoFaces, gallery: Gallery,
+             rows: np.ndarray, best: np.ndarray, near: np.ndarray, confirmed: np.ndarray,
+             cut: np.ndarray) -> Iterator[tuple[int, Match]]:
+    """(file index, Match) for each of ``rows`` (its person ``best``, distance ``near``,
+    the person's cutoff): the arrays read once as lists, not a numpy scalar per field,
+    which is what made 200,000 matches take a second."""
+    people = gallery.people
+    for file, n, person, distance, sure, cutoff in zip(
+            faces.file[rows].tolist(), faces.n[rows].tolist(), best[rows].tolist(),
+            near[rows].tolist(), confirmed[rows].tolist(), cut[best[rows]].tolist(),
+            strict=True):
+        result = files[file]
+        key, faces = result.key, result.faces
+        box = (faces.columns.box(faces.start + n)  # stored faces: no Face object made
+               if type(faces) is StoredFaces and faces.objects is None else faces[n].box)
+        yield file, Match(result.rel, people[person], distance, box, result.taken,
+                          result.taken_from, face=None if key is None else face_id(key, n),
+                          confirmed=sure, threshold=cutoff)

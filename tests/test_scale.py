@@ -166,8 +166,8 @@ def test_the_graph_is_kept_beside_the_index_and_trusted_only_when_it_matches(
     built = []
     real_build = FaceGraph._build.__func__
 
-    def counting(cls, keys, numbers, vectors, fingerprint, old, threads):
-        made = real_build(cls, keys, numbers, vectors, fingerprint, old, threads)
+    def counting(cls, keys, numbers, vectors, fingerprint, old, threads, **options):
+        made = real_build(cls, keys, numbers, vectors, fingerprint, old, threads, **options)
         built.append(old is not None and made.neighbours is old.neighbours)  # grown?
         return made
 
@@ -306,6 +306,7 @@ def _review_over(tmp_path: Path, models_dir: Path, files: list[FileResult],
     with open_index(path) as index:
         review._settings = finder.settings_ids(index)
     review.verdicts, review._hidden = Verdicts(), set()
+    review._next_cluster = 0  # as Review.refresh sets it: no cluster stored yet
     review._index_faces(files)
     finder.rematch(review.result, review.verdicts)
     review._recluster({})
@@ -461,3 +462,192 @@ def test_a_decision_leaves_the_garbage_collector_on() -> None:
         assert not gc.isenabled()
         raise RuntimeError("stop")
     assert gc.isenabled()
+
+
+def _loaded(path: Path, files: list[FileResult], order: list[int]) -> list[FileResult]:
+    """``files`` as a warm run gets them back from the index at ``path`` (lazy stored
+    faces, chunks of 256 files), in ``order``."""
+    with open_index(path) as index:
+        settings = index.settings_id(SETTINGS_KEY)
+        rels = [files[i].rel for i in order]
+        out: list[FileResult] = []
+        for s in range(0, len(rels), 256):
+            known = index.paths(index.root_id("/photos"), rels[s:s + 256])
+            stored = index.load(settings, [known[r][2] for r in rels[s:s + 256]])
+            for rel in rels[s:s + 256]:
+                result = stored[known[rel][2]]
+                result.rel = rel
+                out.append(result)
+    return out
+
+
+def _as_objects(files: list[FileResult]) -> list[FileResult]:
+    """The same files with their faces as plain lists of ``Face`` objects (the per-object
+    path: what a file read in this run, not from the index, holds)."""
+    from dataclasses import replace
+
+    return [replace(f, faces=list(f.faces)) for f in files]
+
+
+def test_faces_from_the_index_decide_as_face_objects_do(tmp_path: Path,
+                                                        monkeypatch) -> None:
+    """The fast path (decision arrays straight from the index's blocks, no ``Face``
+    object made, graph rows found a file at a time) gives the very matches, maybes,
+    distances and thresholds of the per-object path, with verdicts, along the graph, for
+    files in the index's order, shuffled, and mixed with files read in this run."""
+    from facefinder.stored_faces import StoredFaces
+
+    files, gallery = _collection(4000, 12, seed=11)
+    files[3].faces = []  # a file without faces, and faces that were not embedded
+    files[9].faces[0] = Face((1, 2, 3, 4), np.zeros((5, 2), np.float32), 0.5, None,
+                             "too small")
+    files[40].faces.insert(0, Face((5, 6, 7, 8), np.zeros((5, 2), np.float32), 0.4, None,
+                                   "too blurry"))
+    path = tmp_path / "faces.sqlite"
+    _store(path, files)
+    said = [Decision(files[i].key, 0, f"P{i % 12:02d}", ("yes", "no")[i % 2],
+                     (0, 0, 50, 50), None, files[i].faces[0].embedding)
+            for i in range(100, 700, 11)]
+    monkeypatch.setattr(decide_module, "GRAPH_FROM", 0)
+    rng = np.random.default_rng(12)
+    shuffled = [int(i) for i in rng.permutation(len(files))]
+    for order in (list(range(len(files))), shuffled):
+        warm = _loaded(path, files, order)
+        assert all(type(f.faces) is StoredFaces for f in warm if f.faces)
+        fast = PhotoFaces.of(warm)
+        assert not any(f.faces.made for f in warm if f.faces)  # no Face object made
+        plain = _as_objects(_loaded(path, files, order))
+        mixed = [f if i % 3 else plain[i] for i, f in enumerate(_loaded(path, files, order))]
+        slow = PhotoFaces.of(plain)
+        assert np.array_equal(fast.vectors, slow.vectors)
+        assert np.array_equal(fast.file, slow.file) and np.array_equal(fast.n, slow.n)
+        both = PhotoFaces.of(mixed)
+        assert np.array_equal(both.vectors, slow.vectors)
+        assert np.array_equal(both.file, slow.file) and np.array_equal(both.n, slow.n)
+        for verdicts in (None, Verdicts(said)):
+            answers = []
+            for group in (warm, plain, mixed):
+                decided = decide(group, gallery, RULE, None, verdicts, graph=_graph_of(path))
+                final = decided.gallery
+                cuts = np.array([decided.thresholds[p] for p in final.people], np.float32)
+                found = match_photos(group, decided.faces, decided.distance, final, cuts,
+                                     verdicts, cuts + 0.05)
+                assert found == match_photos(group, decided.faces, decided.distance, final,
+                                             cuts, verdicts, cuts + 0.05,
+                                             nearest=decided.nearest)
+                answers.append((decided.thresholds, decided.expanded,
+                                decided.distance.tobytes(),
+                                {i: found[i] for i in sorted(found)}))
+            assert answers[0] == answers[1] == answers[2]
+            assert sum(len(m) for m, _ in answers[0][3].values()) > 500
+            assert any(maybes for _, maybes in answers[0][3].values())
+
+
+def test_stored_faces_behave_as_the_list_they_stand_for(tmp_path: Path) -> None:
+    """A file's faces from the index: a list of ``Face`` objects to whoever looks (the
+    same objects each time, equal to the stored ones, pickled as a plain list), its
+    length, boxes and skipped count answered without making them."""
+    import pickle
+
+    from facefinder.stored_faces import StoredFaces, skipped_count
+
+    files, _ = _collection(600, 4, seed=13)
+    files[5].faces[1:] = [Face((1, 2, 3, 4), np.zeros((5, 2), np.float32), 0.5, None,
+                               "too small")]
+    path = tmp_path / "faces.sqlite"
+    _store(path, files)
+    warm = _loaded(path, files, list(range(len(files))))
+    got = warm[5].faces
+    assert type(got) is StoredFaces and len(got) == len(files[5].faces) and got
+    assert skipped_count(got) == 1 and not got.made
+    assert [got.box(n) for n in range(len(got))] == [f.box for f in files[5].faces]
+    assert not got.made
+    assert got[0] is got[0] and got.made and list(got) == got.faces()
+    assert got[1].embedding is None and got[1].skipped == "too small"
+    assert [f.box for f in got[0:2]] == [f.box for f in files[5].faces[:2]]
+    again = pickle.loads(pickle.dumps(got))
+    assert type(again) is list and [f.box for f in again] == [f.box for f in got]
+    assert got == list(got) and list(got) == got and got != [] and got != "faces"
+    with pytest.raises(IndexError):
+        warm[6].faces.box(99)
+
+
+def test_graph_rows_found_a_file_at_a_time_are_the_per_face_ones(tmp_path: Path) -> None:
+    """``FaceGraph.locate`` (a lookup per file) gives ``positions`` (a lookup per face),
+    for faces in the graph's order, shuffled, missing from it, or with unknown keys; the
+    graph's own order gives its rows as they are."""
+    files, _ = _collection(3000, 5, seed=14)
+    path = tmp_path / "faces.sqlite"
+    _store(path, files)
+    with open_index(path) as index:
+        graph = FaceGraph.open(index, index.settings_id(SETTINGS_KEY))
+    faces = PhotoFaces.of(files)
+    keys = [f.key for f in files]
+    here = graph.locate(keys, faces.file, faces.n)
+    assert np.array_equal(here, np.arange(len(graph)))
+    near, far = graph.rows(here)
+    assert near is graph.near and far is graph.far
+    general = graph.rows(here[::-1].copy())  # the same faces in another order
+    assert np.array_equal(general[0][::-1], np.where(near >= 0, len(here) - 1 - near, -1))
+    rng = np.random.default_rng(15)
+    order = rng.permutation(len(files))
+    mixed = [files[i] for i in order]
+    mixed[7] = FileResult("new.jpg", "image", (9, 9), mixed[7].faces, key=b"n" * 16)
+    mixed[8] = FileResult("nokey.jpg", "image", (9, 9), mixed[8].faces, key=None)
+    some = PhotoFaces.of(mixed)
+    keys = [f.key for f in mixed]
+    expected = graph.positions([keys[i] or bytes(16) for i in some.file], some.n)
+    got = graph.locate(keys, some.file, some.n)
+    assert np.array_equal(got, expected)
+    assert (got[some.file == 7] == -1).all() and (got >= 0).sum() > 0.99 * len(got)
+    some.n[some.file == 9] += 1  # face numbers the graph does not have for that file
+    assert np.array_equal(graph.locate(keys, some.file, some.n),
+                          graph.positions([keys[i] or bytes(16) for i in some.file], some.n))
+
+
+def test_expansion_in_place_keeps_the_distances_before_it(tmp_path: Path,
+                                                          monkeypatch) -> None:
+    """Along the graph the decision lowers the distances in place (no copy of an (F, P)
+    array) and keeps what it changed: each person's column before expansion comes back
+    exactly, and an answer that reuses it decides as a fresh decision does."""
+    files, gallery = _collection(5000, 8, seed=16)
+    path = tmp_path / "faces.sqlite"
+    _store(path, files)
+    monkeypatch.setattr(decide_module, "GRAPH_FROM", 0)
+    decided = decide(files, gallery, RULE, None, None, graph=_graph_of(path))
+    assert decided.changed is not None and decided.base is None
+    assert len(decided.changed[0]) > 0
+    before = gallery.nearest_all(decided.faces.vectors)
+    for p in range(len(gallery.people)):
+        assert np.array_equal(decided.base_column(p), before[:, p])
+    said = Verdicts([Decision(files[2].key, 0, "P01", "no", (0, 0, 50, 50))])
+    again = decide(files, gallery, RULE, None, said, graph=_graph_of(path), earlier=decided)
+    fresh = decide(files, gallery, RULE, None, said, graph=_graph_of(path))
+    assert again.thresholds == fresh.thresholds and again.expanded == fresh.expanded
+    assert np.array_equal(again.distance, fresh.distance)
+
+
+def test_a_big_graph_build_tells_its_progress(tmp_path: Path, monkeypatch) -> None:
+    """A graph build of many faces (minutes at a million) tells how far it is, a step at
+    a time, and the graph it builds that way is as good; a small one says nothing."""
+    from facefinder import neighbours as neighbours_module
+
+    files, _ = _collection(3000, 5, seed=17)
+    path = tmp_path / "faces.sqlite"
+    _store(path, files)
+    lines: list[str] = []
+    with open_index(path) as index:
+        FaceGraph.open(index, index.settings_id(SETTINGS_KEY), save=False,
+                       progress=lines.append)
+    assert lines == []
+    monkeypatch.setattr(neighbours_module, "PROGRESS_FROM", 1000)
+    monkeypatch.setattr(neighbours_module, "PROGRESS_STEP", 1000)
+    with open_index(path) as index:
+        graph = FaceGraph.open(index, index.settings_id(SETTINGS_KEY), progress=lines.append)
+    assert lines[0] == "Neighbour graph: 1,000 of 3,000 faces indexed"
+    assert lines[-1] == "Neighbour graph: nearest faces of 3,000 of 3,000 found"
+    assert len(lines) == 6
+    sims = graph.vectors @ graph.vectors.T
+    np.fill_diagonal(sims, -np.inf)
+    assert (graph.near[:, 0] == sims.argmax(axis=1)).mean() >= 0.95
+    assert not (graph.near == np.arange(len(graph))[:, None]).any()
