@@ -44,6 +44,23 @@ EXACT_WORK = 5e8
 _BLOCK_ELEMENTS = 1 << 24
 
 
+def usearch_index() -> type:
+    """usearch's ``Index`` class, imported only after onnxruntime.
+
+    Why: with the wheels of today (onnxruntime 1.32, usearch 2.26, Linux x86_64), importing
+    onnxruntime *after* usearch crashes the process
+    (a segmentation fault in onnxruntime's static initialisers, inside libstdc++'s codecvt:
+    the two extension modules disagree about the C++ runtime loaded first). The other order
+    is safe. A finder process can need both (the review page opens the neighbour graph and
+    later embeds an uploaded photo; a search falls back to analysing a file in-process after
+    the graph was read), so every use of usearch goes through here.
+    """
+    import onnxruntime  # noqa: F401  (loaded first on purpose, see above)
+    from usearch.index import Index
+
+    return Index
+
+
 class Neighbours:
     """k-nearest-neighbour search over unit vectors that can grow (ids are 0, 1, 2, ...
     in the order vectors were added).
@@ -172,8 +189,7 @@ class Neighbours:
     def _sync_graph(self) -> None:
         """Build the graph, or add to it the vectors stored since it was last synced."""
         if self._graph is None:
-            from usearch.index import Index
-
+            Index = usearch_index()
             # Inner product on unit vectors is cosine distance without normalising them
             # again ("cos" measured 3-5x slower); connectivity 16 and expansion 64/64 gave
             # 0.997 recall@20 on face-like data at a quarter of the default build time.
@@ -236,8 +252,7 @@ class FaceGraph:
     def neighbours(self) -> Neighbours:
         """The faces as a ``Neighbours`` that can grow (the graph loaded, not mapped)."""
         if self._neighbours is None:
-            from usearch.index import Index
-
+            Index = usearch_index()
             vectors = self.vectors
             graph = (Index.restore(str(self.source), view=False)
                      if self.source is not None else self._graph)
@@ -359,8 +374,7 @@ class FaceGraph:
                 fingerprint = json.loads(str(table["fingerprint"]))
                 keys, numbers, near = table["keys"], table["numbers"], table["near"]
                 far = table["far"]
-            from usearch.index import Index
-
+            Index = usearch_index()
             graph = Index.restore(str(graph_file), view=True)
         except (OSError, ValueError, KeyError, RuntimeError):
             return None

@@ -224,3 +224,35 @@ def test_mean_threshold_stops_chains():
     assert widest(plain) > 0.05
     assert widest(guarded) < 0.03  # a face may drift a little after it joined
     assert len(set(guarded.tolist())) > len(set(plain.tolist()))
+
+
+def test_the_models_load_after_the_neighbour_graph_in_one_process(tmp_path) -> None:
+    """The review page may search the neighbour graph (usearch) and then embed an uploaded
+    photo (onnxruntime) in the same process: that order once crashed the process outright
+    (a segmentation fault on importing onnxruntime after usearch). A fresh interpreter
+    does both, in that order, and must end normally."""
+    import subprocess
+    import sys
+    import textwrap
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    script = textwrap.dedent("""
+        import numpy as np
+        from facefinder.neighbours import Neighbours
+
+        rng = np.random.default_rng(0)
+        vectors = rng.normal(size=(2000, 16)).astype(np.float32)
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+        graph = Neighbours(dim=16)
+        graph.add(vectors)
+        ids, _ = graph.query(vectors[:3], 2, exact=False)  # the usearch graph answers
+        assert graph.graph is not None and (ids[:, 0] == np.arange(3)).all()
+
+        import onnxruntime
+        print("loaded", onnxruntime.get_device())
+    """)
+    done = subprocess.run([sys.executable, "-c", script], cwd=root, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, (done.returncode, done.stderr[-2000:])
+    assert "loaded CPU" in done.stdout
