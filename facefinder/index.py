@@ -386,7 +386,9 @@ class FaceIndex:
         self.not_kept = 0  # results this run could not keep (disk full, locked too long)
         self.carried = 0  # verdicts moved to a new analysis of their photo (_carry_decisions)
         self.why_not_kept: str | None = None
-        self._arena: VectorArena | None = None  # where ``load`` puts embeddings
+        # where ``load`` puts embeddings, one per analysis: a chunk's videos (loaded
+        # after its photos) must not land between photos, nor fill their room
+        self._arenas: dict[int, VectorArena] = {}
 
     # ------------------------------------------------------------------ opening
 
@@ -670,14 +672,16 @@ class FaceIndex:
                         strict=True))
 
     def _arena_for(self, settings: int, block: np.ndarray) -> VectorArena:
-        """Where a chunk's embeddings go (``stored_faces.VectorArena``): the current one,
-        or a new one with room for every face stored under ``settings``."""
-        if self._arena is None or not self._arena.fits(block):
+        """Where a chunk's embeddings go (``stored_faces.VectorArena``): the current one
+        of ``settings``, or a new one with room for every face stored under them."""
+        arena = self._arenas.get(settings)
+        if arena is None or not arena.fits(block):
             (stored,) = self.conn.execute(
                 "SELECT coalesce(sum(faces), 0) FROM analyses WHERE settings = ?",
                 (settings,)).fetchone()
-            self._arena = VectorArena(max(int(stored), len(block)), block.shape[1])
-        return self._arena
+            arena = self._arenas[settings] = VectorArena(max(int(stored), len(block)),
+                                                         block.shape[1])
+        return arena
 
     def load_objects(self, settings: int, contents: Sequence[int]
                      ) -> dict[int, list[ObjectBox]]:

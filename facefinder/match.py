@@ -224,6 +224,7 @@ def _from_columns(files: Sequence[tuple[int, StoredFaces]]
             b.arena is first.arena and b.arena_start == a.arena_start + len(a.vectors)
             for a, b in itertools.pairwise(used)):  # one after the other in one arena
         whole = first.arena.rows[first.arena_start:last.arena_start + len(last.vectors)]
+        whole.flags.writeable = False  # the stored faces' own embeddings (see ``take``)
     else:
         whole = np.concatenate([c.vectors for c in used])
     if not (len(row) == len(whole) and np.array_equal(row, np.arange(len(whole)))):

@@ -41,11 +41,18 @@ class VectorArena:
         return block.shape[1] == self.rows.shape[1] and self.used + len(block) <= len(self.rows)
 
     def take(self, block: np.ndarray) -> tuple[np.ndarray, int]:
-        """``block`` copied in after what is there: its view, and where it starts."""
+        """``block`` copied in after what is there: its view, and where it starts.
+
+        The view is read-only (as the index's bytes were): every ``Face.embedding`` made
+        from it and the decision's array of them (``match.PhotoFaces``, reused by the
+        page's next answer) are this memory, so a consumer writing to one would change
+        what all the others see."""
         start = self.used
         self.rows[start:start + len(block)] = block
         self.used += len(block)
-        return self.rows[start:self.used], start
+        view = self.rows[start:self.used]
+        view.flags.writeable = False
+        return view, start
 
 
 class FaceColumns:

@@ -651,3 +651,66 @@ def test_a_big_graph_build_tells_its_progress(tmp_path: Path, monkeypatch) -> No
     np.fill_diagonal(sims, -np.inf)
     assert (graph.near[:, 0] == sims.argmax(axis=1)).mean() >= 0.95
     assert not (graph.near == np.arange(len(graph))[:, None]).any()
+
+
+def test_photos_and_videos_loaded_in_turn_keep_the_photos_in_one_block(
+        tmp_path: Path) -> None:
+    """A warm run loads each chunk's photos, then its videos (``cached.Analyser``): the
+    photos' vectors still end up one after the other in one array the decision takes as
+    is, and no second array with room for every photo face is made."""
+    from dataclasses import replace
+
+    files, _ = _collection(3000, 5, seed=18)
+    for file in files[::7]:  # every seventh file a video, its faces on frames
+        file.kind = "video"
+        for face in file.faces:
+            face.time = 1.5
+    path = tmp_path / "faces.sqlite"
+    with open_index(path) as index:
+        photo, video = index.settings_id(SETTINGS_KEY), index.settings_id("synthetic video")
+        root = index.root_id("/photos")
+        index.begin()
+        for f, result in enumerate(files):
+            assert result.key is not None
+            content = index.store(video if result.kind == "video" else photo, result.key,
+                                  1000 + f, result)
+            index.set_path(root, result.rel, 1000 + f, 1, content)
+        index.conn.execute("COMMIT")
+    warm: list[FileResult] = []
+    with open_index(path) as index:
+        known = index.paths(index.root_id("/photos"), [f.rel for f in files])
+        for a in range(0, len(files), 256):  # as the Analyser does: photos, then videos
+            batch = files[a:a + 256]
+            loaded = {kind: index.load(settings, [known[f.rel][2] for f in batch
+                                                  if f.kind == kind])
+                      for kind, settings in (("image", photo), ("video", video))}
+            warm += [replace(loaded[f.kind][known[f.rel][2]], rel=f.rel) for f in batch]
+    photos = [f for f in warm if f.kind == "image" and f.faces]
+    arenas = {id(f.faces.columns.arena): f.faces.columns.arena for f in photos}
+    assert len(arenas) == 1
+    (arena,) = arenas.values()
+    fast = PhotoFaces.of(warm)
+    assert np.shares_memory(fast.vectors, arena.rows)  # taken as is, not joined again
+    slow = PhotoFaces.of([replace(f, faces=list(f.faces)) for f in warm])
+    assert np.array_equal(fast.vectors, slow.vectors) and np.array_equal(fast.n, slow.n)
+    assert np.array_equal(fast.file, slow.file)
+
+
+def test_stored_embeddings_cannot_be_written_through(tmp_path: Path) -> None:
+    """A face's embedding from the index and the decision's array of them are one piece
+    of memory: neither can be written (as the index's bytes never could), so no consumer
+    (the page, a report, a later answer reusing the decision) changes what another
+    sees."""
+    files, _ = _collection(600, 4, seed=19)
+    path = tmp_path / "faces.sqlite"
+    _store(path, files)
+    warm = _loaded(path, files, list(range(len(files))))
+    faces = PhotoFaces.of(warm)
+    assert np.array_equal(faces.vectors, PhotoFaces.of(files).vectors)
+    with pytest.raises(ValueError):
+        faces.vectors[0, 0] = 1.0
+    embedding = warm[0].faces[0].embedding
+    assert embedding is not None and np.shares_memory(embedding, faces.vectors)
+    with pytest.raises(ValueError):
+        embedding *= 2.0
+    assert np.array_equal(faces.vectors, PhotoFaces.of(files).vectors)
