@@ -162,6 +162,16 @@ def _state(paths: list[Path]) -> list[tuple[str, int, int] | None]:
     return found
 
 
+def ctrl_c_reaches_it() -> None:
+    """``preexec_fn`` for a child a test sends Ctrl-C (SIGINT): a test run started in the
+    background (``cmd &``, nohup, some CI runners) hands its children SIGINT *ignored*, and
+    Python then never raises KeyboardInterrupt - the test would measure the shell, not
+    the finder. The child gets the default disposition, as in a terminal."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def pytest_configure(config: pytest.Config) -> None:
     """Before any fixture of any scope runs: a session-wide private face index.
 

@@ -253,7 +253,10 @@ def test_ctrl_c_stops_reports_and_the_next_run_resumes(celebrities, models_dir, 
     command = [sys.executable, str(ROOT / "finder.py"), str(photos), "--reference", str(refs),
                "--models", str(models_dir), "--index", str(index), "--json", str(report),
                "--csv", str(complete_csv), "--copy", str(copies), "--jobs", "2"]
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    from conftest import ctrl_c_reaches_it
+
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=ctrl_c_reaches_it)
     assert proc.stderr is not None
     seen = ""
     while not re.search(r"\b([1-9]\d+)/400\b", seen[-200:]):  # the progress bar: >= 10 done

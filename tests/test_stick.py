@@ -124,8 +124,11 @@ def test_temp_files_go_to_the_stick_and_are_removed_at_exit(tmp_path: Path) -> N
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_run_folder_removed_on_ctrl_c_and_sigterm(tmp_path: Path, signum: int) -> None:
+    from conftest import ctrl_c_reaches_it
+
     proc = subprocess.Popen([sys.executable, "-c", KEEP + "time.sleep(60)\n", str(tmp_path)],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=ctrl_c_reaches_it)
     assert proc.stdout is not None
     run_tmp = Path(proc.stdout.readline().split()[1])
     assert run_tmp.is_dir()
