@@ -30,3 +30,20 @@ def test_a_download_with_another_hash_is_refused(tmp_path: Path) -> None:
     download.write_bytes(DATA + b"!")
     with pytest.raises(FetchError, match=r"x\.tgz has sha256 \w+, expected \w+; refusing"):
         check_pinned(download, "x.tgz", PIN)
+
+
+def test_a_fetch_names_the_licence_of_what_it_fetches(tmp_path: Path, monkeypatch) -> None:
+    """The user learns a model's licence when it is fetched, before it is used: the
+    opt-in object detector's weights are AGPL-3.0, unlike every other model (here the
+    download itself is made to fail: only the announcement is looked at)."""
+    from facefinder.models import npm
+    from facefinder.models.fetch import ensure_models
+
+    def offline(pin, dest):
+        raise FetchError("no network in this test")
+
+    monkeypatch.setattr(npm, "fetch", offline)
+    said: list[str] = []
+    with pytest.raises(FetchError):
+        ensure_models(tmp_path / "models", ["objects-yolov8n"], say=said.append)
+    assert said and "licence: AGPL-3.0" in said[0], said

