@@ -105,9 +105,12 @@ class Decided:
             bounds = np.searchsorted(spots[order] % people, np.arange(people + 1))
             self._by_column = order, bounds
         order, bounds = self._by_column
-        mine = order[bounds[p]:bounds[p + 1]][::-1]  # latest first: the earliest wins
+        mine = order[bounds[p]:bounds[p + 1]]  # this column's changes, in their order
+        # a face lowered twice: its first change holds the value before expansion (chosen
+        # explicitly; numpy does not promise which of repeated assignments wins)
+        rows, first = np.unique(spots[mine] // people, return_index=True)
         column = self.distance[:, p].copy()
-        column[spots[mine] // people] = before[mine]
+        column[rows] = before[mine[first]]
         return column
 
 
