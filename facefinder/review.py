@@ -130,6 +130,7 @@ class Review:
         self._ids = [face_id(key, n) for key, n in self._keys]
         self._photo = [files[r.file].kind == "image" for r in self._rows]
         self._file_hex = [key.hex() for key, _ in self._keys]
+        self._mine = set(self._keys)  # this collection's faces (the index may hold others)
         self._area = np.array([r.face.box[2] * r.face.box[3] for r in self._rows], np.int64)
 
     # ------------------------------------------------------------------ people
@@ -283,9 +284,8 @@ class Review:
         now = {k: int(c) for k, c in zip(keys, labels, strict=True)}
         # only what changed is written (an answer moves a few faces), and only this
         # collection's faces: the index may hold other folders' clusters, never touched here
-        mine = set(self._keys)
         changed = [(*k, c) for k, c in now.items() if previous.get(k) != c]
-        gone = [k for k in previous if k not in now and k in mine]
+        gone = [k for k in previous if k not in now and k in self._mine]
         if changed or gone:
             with open_index(self.finder.index_path) as index:
                 index.change_cluster_labels(self._settings["image"] or 0, changed, gone)
