@@ -164,17 +164,22 @@ def generate(album: Path, work: Path, count: int, heic: int, seed: int, jobs: in
     tag = work / "made.json"
     wanted = {"album": str(album.resolve()), "count": count, "heic": heic, "seed": seed,
               "small": small, "draw": "deck"}
-    if tag.exists() and json.loads(tag.read_text())["params"] == wanted:
-        return work
+    if tag.exists():
+        made = json.loads(tag.read_text())
+        jpegs = work / "jpeg" / "collection"
+        if made["params"] == wanted and all((jpegs / f"{m['name']}.jpg").is_file()
+                                            for m in made["photos"]):
+            return work
+    singles, strangers, backgrounds = _album_rows(album)  # a wrong album fails here
     import pillow_heif
 
     pillow_heif.register_heif_opener()
+    tag.unlink(missing_ok=True)  # written again last: an interrupted set is made again
     for fmt in ("jpeg", "heic"):
         folder = work / fmt / "collection"
         folder.mkdir(parents=True, exist_ok=True)
         for old in folder.iterdir():
             old.unlink()
-    singles, strangers, backgrounds = _album_rows(album)
     rng = np.random.default_rng(seed)
     people = _Deck(singles, rng)
     others = _Deck([(path, "") for path in strangers], rng)
