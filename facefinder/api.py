@@ -51,7 +51,7 @@ from facefinder.executors import (
     available_cores,
     resolve_jobs,
 )
-from facefinder.index import FaceIndex, IndexInfo, IndexLockedError
+from facefinder.index import FaceIndex, IndexInfo, IndexLockedError, paused_gc
 from facefinder.match import Gallery, PhotoFaces, match_photos
 from facefinder.models.catalog import ModelsMissing
 from facefinder.neighbours import FaceGraph
@@ -452,10 +452,8 @@ class Finder:
         what a new run would report: the same gallery (reference faces plus confirmed
         ones) and the same per-file rule as :meth:`find`.
         """
-        gallery = reference_gallery(result.reference_faces, verdicts)
+        gallery = _confirmed_gallery(result, verdicts)
         result.people = list(gallery.people)
-        result.confirmed_faces = {n: len(verdicts.confirmed_vectors(n)) for n in gallery.people
-                                  if verdicts.confirmed_vectors(n)}
         self._decide(result, [f for f in result.files if f.faces], gallery, verdicts, None,
                      result.chosen_threshold, {name_key(p) for p in result.people})
         result.summary.matches_per_person = dict(Counter(m.person for m in result.matches))
@@ -473,10 +471,7 @@ class Finder:
         if not index.carried:
             return gallery, verdicts
         verdicts = self._verdicts(index, analyser)
-        gallery = reference_gallery(result.reference_faces, verdicts)
-        result.confirmed_faces = {n: len(verdicts.confirmed_vectors(n)) for n in gallery.people
-                                  if verdicts.confirmed_vectors(n)}
-        return gallery, verdicts
+        return _confirmed_gallery(result, verdicts), verdicts
 
     def verdicts(self, index: FaceIndex) -> Verdicts:
         """The user's decisions stored in ``index`` for this model's analyses."""
@@ -818,6 +813,16 @@ def reference_gallery(reference_faces: dict[str, list[ReferenceFace]],
         for name in sorted(names.values(), key=str.casefold)})
 
 
+def _confirmed_gallery(result: RunResult, verdicts: Verdicts) -> Gallery:
+    """``reference_gallery`` of ``result``'s reference faces under ``verdicts``, with
+    ``result.confirmed_faces`` (how many confirmed faces each person has) brought up to
+    date to match it."""
+    gallery = reference_gallery(result.reference_faces, verdicts)
+    confirmed = {n: len(verdicts.confirmed_vectors(n)) for n in gallery.people}
+    result.confirmed_faces = {n: c for n, c in confirmed.items() if c}
+    return gallery
+
+
 _key = operator.attrgetter("key")  # a file's content key, read in a C-level pass
 
 
@@ -835,19 +840,6 @@ def settle() -> None:
     it ends, so a cycle made meanwhile is collected then.
     """
     gc.freeze()
-
-
-@contextlib.contextmanager
-def paused_gc():
-    """The cyclic garbage collector off for a bounded step that makes hundreds of
-    thousands of acyclic objects (the matches of a collection), on again after it."""
-    was = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was:
-            gc.enable()
 
 
 def open_index(path: Path, *, read_only: bool = False) -> FaceIndex:

@@ -126,7 +126,7 @@ def person_thresholds(rule: RuleSpec, gallery: Gallery, vectors: np.ndarray,
         return np.full(len(gallery.people), rule.cap, np.float32)
     if crowd is None:
         if distance is None:
-            distance = _nearest(gallery, vectors)
+            distance = gallery.nearest_all(vectors)
         survey = _Survey(rule.band, len(distance), distance.shape[1])
         # counted a block of faces at a time: two (F, P) temporaries would be 200 MB each
         step = max(1, BLOCK_VALUES // 8 // max(1, distance.shape[1]))
@@ -166,11 +166,6 @@ _GRAPH_ROWS = 1 << 16  # faces whose graph rows are read at once (5 MB at 20 nei
 # has one) instead of comparing every face with every newcomer: below it the exact way
 # takes under a second, above it its cost grows with the square of the collection.
 GRAPH_FROM = 50_000
-
-
-def _nearest(gallery: Gallery, vectors: np.ndarray) -> np.ndarray:
-    """(F, P) distances in blocks, so a million faces never make one huge matrix."""
-    return gallery.nearest_all(vectors)
 
 
 def _min_to(vectors: np.ndarray, joined: np.ndarray, person: np.ndarray,
@@ -300,7 +295,7 @@ def _expand(rule: RuleSpec, gallery: Gallery, vectors: np.ndarray, photo: np.nda
     span = len(people)
     log: list[tuple[np.ndarray, np.ndarray]] | None = None
     if distance is None:
-        current = _nearest(gallery, vectors)
+        current = gallery.nearest_all(vectors)
     elif in_place and graph is not None:  # 400 MB not copied at a million faces
         current, log = distance, []
     else:
@@ -405,11 +400,16 @@ def confidence(rule: RuleSpec | None, margin: float) -> float | None:
     """The calibrated share of right matches at this margin under the cutoff."""
     if rule is None or not rule.confidence:
         return None
-    value = rule.confidence[0][1]
-    for edge, share in rule.confidence:
-        if margin >= edge:
-            value = share
-    return value
+    return _shares(rule.confidence, [margin])[0]
+
+
+def _shares(table: Sequence[tuple[float, float]], margins: Sequence[float]) -> list[float]:
+    """The share of each margin in ``table`` (edges ascending): that of the last edge at
+    or under it, the first share under the first edge; all margins in one search."""
+    edges = np.array([edge for edge, _ in table], np.float64)
+    at = np.maximum(np.searchsorted(edges, np.asarray(margins, np.float64), side="right") - 1,
+                    0)
+    return [table[i][1] for i in at.tolist()]
 
 
 def decide(files: Sequence[FileResult], gallery: Gallery, rule: RuleSpec | None,
@@ -441,8 +441,7 @@ def decide(files: Sequence[FileResult], gallery: Gallery, rule: RuleSpec | None,
     occupied: set[tuple[int, int]] = set()
     vetoable: list[int] = []
     if verdicts is not None and len(verdicts):
-        keys = {k for k, _ in verdicts.yes} | {k for (k, _n), v in verdicts.no.items() if v}
-        vetoable = faces.rows_of(files, keys)
+        vetoable = faces.rows_with_verdict(files, verdicts)
         for i in vetoable:
             yes, _ = verdicts.verdict(files[photo[i]].key, int(faces.n[i]))
             if yes is not None and name_key(yes) in folded:
@@ -501,8 +500,8 @@ def _reuse(earlier: Decided, gallery: Gallery, vectors: np.ndarray) -> np.ndarra
         if before is not None:
             distance[:, p] = before
         else:
-            distance[:, p] = _nearest(Gallery([name], mine, np.zeros(len(mine), np.int64)),
-                                      vectors)[:, 0]
+            distance[:, p] = Gallery([name], mine, np.zeros(len(mine), np.int64)
+                                     ).nearest_all(vectors)[:, 0]
     return distance
 
 
@@ -511,18 +510,13 @@ def with_confidence(matches: list[Match], rule: RuleSpec | None,
     """Fill in each match's confidence (1.0 for faces the user confirmed): ``confidence``
     for all of them at once (a million faces' matches are 200,000 calls otherwise)."""
     table = rule.confidence if rule is not None else ()
-    margin = np.array([thresholds.get(m.person, np.nan) - m.distance for m in matches],
-                      np.float64)
-    if table:
-        edges = np.array([edge for edge, _ in table], np.float64)
-        shares = [share for _, share in table]
-        # the last edge at or under the margin; under the first edge, the first share
-        at = np.maximum(np.searchsorted(edges, margin, side="right") - 1, 0).tolist()
+    shares = _shares(table, [thresholds.get(m.person, np.nan) - m.distance
+                             for m in matches]) if table else []
     for i, match in enumerate(matches):
         if match.confirmed:
             match.confidence = 1.0
         elif match.person not in thresholds or not table:
             match.confidence = None
         else:
-            match.confidence = shares[at[i]]
+            match.confidence = shares[i]
     return matches

@@ -65,7 +65,7 @@ import os
 import sqlite3
 import stat
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -184,6 +184,20 @@ CREATE TABLE objects (
 SCHEMA += _SCHEMA_4
 
 KeyUpgrade = Callable[[str], "str | None"]
+
+
+@contextlib.contextmanager
+def paused_gc() -> Iterator[None]:
+    """The cyclic garbage collector off for a bounded step that makes hundreds of
+    thousands of acyclic objects (a chunk of stored faces, the matches of a collection),
+    on again after it: each collection meanwhile would walk them all again."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
 
 
 def _migrate_1_to_2(conn: sqlite3.Connection, upgrade_key: KeyUpgrade) -> None:
@@ -614,13 +628,8 @@ class FaceIndex:
         paused meanwhile: the rows and records made here hold no cycles, and it walked
         them again and again (a tenth of the load of a million faces).
         """
-        was = gc.isenabled()
-        gc.disable()
-        try:
+        with paused_gc():
             return self._load(settings, contents)
-        finally:
-            if was:
-                gc.enable()
 
     def _load(self, settings: int, contents: Sequence[int]) -> dict[int, FileResult]:
         """``load``'s work."""
@@ -1211,9 +1220,6 @@ def _embedding_block(blobs: Sequence[bytes | None]
                            for b in blobs]
     if not present:
         return np.zeros((0, 0), np.float32), row, None
-    if len(present) == len(blobs):  # every face embedded: the usual case
-        block = np.frombuffer(b"".join(blobs), np.float32)  # type: ignore[arg-type]
-        return block.reshape(len(blobs), -1), np.arange(len(blobs), dtype=np.int64), None
     block = np.frombuffer(b"".join(blobs[i] for i in present), np.float32)  # type: ignore[misc]
     row[present] = np.arange(len(present))
     return block.reshape(len(present), -1), row, None

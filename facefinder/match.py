@@ -150,9 +150,10 @@ class PhotoFaces:
     def __len__(self) -> int:
         return len(self.file)
 
-    def rows_of(self, files: Sequence[FileResult], keys: set[bytes]) -> list[int]:
-        """Rows of the faces whose file's content key is in ``keys`` (the few with a
-        verdict), without a lookup per face."""
+    def rows_with_verdict(self, files: Sequence[FileResult], verdicts: Verdicts) -> list[int]:
+        """Rows of the faces of the files with a verdict on any of their faces (the few
+        the decision and matching ask ``verdicts`` about), without a lookup per face."""
+        keys = {k for k, _ in verdicts.yes} | {k for (k, _n), v in verdicts.no.items() if v}
         wanted = [i for i, f in enumerate(files) if f.key is not None and f.key in keys]
         if not wanted:
             return []
@@ -386,8 +387,7 @@ def match_photos(files: Sequence[FileResult], faces: PhotoFaces | None,
     confirmed = np.zeros(len(best), bool)
     if verdicts is not None and len(verdicts):
         column = {name_key(p): i for i, p in enumerate(gallery.people)}
-        keys = {k for k, _ in verdicts.yes} | {k for (k, _n), v in verdicts.no.items() if v}
-        for row in faces.rows_of(files, keys):
+        for row in faces.rows_with_verdict(files, verdicts):
             yes, no = verdicts.verdict(files[faces.file[row]].key, int(faces.n[row]))
             if yes is None and not no:
                 continue
