@@ -57,6 +57,7 @@ from facefinder.vision.objects import (  # noqa: E402
     ObjectSpec,
     load_object_detector,
 )
+from facefinder.vision.objects import _iou as iou  # noqa: E402 - the detector's own
 
 FLOOR = 0.05  # lowest score kept: enough for the whole precision-recall curve
 PETS_AND_PEOPLE = ("cat", "dog", "person")
@@ -72,15 +73,6 @@ def read_truth(album: Path) -> list[tuple[str, set[str], list[tuple[str, np.ndar
                      for c, x, y, w, h in json.loads(row["boxes"] or "[]")]
             rows.append((row["path"], labels, boxes))
     return rows
-
-
-def iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    lt = np.maximum(box[:2], boxes[:, :2])
-    rb = np.minimum(box[2:], boxes[:, 2:])
-    inter = np.prod(np.clip(rb - lt, 0, None), axis=1)
-    area = np.prod(box[2:] - box[:2])
-    areas = np.prod(boxes[:, 2:] - boxes[:, :2], axis=1)
-    return inter / np.maximum(area + areas - inter, 1e-9)
 
 
 def average_precision(cls: str, truth, found: list[list[ObjectDetection]]) -> float:

@@ -63,22 +63,19 @@ from facefinder.api import (  # noqa: E402
     open_index,
     settle,
 )
+from facefinder.cached import SCAN_CHUNK  # noqa: E402 - chunks as a run looks them up
 from facefinder.clusters import cluster_faces  # noqa: E402
 from facefinder.decisions import Verdicts  # noqa: E402
 from facefinder.match import Gallery  # noqa: E402
 from facefinder.neighbours import FaceGraph  # noqa: E402
 from facefinder.records import Decision, Face, FileResult  # noqa: E402
+from facefinder.vision.facenet import l2_normalise as unit  # noqa: E402
 
 DIM = 128
 SIGMA = 0.05
 PEOPLE_SHARE = 0.2
 STRANGER_GROUP = 20
 UPDATE = 1_000
-SCAN_CHUNK = 256  # as cached.SCAN_CHUNK
-
-
-def unit(x: np.ndarray) -> np.ndarray:
-    return (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32)
 
 
 def synthetic(n: int, people: int, seed: int = 0):

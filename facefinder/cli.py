@@ -224,16 +224,11 @@ def _preflight(args: argparse.Namespace) -> None:
         problem = check_writable(path, option[2:])
         if problem:
             raise FinderError(f"{option} {path}: {problem}")
-    if args.copy and args.photos:
-        dest, photos = args.copy.resolve(), args.photos.resolve()
-        if _holds(dest, photos):
-            raise FinderError(f"--copy {args.copy}: that folder holds the photos searched, so "
-                              "every run would copy the copies again; give a folder outside "
-                              f"it, or a subfolder such as {photos / 'found'}")
     for option, folder in (("--copy", args.copy), ("--annotate", args.annotate)):
-        if folder and args.photos and _holds(folder.resolve(), args.photos.resolve()):
-            raise FinderError(f"{option} {folder}: that folder holds the photos searched; "
-                              "give a folder outside it")
+        if folder and args.photos and _holds(folder.resolve(), photos := args.photos.resolve()):
+            raise FinderError(f"{option} {folder}: that folder holds the photos searched, so "
+                              "every run would read what it wrote there again; give a folder "
+                              f"outside it, or a subfolder such as {photos / 'found'}")
         problem = folder and check_destination(folder)
         if problem:
             raise FinderError(f"{option} {folder}: {problem}")

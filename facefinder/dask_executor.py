@@ -224,19 +224,15 @@ def _model_files(job: AnalysisJob) -> list[tuple[Path, str]]:
     """(folder, file name) of every model file ``job`` loads: its face model's, and the
     object detector's with ``--objects``."""
     files = [(job.models_dir, name) for name in dict.fromkeys(job.model.files)]
-    objects = getattr(job, "objects", None)
-    if objects is not None:
-        files.append((objects.models_dir, objects.spec.file))
+    if job.objects is not None:
+        files.append((job.objects.models_dir, job.objects.spec.file))
     return files
 
 
 def _on_worker(job: AnalysisJob, folder: Path, threads: int) -> AnalysisJob:
     """``job`` with every models folder mapped to the worker's checked copy."""
-    objects = getattr(job, "objects", None)
-    if objects is not None:
-        return replace(job, models_dir=folder, threads=threads,
-                       objects=replace(objects, models_dir=folder))  # type: ignore[call-arg]
-    return replace(job, models_dir=folder, threads=threads)
+    objects = None if job.objects is None else replace(job.objects, models_dir=folder)
+    return replace(job, models_dir=folder, threads=threads, objects=objects)
 
 
 def _stat(path: Path) -> tuple[int, int]:

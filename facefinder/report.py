@@ -245,11 +245,11 @@ def write_csv(path: Path, matches: Sequence[Match], *, model: str, threshold: fl
             writer.writerow(row)
         matched = {match.rel for match in matches}
         for file in sorted((objects or {}).values(), key=lambda f: f.rel):
-            if file.rel not in matched:
-                row = [spreadsheet_safe(file.rel), "", "", "", model, "", file.taken or "",
-                       file.taken_from or "", ""]
-                writer.writerow(row + [""] * len(CSV_VIDEO_COLUMNS) * videos
-                                + [objects_text(file.objects or ())])
+            if file.rel not in matched:  # by column name: no second copy of the layout
+                known = {"path": spreadsheet_safe(file.rel), "model": model,
+                         "taken": file.taken or "", "taken_from": file.taken_from or ""}
+                writer.writerow([*(known.get(column, "") for column in header),
+                                 objects_text(file.objects or ())])
 
     _atomic_write(
         path,

@@ -157,6 +157,20 @@ def test_same_file_for_csv_and_json_is_refused_before_the_search(
     assert not report.exists()
 
 
+@pytest.mark.parametrize("option", ["--copy", "--annotate"])
+def test_output_folder_holding_the_photos_is_refused_before_the_search(
+        option: str, celebrities: Path, models_dir: Path, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """--copy or --annotate into a folder holding PHOTOS_DIR would read its own output on
+    the next run: refused up front (exit 2), naming the option and a subfolder to use."""
+    photos, reference = album(celebrities, tmp_path, {"a.jpg": ("madonna", 0)})
+    code = run([photos, "--reference", reference, option, tmp_path], models_dir)
+    err = capsys.readouterr().err
+    assert code == EXIT_USAGE and "Looking for" not in err
+    assert f"{option} {tmp_path}: that folder holds the photos searched" in err
+    assert str(photos.resolve() / "found") in err
+
+
 def test_report_that_cannot_be_written_after_the_run_exits_3(
         celebrities: Path, models_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from facefinder.records import Match
+from facefinder.records import FileResult, Match, ObjectBox
 from facefinder.report import (
     CSV_COLUMNS,
     format_answer,
@@ -47,6 +47,31 @@ def test_csv_header_and_rows_exact(tmp_path: Path) -> None:
         "",
     ]
     assert leftovers(tmp_path) == []
+
+
+def test_csv_objects_column_and_rows_for_files_with_objects_alone(tmp_path: Path) -> None:
+    """--objects: a last ``objects`` column; a file nobody matched gets a row of its own,
+    its cells under the right headers even with the video columns present."""
+    out = tmp_path / "matches.csv"
+    video = Match("clip.mp4", "Anna", 0.25, (1, 2, 3, 4), taken="2021-05-01 10:00:00",
+                  taken_from="video", first=1.0, last=4.0, frames=3)
+    cat = FileResult(rel="=cat.jpg", kind="image", taken="2020-01-02 03:04:05",
+                     taken_from="exif", objects=[ObjectBox("cat", 0.8, (5, 6, 7, 8))])
+    seen = FileResult(rel="clip.mp4", kind="video",
+                      objects=[ObjectBox("dog", 0.91, (0, 0, 9, 9), time=2.0)])
+    write_csv(out, [video], model="m", threshold=0.3, object_files=[seen, cat])
+    with open(out, encoding="utf-8-sig", newline="") as handle:
+        reader = csv.DictReader(handle)
+        assert tuple(reader.fieldnames or ()) == (*CSV_COLUMNS, "first_s", "last_s",
+                                                   "frames", "objects")
+        rows = list(reader)
+    assert [(r["path"], r["person"], r["objects"]) for r in rows] == [
+        ("clip.mp4", "Anna", "dog 0.91"), ("'=cat.jpg", "", "cat 0.80")]
+    alone = rows[1]
+    assert (alone["model"], alone["taken"], alone["taken_from"]) == (
+        "m", "2020-01-02 03:04:05", "exif")
+    assert all(alone[c] == "" for c in ("distance", "box", "threshold", "confidence",
+                                        "first_s", "last_s", "frames"))
 
 
 def test_csv_round_trips_through_dictreader(tmp_path: Path) -> None:
