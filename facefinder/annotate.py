@@ -391,10 +391,10 @@ def sidecar_document(target: _Target, source: Path, drawing: str) -> dict[str, A
 
 def _sidecar(path: Path, target: _Target, source: Path, drawing: str) -> None:
     """``NAME.json`` beside the drawing; one already there is never replaced."""
-    text = json.dumps(sidecar_document(target, source, drawing), ensure_ascii=False,
-                      indent=2) + "\n"
     if os.path.lexists(long_path(path)):
         return
+    text = json.dumps(sidecar_document(target, source, drawing), ensure_ascii=False,
+                      indent=2) + "\n"
     tmp = _write_temp(text.encode("utf-8"), path.parent, path.name)
     if not place(tmp, path):
         remove_quietly(tmp)

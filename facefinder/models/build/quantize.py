@@ -41,10 +41,11 @@ def quantize_centerface(dynamic: Path, out: Path, calibration: list[np.ndarray])
     import onnx
     from onnx import version_converter
 
-    input_name = onnx.load(str(dynamic), load_external_data=False).graph.input[0].name
+    model = onnx.load(str(dynamic))
+    input_name = model.graph.input[0].name
     with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
         upgraded = Path(tmp) / "opset13.onnx"
-        onnx.save(version_converter.convert_version(onnx.load(str(dynamic)), 13), upgraded)
+        onnx.save(version_converter.convert_version(model, 13), upgraded)
         _quantize_static(upgraded, out, ({input_name: blob} for blob in calibration))
 
 

@@ -95,7 +95,7 @@ class _Builder:
 
     def tensor(self, ref: str, like: str | None = None) -> str:
         """The ONNX name of ``ref``; a constant becomes an initializer laid out like ``like``."""
-        ref = ref if ":" in ref else f"{ref}:0"
+        ref = _ref(ref)
         if ref in self.names:
             return self.names[ref]
         value = self.const(ref)
@@ -115,7 +115,12 @@ class _Builder:
 
     def layout_of(self, ref: str) -> bool:
         """Whether ``ref``'s ONNX tensor is stored NCHW (axes and constants must then be mapped)."""
-        return (ref if ":" in ref else f"{ref}:0") in self.nchw
+        return _ref(ref) in self.nchw
+
+    def reference(self, ref: str) -> np.ndarray:
+        """``ref``'s value at the declared input size (its shape is what the ONNX op needs)."""
+        name, index = split_ref(ref)
+        return self.shapes[name][index]
 
 
 def _ref(ref: str) -> str:
@@ -214,10 +219,14 @@ def _unary(onnx_op: str) -> Callable[[_Builder, Node], None]:
     return convert
 
 
-def _leaky_relu(b: _Builder, node: Node) -> None:
-    """A standalone LeakyRelu (its alpha from the node), layout unchanged."""
-    y = _activation(b, "LeakyRelu", b.tensor(node.inputs[0]), node)
-    b.set(node, y, b.layout_of(node.inputs[0]))
+def _standalone(activation: str) -> Callable[[_Builder, Node], None]:
+    """A converter for an activation that is a node of its own (Relu6, LeakyRelu): the same
+    ONNX form as when fused into a conv (``_activation``), layout unchanged."""
+    def convert(b: _Builder, node: Node) -> None:
+        y = _activation(b, activation, b.tensor(node.inputs[0]), node)
+        b.set(node, y, b.layout_of(node.inputs[0]))
+
+    return convert
 
 
 def _transpose(b: _Builder, node: Node) -> None:
@@ -260,8 +269,7 @@ def _pad(b: _Builder, node: Node) -> None:
 def _split_v(b: _Builder, node: Node) -> None:
     """SplitV -> ONNX Split with explicit sizes (a -1 size resolved from the reference shape),
     its axis mapped to the stored layout; one ONNX output per TF output."""
-    source = split_ref(node.inputs[0])
-    shape = b.shapes[source[0]][source[1]].shape
+    shape = b.reference(node.inputs[0]).shape
     tf_axis = int(b.const(_ref(node.inputs[2]))) % len(shape)
     sizes = [int(v) for v in b.const(_ref(node.inputs[1]))]
     if -1 in sizes:
@@ -275,15 +283,9 @@ def _split_v(b: _Builder, node: Node) -> None:
         b.set(node, out, b.layout_of(node.inputs[0]), index)
 
 
-def _relu6(b: _Builder, node: Node) -> None:
-    """A standalone Relu6, as Clip(0, 6) (``_activation``), layout unchanged."""
-    y = _activation(b, "Relu6", b.tensor(node.inputs[0]), node)
-    b.set(node, y, b.layout_of(node.inputs[0]))
-
-
 def _axes(b: _Builder, node: Node, ref: str, value: np.ndarray) -> list[int]:
     """TF axes (maybe negative) of ``ref`` as ONNX axes of its stored tensor (NCHW-mapped)."""
-    rank = b.shapes[split_ref(ref)[0]][split_ref(ref)[1]].ndim
+    rank = b.reference(ref).ndim
     axes = [int(a) % rank for a in np.atleast_1d(value)]
     return [_NHWC_TO_NCHW[a] for a in axes] if b.layout_of(ref) else axes
 
@@ -312,8 +314,7 @@ def _concat(b: _Builder, node: Node) -> None:
 def _resize(b: _Builder, node: Node) -> None:
     """ResizeBilinear -> Resize by scale factors (the frozen target size over the input size
     at the declared input), so the model takes other input sizes."""
-    source = split_ref(node.inputs[0])
-    height, width = b.shapes[source[0]][source[1]].shape[1:3]
+    height, width = b.reference(node.inputs[0]).shape[1:3]
     size = b.const(_ref(node.inputs[1]))
     if node.attrs.get("align_corners", False):
         raise UnsupportedGraph(f"{node.name}: align_corners (not expressible as a scale)")
@@ -350,8 +351,8 @@ CONVERTERS: dict[str, Callable[[_Builder, Node], None]] = {
     "Relu": _unary("Relu"),
     "Sigmoid": _unary("Sigmoid"),
     "Identity": _unary("Identity"),
-    "Relu6": _relu6,
-    "LeakyRelu": _leaky_relu,
+    "Relu6": _standalone("Relu6"),
+    "LeakyRelu": _standalone("LeakyRelu"),
     "Transpose": _transpose,
     "Pad": _pad,
     "PadV2": _pad,
@@ -403,7 +404,7 @@ def convert(graph: TfjsGraph, outputs: dict[str, str], *, nchw_input: bool = Fal
             b.nodes.append(helper.make_node("Transpose", [tensor], [name], perm=[0, 2, 3, 1]))
         else:
             b.nodes.append(helper.make_node("Identity", [tensor], [name]))
-        rank = shapes[split_ref(ref)[0]][split_ref(ref)[1]].ndim
+        rank = b.reference(ref).ndim
         graph_outputs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, [None] * rank))
     channels = int(declared[1] if nchw_input else declared[3])
     source = helper.make_tensor_value_info(
