@@ -220,7 +220,12 @@ def run_finder(
         if threshold is not None:
             command += ["--threshold", str(threshold)]
         started = time.perf_counter()
-        proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        # As a user's runs after the first: the finder keeps its compiled modules in
+        # <program>/cache/pycache (stick.py); a PYTHONDONTWRITEBYTECODE left in the shell
+        # by a sandbox or CI would make every timed run compile them again (~0.7 s).
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+        proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                env=env)
         sampler = PeakRss(proc.pid)
         _, err = proc.communicate()
         seconds = time.perf_counter() - started

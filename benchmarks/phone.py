@@ -477,12 +477,6 @@ def main() -> None:
     parser.add_argument("--formats", default="jpeg,heic")
     parser.add_argument("--out", type=Path, help="write the figures as JSON here")
     args = parser.parse_args()
-    # The finder keeps its bytecode in <program>/cache/pycache (stick.py), so a user's
-    # runs after the first start without compiling the finder's modules again (~0.7 s
-    # of a 60-photo run here, in the main process and each worker). A
-    # PYTHONDONTWRITEBYTECODE left in this shell by a sandbox or CI would make every
-    # timed run pay that compile, which no user's second run does.
-    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
 
     generate(args.album, args.work, args.count, args.heic, args.seed, args.jobs, args.small)
     print(f"photos: {args.work} (from {args.album})")
