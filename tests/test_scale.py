@@ -73,6 +73,31 @@ def _store(path: Path, files: list[FileResult]) -> None:
         index.conn.execute("COMMIT")
 
 
+def test_paths_are_found_whatever_lies_between_them(tmp_path: Path) -> None:
+    """``FaceIndex.paths`` reads a chunk of a walk's files as one range of the index
+    when they are neighbours there, and file by file when that range holds many other
+    rows (a folder's files around a big subfolder's, in the index's byte order): the
+    answer is the same either way, absent files absent, odd names included."""
+    rels = ([f"a/{i:03d}.jpg" for i in range(30)] + [f"a/b/{i:04d}.jpg" for i in range(900)]
+            + ["a/z.jpg", "a/\udcff bad name.jpg", "c/é.jpg"])
+    files = [FileResult(rel=rel, kind="image", key=i.to_bytes(16, "little"))
+             for i, rel in enumerate(rels)]
+    path = tmp_path / "faces.sqlite"
+    _store(path, files)
+    wanted = {f"a/{i:03d}.jpg" for i in range(30)} | {"a/z.jpg", "a/\udcff bad name.jpg",
+                                                      "c/é.jpg", "a/missing.jpg"}
+    neighbours = [f"a/b/{i:04d}.jpg" for i in range(100, 140)]  # one range, nothing else
+    with open_index(path) as index:
+        root = index.root_id("/photos")
+        around = index.paths(root, sorted(wanted))  # their range holds the 900 others
+        along = index.paths(root, neighbours)
+    assert set(around) == wanted - {"a/missing.jpg"}
+    assert set(along) == set(neighbours)
+    number = {rel: i for i, rel in enumerate(rels)}
+    assert all(found[:2] == (1000 + number[rel], 1)
+               for rel, found in {**around, **along}.items())
+
+
 def _graph_of(path: Path):
     """The ``graph`` callable of ``decide``, over the graph kept beside ``path``."""
     def rows(files, faces: PhotoFaces):
@@ -450,6 +475,34 @@ def test_distances_in_blocks_are_the_plain_ones(faces: int) -> None:
     assert np.allclose(got, plain, atol=1e-5)
 
 
+def test_distances_are_the_same_numbers_on_any_number_of_cores(monkeypatch) -> None:
+    """``nearest_all`` computes its blocks on threads of its own, each with a one-thread
+    BLAS, so a face's distances are bit for bit the same whether the PC has one core or
+    two, and whatever the BLAS library would have chosen: each block is what a
+    one-thread product of that block gives. (A two-thread BLAS product of the same block
+    differs in the last bits, which is what this guards against.) The BLAS threads are
+    given back afterwards."""
+    from threadpoolctl import threadpool_info
+
+    from facefinder import match
+
+    rng = np.random.default_rng(7)
+    gallery = Gallery.build({f"P{p}": list(_unit(rng.normal(size=(5, DIM))))
+                             for p in range(100)})
+    vectors = _unit(rng.normal(size=(3 * gallery.block_rows() + 11, DIM)))
+    before = [i["num_threads"] for i in threadpool_info()]
+    on_two = gallery.nearest_all(vectors)
+    assert [i["num_threads"] for i in threadpool_info()] == before
+    monkeypatch.setattr(match, "_cores", lambda: 1)
+    on_one = gallery.nearest_all(vectors)
+    assert np.array_equal(on_one, on_two)
+    rows = gallery.block_rows()
+    with match.one_blas_thread():
+        by_block = np.concatenate([gallery.nearest(vectors[a:a + rows])
+                                   for a in range(0, len(vectors), rows)])
+    assert np.array_equal(by_block, on_two)
+
+
 def test_a_decision_leaves_the_garbage_collector_on() -> None:
     """The decision pauses the cyclic collector (hundreds of thousands of matches), and
     turns it on again, also when it fails."""
@@ -587,6 +640,14 @@ def test_graph_rows_found_a_file_at_a_time_are_the_per_face_ones(tmp_path: Path)
     assert np.array_equal(here, np.arange(len(graph)))
     near, far = graph.rows(here)
     assert near is graph.near and far is graph.far
+    swapped = list(files)  # as many faces, two files (of one face each) changed places
+    one = [i for i, f in enumerate(files) if len(f.faces) == 1][:2]
+    swapped[one[0]], swapped[one[1]] = files[one[1]], files[one[0]]
+    moved = PhotoFaces.of(swapped)
+    keys_moved = [f.key for f in swapped]
+    assert np.array_equal(moved.n, faces.n)  # (only the keys tell them apart)
+    assert np.array_equal(graph.locate(keys_moved, moved.file, moved.n),
+                          graph.positions([keys_moved[i] for i in moved.file], moved.n))
     general = graph.rows(here[::-1].copy())  # the same faces in another order
     assert np.array_equal(general[0][::-1], np.where(near >= 0, len(here) - 1 - near, -1))
     rng = np.random.default_rng(15)
