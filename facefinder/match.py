@@ -16,6 +16,7 @@ import contextlib
 import itertools
 import os
 import queue
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -144,7 +145,33 @@ def _cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-_blas = None  # the ThreadpoolController, made on first use (it looks at loaded libraries)
+class _OneBlasThread:
+    """The BLAS library held to one thread while anyone holds this (see
+    ``one_blas_thread``): the first to enter sets the limit, the last to leave gives the
+    library's threads back. Counted under a lock because the limit is the whole
+    process's: two decisions at once (the review page's threads) each setting and
+    restoring it would leave it at one thread for good."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._holders = 0
+        self._limit: object | None = None
+
+    def __enter__(self) -> None:
+        with self._lock:
+            if self._holders == 0:
+                self._limit = ThreadpoolController().limit(limits=1, user_api="blas")
+            self._holders += 1
+
+    def __exit__(self, *_exc: object) -> None:
+        with self._lock:
+            self._holders -= 1
+            if self._holders == 0 and self._limit is not None:
+                self._limit.restore_original_limits()  # type: ignore[attr-defined]
+                self._limit = None
+
+
+_ONE_BLAS_THREAD = _OneBlasThread()
 
 
 def one_blas_thread() -> contextlib.AbstractContextManager:
@@ -155,10 +182,7 @@ def one_blas_thread() -> contextlib.AbstractContextManager:
     3e-5 apart on unnormalised test vectors), so ``nearest_all`` computes a block per
     thread of its own, each with a one-thread BLAS: the same numbers on any number of
     cores."""
-    global _blas
-    if _blas is None:
-        _blas = ThreadpoolController()
-    return _blas.limit(limits=1, user_api="blas")
+    return _ONE_BLAS_THREAD
 
 
 @dataclass

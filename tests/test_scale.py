@@ -11,6 +11,7 @@ index. The figures at 10,000 to 1,000,000 faces are ``benchmarks/scale.py``'s.
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -501,6 +502,41 @@ def test_distances_are_the_same_numbers_on_any_number_of_cores(monkeypatch) -> N
         by_block = np.concatenate([gallery.nearest(vectors[a:a + rows])
                                    for a in range(0, len(vectors), rows)])
     assert np.array_equal(by_block, on_two)
+
+
+def test_decisions_at_once_give_the_blas_threads_back() -> None:
+    """The one-thread limit is the whole process's: holders that overlap (two decisions
+    on the review page's threads) keep it while any holds it, and the last to leave
+    gives the library's own thread count back (set and restored by each, overlapping
+    holders would leave it at one thread for good)."""
+    from threadpoolctl import threadpool_info
+
+    from facefinder.match import one_blas_thread
+
+    def threads() -> list[int]:
+        return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+
+    before = threads()
+    first, second = one_blas_thread(), one_blas_thread()
+    with first:
+        with second:
+            assert all(t == 1 for t in threads())
+        assert all(t == 1 for t in threads())  # the first still holds it
+    assert threads() == before
+    rng = np.random.default_rng(3)
+    gallery = Gallery.build({f"P{p}": list(_unit(rng.normal(size=(5, DIM))))
+                             for p in range(20)})
+    vectors = _unit(rng.normal(size=(20_000, DIM)))
+    alone = gallery.nearest_all(vectors)
+    answers: list[np.ndarray] = []
+    runs = [threading.Thread(target=lambda: answers.append(gallery.nearest_all(vectors)))
+            for _ in range(3)]
+    for run in runs:
+        run.start()
+    for run in runs:
+        run.join()
+    assert len(answers) == 3 and all(np.array_equal(a, alone) for a in answers)
+    assert threads() == before
 
 
 def test_a_decision_leaves_the_garbage_collector_on() -> None:
