@@ -149,7 +149,7 @@ class _Survey:
         self.crowd = np.zeros(people, np.int64)
         self.best = np.empty(faces, np.int64)
         self.close = np.empty(faces, np.float32)
-        self._adding = threading.Lock()  # blocks are surveyed on two threads at once
+        self._adding = threading.Lock()  # two blocks may be surveyed at once
 
     def count(self, block: np.ndarray) -> None:
         counted = ((block >= self.low) & (block < self.high)).sum(axis=0)

@@ -21,9 +21,10 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from operator import attrgetter
+from typing import Any
 
 import numpy as np
-from threadpoolctl import ThreadpoolController
+from threadpoolctl import OpenBLASController, ThreadpoolController
 
 from facefinder.decisions import Verdicts, name_key
 from facefinder.records import Face, FileResult, Match, face_id
@@ -31,8 +32,7 @@ from facefinder.stored_faces import StoredFaces
 
 BLOCK_VALUES = 1 << 24  # floats in one temporary similarity matrix (64 MB)
 # ... in ``Gallery.nearest_all``'s blocks: 8 MB, so that a block's similarities are still
-# in the cache when they are reduced to each person's nearest (two blocks at once share
-# a 32 MB L3); and two threads' buffers are 20 MB, not 150 MB of fresh memory
+# in the (32 MB) cache when they are reduced to each person's nearest
 NEAREST_VALUES = 1 << 21
 _TILE = 2048  # faces turned from (P, F) to (F, P) at a time
 
@@ -104,8 +104,8 @@ class Gallery:
         The blocks are computed on threads of our own, one per core, each with a
         one-thread BLAS (``one_blas_thread``): a face's distances then depend on nothing
         but the block it sits in, not on how many cores the PC has or how the BLAS
-        library split its sums; and the blocks and what ``each`` reads of them use
-        both cores (a million faces: 3.9-4.4 s to decide, from 4.9-5.1).
+        library split its sums; and the blocks, what ``each`` reads of them and the
+        first writes to the answer's fresh memory use both cores.
         """
         out = np.empty((len(vectors), len(self.people)), np.float32)
         rows = self.block_rows()
@@ -113,8 +113,9 @@ class Gallery:
         if not len(starts):
             return out
         step = min(rows, len(vectors))
+        threads = min(_cores(), len(starts))
         spare: queue.SimpleQueue[tuple[np.ndarray, np.ndarray]] = queue.SimpleQueue()
-        for _ in range(min(_cores(), len(starts))):
+        for _ in range(threads):
             spare.put((np.empty(len(self.vectors) * step, np.float32),
                        np.empty(len(self.people) * step, np.float32)))
 
@@ -127,13 +128,13 @@ class Gallery:
             if each is not None:
                 each(i, out[i:i + rows])
 
-        with one_blas_thread(), ThreadPoolExecutor(max_workers=min(_cores(), len(starts)),
-                                                   thread_name_prefix="nearest") as pool:
+        with one_blas_thread(), ThreadPoolExecutor(threads, thread_name_prefix="nearest") as pool:
             list(pool.map(block, starts))  # (raises what a block raised)
         return out
 
     def block_rows(self) -> int:
-        """Faces per block of ``nearest_all`` (a bounded similarity matrix)."""
+        """Faces per block of ``nearest_all``: 8 MB of similarities, still in the cache
+        when they are reduced to each person's nearest."""
         return max(1, NEAREST_VALUES // max(1, len(self.vectors)))
 
 
@@ -146,20 +147,24 @@ def _cores() -> int:
 
 
 class _OneBlasThread:
-    """The BLAS library held to one thread while anyone holds this (see
-    ``one_blas_thread``): the first to enter sets the limit, the last to leave gives the
-    library's threads back. Counted under a lock because the limit is the whole
-    process's: two decisions at once (the review page's threads) each setting and
-    restoring it would leave it at one thread for good."""
+    """The BLAS library held to one thread while anyone holds this (``one_blas_thread``).
+
+    The first holder sets the limit, the last to leave gives the library's threads
+    back, counted under a lock: the limit is the whole process's, and decisions may
+    overlap (the review page's threads). ``threadpoolctl`` lets only the first thread
+    that ever set an OpenBLAS limit set one again (the main thread, usually), silently
+    ignoring the others; a decision made on a page's thread must hold the limit too, so
+    the holder that sets or restores it takes that control first."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._holders = 0
-        self._limit: object | None = None
+        self._limit: Any = None
 
     def __enter__(self) -> None:
         with self._lock:
             if self._holders == 0:
+                _take_blas_control()
                 self._limit = ThreadpoolController().limit(limits=1, user_api="blas")
             self._holders += 1
 
@@ -167,8 +172,17 @@ class _OneBlasThread:
         with self._lock:
             self._holders -= 1
             if self._holders == 0 and self._limit is not None:
-                self._limit.restore_original_limits()  # type: ignore[attr-defined]
+                _take_blas_control()
+                self._limit.restore_original_limits()
                 self._limit = None
+
+
+def _take_blas_control() -> None:
+    """Make this thread the one ``threadpoolctl`` lets set OpenBLAS's thread count
+    (versions before 3.6 have no such rule)."""
+    clear = getattr(OpenBLASController, "clear_controlling_thread", None)
+    if clear is not None:
+        clear(force=True)
 
 
 _ONE_BLAS_THREAD = _OneBlasThread()
@@ -181,7 +195,7 @@ def one_blas_thread() -> contextlib.AbstractContextManager:
     numbers with one BLAS thread or two (the library splits the sums otherwise: up to
     3e-5 apart on unnormalised test vectors), so ``nearest_all`` computes a block per
     thread of its own, each with a one-thread BLAS: the same numbers on any number of
-    cores."""
+    cores, from any thread."""
     return _ONE_BLAS_THREAD
 
 

@@ -539,6 +539,28 @@ def test_decisions_at_once_give_the_blas_threads_back() -> None:
     assert threads() == before
 
 
+def test_distances_over_several_blocks_and_what_each_block_is_told() -> None:
+    """Blocks of ``block_rows`` faces (8 MB of similarities): over several blocks, with
+    a last shorter one, the distances are the plain ones, and ``each`` is told every
+    block once (two threads: in any order) with the very rows written."""
+    rng = np.random.default_rng(21)
+    gallery = Gallery.build({f"P{p}": list(_unit(rng.normal(size=(5, DIM))))
+                             for p in range(100)})
+    rows = gallery.block_rows()
+    vectors = _unit(rng.normal(size=(2 * rows + 17, DIM)))
+    told: list[tuple[int, np.ndarray]] = []
+    got = gallery.nearest_all(vectors, each=lambda start, block: told.append(
+        (start, block.copy())))
+    similar = vectors @ gallery.vectors.T
+    plain = np.stack([1.0 - similar[:, gallery.owner == p].max(axis=1)
+                      for p in range(100)], axis=1)
+    assert np.allclose(got, plain, atol=1e-5)
+    told.sort(key=lambda pair: pair[0])
+    assert [start for start, _ in told] == [0, rows, 2 * rows]
+    assert [len(block) for _, block in told] == [rows, rows, 17]
+    assert all(np.array_equal(block, got[start:start + len(block)]) for start, block in told)
+
+
 def test_a_decision_leaves_the_garbage_collector_on() -> None:
     """The decision pauses the cyclic collector (hundreds of thousands of matches), and
     turns it on again, also when it fails."""
