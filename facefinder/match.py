@@ -128,8 +128,13 @@ class Gallery:
             if each is not None:
                 each(i, out[i:i + rows])
 
-        with one_blas_thread(), ThreadPoolExecutor(threads, thread_name_prefix="nearest") as pool:
-            list(pool.map(block, starts))  # (raises what a block raised)
+        with one_blas_thread():
+            if threads == 1:  # one core, or one block (the page's one person): no pool
+                for i in starts:
+                    block(i)
+            else:
+                with ThreadPoolExecutor(threads, thread_name_prefix="nearest") as pool:
+                    list(pool.map(block, starts))  # (raises what a block raised)
         return out
 
     def block_rows(self) -> int:
@@ -160,12 +165,15 @@ class _OneBlasThread:
         self._lock = threading.Lock()
         self._holders = 0
         self._limit: Any = None
+        self._controller: ThreadpoolController | None = None  # made once: 4 ms a time
 
     def __enter__(self) -> None:
         with self._lock:
             if self._holders == 0:
+                if self._controller is None:
+                    self._controller = ThreadpoolController()
                 _take_blas_control()
-                self._limit = ThreadpoolController().limit(limits=1, user_api="blas")
+                self._limit = self._controller.limit(limits=1, user_api="blas")
             self._holders += 1
 
     def __exit__(self, *_exc: object) -> None:
