@@ -220,12 +220,8 @@ def run_finder(
         if threshold is not None:
             command += ["--threshold", str(threshold)]
         started = time.perf_counter()
-        # As a user's runs after the first: the finder keeps its compiled modules in
-        # <program>/cache/pycache (stick.py); a PYTHONDONTWRITEBYTECODE left in the shell
-        # by a sandbox or CI would make every timed run compile them again (~0.7 s).
-        env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
         proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                env=env)
+                                env=finder_env())
         sampler = PeakRss(proc.pid)
         _, err = proc.communicate()
         seconds = time.perf_counter() - started
@@ -233,6 +229,14 @@ def run_finder(
         if proc.returncode != 0:
             raise SystemExit(f"finder failed ({proc.returncode}):\n{err.decode(errors='replace')}")
         return json.loads(report.read_text(encoding="utf-8")), seconds, peak
+
+
+def finder_env() -> dict[str, str]:
+    """The environment a timed finder run gets: as a user's runs after the first, the
+    finder keeps its compiled modules in <program>/cache/pycache (stick.py); a
+    PYTHONDONTWRITEBYTECODE left in the shell by a sandbox or CI would make every timed
+    run compile them again (~0.7 s)."""
+    return {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
 
 
 def api_matches(album: Path, jobs: int, model: str, threshold: float | None

@@ -28,9 +28,8 @@ evaluated in turn with the same photos and the same scoring; ``--sides`` applies
 Cost of ``--objects``: with ``--devset``, ``finder.py --no-index --reference
 DEVSET/reference DEVSET/collection`` runs with and without ``--objects`` in the same
 invocation of this script (same machine state, wall clock including start-up, default
-worker count), and the ratio is printed, for each ``--detector`` (a detector other than
-the finder's own is swapped in for that run only: the finder is started through a
-two-line wrapper that sets ``vision.objects.OBJECT_MODEL`` before ``cli.main``).
+worker count), and the ratio is printed, for each ``--detector`` (given to the finder
+as ``--object-detector``, as a user picks it).
 """
 
 from __future__ import annotations
@@ -58,6 +57,9 @@ from facefinder.vision.objects import (  # noqa: E402
     load_object_detector,
 )
 from facefinder.vision.objects import _iou as iou  # noqa: E402 - the detector's own
+
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from album import finder_env  # noqa: E402 - timed as album.py times the finder
 
 FLOOR = 0.05  # lowest score kept: enough for the whole precision-recall curve
 PETS_AND_PEOPLE = ("cat", "dog", "person")
@@ -243,15 +245,6 @@ def halves(split: str, truth, found: list[list[ObjectDetection]], threshold: flo
     print(f"  {split} half ({len(truth)} photos): mAP@0.5 {m:.3f}; " + "; ".join(parts))
 
 
-# Runs finder.py (argv[1]) with another object detector (argv[2]) swapped in.
-WRAPPER = "; ".join([
-    "import runpy, sys", "finder, name = sys.argv.pop(1), sys.argv.pop(1)",
-    "sys.path.insert(0, finder.rsplit('/', 1)[0])", "import facefinder.vision.objects as o",
-    "o.OBJECT_MODEL = o.OBJECT_MODELS[name]", "sys.argv[0] = finder",
-    "runpy.run_path(finder, run_name='__main__')",
-])
-
-
 def finder_seconds(devset: Path, objects: bool, detector: str = OBJECT_MODEL.name
                    ) -> tuple[float, float]:
     """(wall clock, CPU) seconds of ``finder.py --no-index`` on the devset (opt. --objects).
@@ -263,15 +256,14 @@ def finder_seconds(devset: Path, objects: bool, detector: str = OBJECT_MODEL.nam
 
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     with tempfile.TemporaryDirectory(prefix="objects-bench-") as tmp:
-        start_finder = ([str(ROOT / "finder.py")] if detector == OBJECT_MODEL.name
-                        else ["-c", WRAPPER, str(ROOT / "finder.py"), detector])
-        command = [sys.executable, *start_finder, "--no-index",
+        command = [sys.executable, str(ROOT / "finder.py"), "--no-index",
                    "--reference", str(devset / "reference"), str(devset / "collection"),
                    "--csv", str(Path(tmp) / "out.csv")]
         if objects:
-            command.append("--objects")
+            command += ["--objects", "--object-detector", detector]
         start = time.perf_counter()
-        done = subprocess.run(command, capture_output=True, text=True, cwd=tmp)
+        done = subprocess.run(command, capture_output=True, text=True, cwd=tmp,
+                              env=finder_env())
         seconds = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0:
@@ -323,7 +315,8 @@ def main() -> None:
         sides = args.sides.split(",") if args.sides else [model.input_side]
         for side in (int(s) for s in sides):
             evaluate(args.album, args.models, model, side,
-                     args.threshold or model.score_threshold, args.second_look)
+                     model.score_threshold if args.threshold is None else args.threshold,
+                     args.second_look)
     if args.devset:
         for model in models:
             cost(args.devset, args.repeat, model.name)

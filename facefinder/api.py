@@ -337,7 +337,10 @@ class Finder:
         from facefinder.models.catalog import DEMO_ALBUM
         from facefinder.models.fetch import ensure_models
 
-        ensure_models(self.models_dir, ["demo"], say=self._on_fetch)
+        try:
+            ensure_models(self.models_dir, ["demo"], say=self._on_fetch)
+        except ModelsMissing as exc:  # e.g. a read-only models folder: one line, as above
+            raise FinderError(str(exc)) from None
         return self.models_dir / DEMO_ALBUM
 
     def close(self) -> None:

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Protocol
 
 from facefinder.analyse import AnalysisJob, ModelCache, analyse_files
+from facefinder.cores import available_cores
 from facefinder.decode import DECODE_BUDGET_BYTES
 from facefinder.messages import one_line
 from facefinder.records import FileKind, FileResult
@@ -34,14 +35,6 @@ from facefinder.records import FileKind, FileResult
 Item = tuple[Path, str, FileKind]
 Task = Callable[[list[Item], AnalysisJob], list[FileResult]]
 BATCH_SIZE = 8
-
-
-def available_cores() -> int:
-    """All cores this process may use (respects CPU affinity / container limits)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # Windows, macOS
-        return max(1, os.cpu_count() or 1)
 
 
 # What one worker may need: its decode budget plus the models and Python (measured:

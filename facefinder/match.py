@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import os
 import queue
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -26,6 +25,7 @@ from typing import Any
 import numpy as np
 from threadpoolctl import OpenBLASController, ThreadpoolController
 
+from facefinder.cores import available_cores
 from facefinder.decisions import Verdicts, name_key
 from facefinder.records import Face, FileResult, Match, face_id
 from facefinder.stored_faces import StoredFaces
@@ -113,7 +113,7 @@ class Gallery:
         if not len(starts):
             return out
         step = min(rows, len(vectors))
-        threads = min(_cores(), len(starts))
+        threads = min(available_cores(), len(starts))
         spare: queue.SimpleQueue[tuple[np.ndarray, np.ndarray]] = queue.SimpleQueue()
         for _ in range(threads):
             spare.put((np.empty(len(self.vectors) * step, np.float32),
@@ -141,14 +141,6 @@ class Gallery:
         """Faces per block of ``nearest_all``: 8 MB of similarities, still in the cache
         when they are reduced to each person's nearest."""
         return max(1, NEAREST_VALUES // max(1, len(self.vectors)))
-
-
-def _cores() -> int:
-    """The cores this process may run on."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # (Windows, macOS)
-        return max(1, os.cpu_count() or 1)
 
 
 class _OneBlasThread:
@@ -521,14 +513,12 @@ def match_photos(files: Sequence[FileResult], faces: PhotoFaces | None,
         out.setdefault(file, ([], []))[0].append(match)
     if maybe_cut is not None:
         maybe = np.flatnonzero(~found & (near < maybe_cut[best]))
-        taken = set((faces.file[rows] * people + best[rows]).tolist())
+        taken = faces.file[rows] * people + best[rows]  # (file, person) with a match
         order = np.lexsort((maybe, near[maybe], best[maybe], faces.file[maybe]))
         maybe = maybe[order]
         group = faces.file[maybe] * people + best[maybe]
-        maybe = maybe[np.r_[True, group[1:] != group[:-1]]] if len(maybe) else maybe
-        maybe = np.array([row for row in maybe.tolist()
-                          if int(faces.file[row]) * people + int(best[row]) not in taken],
-                         np.int64)
+        first = np.r_[True, group[1:] != group[:-1]] if len(maybe) else np.zeros(0, bool)
+        maybe = maybe[first & ~np.isin(group, taken)]
         for file, match in _matches(files, faces, gallery, maybe, best, near,
                                     np.zeros(len(near), bool), cut):
             out.setdefault(file, ([], []))[1].append(match)
@@ -547,9 +537,9 @@ def _matches(files: Sequence[FileResult], faces: PhotoFaces, gallery: Gallery,
             near[rows].tolist(), confirmed[rows].tolist(), cut[best[rows]].tolist(),
             strict=True):
         result = files[file]
-        key, faces = result.key, result.faces
-        box = (faces.columns.box(faces.start + n)  # stored faces: no Face object made
-               if type(faces) is StoredFaces and faces.objects is None else faces[n].box)
+        key, found = result.key, result.faces
+        # stored faces: the box without making the file's Face objects
+        box = found.box(n) if type(found) is StoredFaces else found[n].box
         yield file, Match(result.rel, people[person], distance, box, result.taken,
                           result.taken_from, face=None if key is None else face_id(key, n),
                           confirmed=sure, threshold=cutoff)

@@ -97,15 +97,21 @@ class Neighbours:
         """The stored vectors (a view: do not change it)."""
         return self._data[: self._size]
 
+    def reserve(self, total: int) -> None:
+        """Room for ``total`` vectors in all, made now: a caller adding a known number
+        in steps then never copies them into a doubled buffer."""
+        if total > len(self._data):
+            grown = np.empty((total, self.dim), np.float32)
+            grown[:self._size] = self._data[:self._size]
+            self._data = grown
+
     def add(self, vectors: np.ndarray) -> np.ndarray:
         """Store more unit vectors; returns their ids. The graph, if built, grows too."""
         vectors = self._check(vectors)
         start = self._size
         need = start + len(vectors)
         if need > len(self._data):  # grow by doubling: adding one face at a time stays cheap
-            grown = np.empty((max(need, 2 * len(self._data), 1024), self.dim), np.float32)
-            grown[:start] = self._data[:start]
-            self._data = grown
+            self.reserve(max(need, 2 * len(self._data), 1024))
         self._data[start:need] = vectors
         self._size = need
         if self._graph is not None:
@@ -323,6 +329,7 @@ class FaceGraph:
         if tell is None:
             neighbours.add(vectors[start:])
         else:  # a big build: the graph grown a step at a time, each step told
+            neighbours.reserve(len(vectors))  # (not doubled step after step: 800 MB at 1M)
             for a in range(start, len(vectors), PROGRESS_STEP):
                 neighbours.add(vectors[a:a + PROGRESS_STEP])
                 neighbours.ensure_graph()
@@ -417,8 +424,11 @@ class FaceGraph:
         count, width = len(numbers), self.keys.shape[1]
         if not len(self) or not count:
             return np.full(count, -1, np.int64)
-        given = (file_keys if None not in file_keys
-                 else [k if k is not None else bytes(width) for k in file_keys])
+        # a file without a key of the graph's width (none: not from the index) is asked
+        # as zeros (a content key is a hash), on the fast path and the fallback alike
+        given = (file_keys if all(k is not None and len(k) == width for k in file_keys)
+                 else [k if k is not None and len(k) == width else bytes(width)
+                       for k in file_keys])
         # keys compared as whole 16-byte values (a quarter of the time of byte columns)
         asked = np.frombuffer(b"".join(given), f"V{width}")
         mine = np.ascontiguousarray(self.keys).view(f"V{width}").ravel()
@@ -439,8 +449,7 @@ class FaceGraph:
         found = np.where(good, found, -1)
         wrong = np.flatnonzero(~good)
         if len(wrong):  # not where the file's run says: the plain search
-            found[wrong] = self.positions([file_keys[i] or bytes(width) for i in file[wrong]],
-                                          numbers[wrong])
+            found[wrong] = self.positions([given[i] for i in file[wrong]], numbers[wrong])
         return found
 
     def _file_starts(self) -> dict[bytes, int]:

@@ -245,3 +245,26 @@ def test_an_object_detector_that_cannot_be_written_is_one_clear_error(
     text = str(raised.value)
     assert "cannot be written here (Read-only file system)" in text
     assert "`python finder.py --fetch-models --object-detector yolov8n`" in text
+
+
+def test_a_demo_that_cannot_be_written_is_one_clear_error(
+        models_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The demo album (``finder.py`` with no folder) in a models folder that cannot be
+    written and lacks it: the same one clear error, no traceback."""
+    import errno
+    import tempfile
+
+    from facefinder.models.catalog import DEMO_ALBUM
+
+    models = tmp_path / "models"
+    shutil.copytree(models_dir, models, ignore=shutil.ignore_patterns(DEMO_ALBUM, "yolov8n*"))
+    finder = Finder(models=models, jobs=1)
+
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(tempfile, "mkdtemp", read_only)
+    with pytest.raises(FinderError) as raised:
+        finder.ensure_demo()
+    finder.close()
+    assert "cannot be written here (Read-only file system)" in str(raised.value)
