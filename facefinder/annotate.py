@@ -76,12 +76,18 @@ class _Target:
     people: list[Match]
     objects: list[ObjectBox]
     faces: list[Face]  # every face found (for the other faces' outlines), when known
+    # a file found for objects alone: the classes asked for (what ``--with`` words mean)
+    classes: frozenset[str] = frozenset()
 
 
 def targets(matches: Sequence[Match], object_files: Sequence[FileResult],
-            files: Sequence[FileResult], object_folder: str | None) -> list[_Target]:
+            files: Sequence[FileResult], object_folder: str | None,
+            object_classes: Iterable[str] = ()) -> list[_Target]:
     """The drawings to make: each matched (file, person), and with ``object_folder``
-    (``--with dog`` asked without people) each object hit not already matched."""
+    (``--with dog`` asked without people) each object hit not already matched, its
+    video's sheet showing the frames with ``object_classes`` (the classes asked for,
+    as the question resolved its words)."""
+    asked = frozenset(object_classes)
     by_rel = {f.rel: f for f in files}
     objects_of = {f.rel: f.objects or [] for f in object_files}
     people_of: dict[str, list[Match]] = {}
@@ -90,20 +96,20 @@ def targets(matches: Sequence[Match], object_files: Sequence[FileResult],
     found: list[_Target] = []
     seen: set[tuple[str, str]] = set()
 
-    def add(rel: str, folder: str, kind: str) -> None:
+    def add(rel: str, folder: str, kind: str, classes: frozenset[str] = frozenset()) -> None:
         if (rel, folder) in seen:
             return
         seen.add((rel, folder))
         file = by_rel.get(rel)
         objects = objects_of.get(rel, file.objects or [] if file is not None else [])
         found.append(_Target(rel, folder, kind, people_of.get(rel, []), list(objects),
-                             list(file.faces) if file is not None else []))
+                             list(file.faces) if file is not None else [], classes))
 
     for match in matches:
         add(match.rel, match.person, "video" if match.frames is not None else "image")
     if object_folder is not None:
         for file in object_files:
-            add(file.rel, object_folder, file.kind)
+            add(file.rel, object_folder, file.kind, asked)
     return found
 
 
@@ -247,25 +253,13 @@ def _spread(times: Sequence[float], count: int) -> list[float]:
     return [times[round(i * step)] for i in range(count)]
 
 
-def _classes(word: str) -> set[str]:
-    """The COCO classes the folder's word means: it is what the user typed after
-    ``--with`` ("dogs", "puppy", "pet"), which names classes the way the query read it."""
-    from facefinder.object_names import UnknownObject, resolve
-
-    try:
-        return set(resolve(word))
-    except UnknownObject:
-        return {word}
-
-
 def _moments(target: _Target) -> list[tuple[float, str]]:
     """(time, caption) of the frames to show: for each person, up to three sampled frames
     where their face was found (first, middle, last), or their span's ends when the
     faces of the file are not at hand; for a video found for an object alone (``--with
     dog``), frames where the detector saw it, captioned with the classes seen there."""
     if not target.people:
-        classes = _classes(target.folder)
-        wanted = [o for o in target.objects if o.time is not None and o.label in classes]
+        wanted = [o for o in target.objects if o.time is not None and o.label in target.classes]
         seen = wanted or [o for o in target.objects if o.time is not None]
         return [(t, ", ".join(sorted({o.label for o in seen if abs(o.time - t) < 1e-3})))
                 for t in _spread([float(o.time) for o in seen], SHEET_FRAMES)] or [(0.0, "")]

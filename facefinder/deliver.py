@@ -69,13 +69,15 @@ def _annotations(args: argparse.Namespace, result: RunResult, say: Callable[[str
                  ) -> tuple[bool, bool]:
     """``--annotate``: the drawings; returns (some failed, Ctrl-C stopped them)."""
     from facefinder.annotate import annotate_all, targets
+    from facefinder.object_names import resolve
 
     dest = args.annotate.resolve()
     people = args.person or args.all_of or args.any_of
-    with_objects = getattr(args, "with_objects", None) or []
-    folder = with_objects[0].strip() if with_objects and not people else None
-    done = annotate_all(targets(result.matches, result.object_files, result.files, folder),
-                        result.photos, dest, on_event=say)
+    words = [w.strip() for w in getattr(args, "with_objects", None) or []]
+    folder = " + ".join(words) if words and not people else None  # all of them were asked
+    classes = {c for word in words for c in resolve(word)}  # (the question resolved them)
+    done = annotate_all(targets(result.matches, result.object_files, result.files, folder,
+                                classes), result.photos, dest, on_event=say)
     say(f"Annotated copies in {dest}: {done.written} new, {done.already_there} already there"
         + (f", {len(done.failed)} FAILED" if done.failed else "")
         + (f"; interrupted: {done.not_done} not drawn (run again to finish)"

@@ -183,16 +183,34 @@ def test_a_sheet_for_an_object_asked_in_other_words_shows_that_objects_frames(
     """``--with dogs`` (or "puppy", "pet": words the query accepts for dog) names the
     drawings' folder as typed; the contact sheet still picks the frames where a dog is
     seen, not frames of every object the video shows (people at 0 s and 1 s here)."""
-    from facefinder.annotate import _moments, _Target
-    from facefinder.records import ObjectBox
+    from facefinder.annotate import _moments, _Target, targets
+    from facefinder.object_names import resolve
+    from facefinder.records import FileResult, ObjectBox
 
     objects = [ObjectBox("person", 0.9, (0, 0, 10, 20), 0.0),
                ObjectBox("person", 0.9, (0, 0, 10, 20), 1.0),
                ObjectBox("dog", 0.7, (5, 5, 10, 10), 4.0),
                ObjectBox("person", 0.8, (0, 0, 10, 20), 4.0),
                ObjectBox("dog", 0.6, (6, 5, 10, 10), 5.0)]
-    target = _Target("walk.mp4", asked, "video", [], objects, [])
+    video = FileResult("walk.mp4", "video", objects=objects)
+    (target,) = targets([], [video], [video], asked, resolve(asked))
+    assert target.folder == asked and isinstance(target, _Target)
     assert _moments(target) == [(4.0, "dog"), (5.0, "dog")]
+
+
+def test_a_sheet_for_two_objects_asked_shows_the_frames_of_both() -> None:
+    """``--with dog --with cat`` (a file with both): one folder named for both words,
+    and the sheet shows the frames of either, not the dog's alone."""
+    from facefinder.annotate import _moments, targets
+    from facefinder.records import FileResult, ObjectBox
+
+    objects = [ObjectBox("person", 0.9, (0, 0, 10, 20), 0.0),
+               ObjectBox("dog", 0.7, (5, 5, 10, 10), 2.0),
+               ObjectBox("cat", 0.6, (50, 5, 10, 10), 6.0)]
+    video = FileResult("yard.mp4", "video", objects=objects)
+    (target,) = targets([], [video], [video], "dog + cat", {"dog", "cat"})
+    assert target.folder == "dog + cat"
+    assert _moments(target) == [(2.0, "dog"), (6.0, "cat")]
 
 
 def test_a_sheet_frame_shows_only_the_objects_of_that_frame() -> None:
