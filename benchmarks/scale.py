@@ -168,7 +168,6 @@ class _Finder(Finder):
         self.index_read_only = False
         self._graph = None
         self._graph_rows = None
-        self._tell = None
 
         class _Settings:
             video_fps = 1.0

@@ -18,6 +18,7 @@ are :class:`FinderError` (one line), index problems the index module's own types
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import importlib.util
 import operator
@@ -274,7 +275,6 @@ class Finder:
         self._models = ModelCache()
         self._graph: FaceGraph | None = None  # the neighbour graph last used (in memory)
         self._graph_rows: tuple | None = None  # (graph, faces, their rows in it), last used
-        self._tell: Callable[[str], None] | None = None  # progress lines of a graph build
         threads = available_cores()  # what runs here runs while the workers wait
         self.job = AnalysisJob(self.spec, self.models_dir, self.settings, threads,
                                objects=self._object_job(fetch, objects) if objects else None)
@@ -421,13 +421,10 @@ class Finder:
                         gallery, verdicts = self._carried(index, analyser, result, gallery,
                                                           verdicts)
                     if gallery.people:  # none: --with dog with no reference folder
-                        # a neighbour graph built now takes minutes at a million faces
-                        self._tell = lambda text: emit(Notice(text))
-                        try:
-                            self._decide(result, seen, gallery, verdicts, query, chosen,
-                                         wanted)
-                        finally:
-                            self._tell = None
+                        # a neighbour graph built now takes minutes at a million faces:
+                        # its progress lines go out as notices of this search
+                        self._decide(result, seen, gallery, verdicts, query, chosen,
+                                     wanted, progress=lambda text: emit(Notice(text)))
                     asked = bool(people or query.any_of or query.all_of)
                     result.object_files = object_answer(result, query, people_asked=asked)
             self._finish(result, analyser, index, started, interrupted=not result.complete)
@@ -569,25 +566,30 @@ class Finder:
 
     def _decide(self, result: RunResult, files: Sequence[FileResult], gallery: Gallery,
                 verdicts: Verdicts | None, query: Query | None,
-                chosen: float | None, wanted: set[str] | None = None) -> None:
+                chosen: float | None, wanted: set[str] | None = None, *,
+                progress: Callable[[str], None] | None = None) -> None:
         """Apply the decision rule to every file seen: per-person cutoffs, expansion,
-        then the matches and maybes of each file, filtered by the question.
+        then the matches and maybes of each file, filtered by the question
+        (``progress``: told the lines of a neighbour graph built for it).
 
         Videos are matched at the model's own threshold (or the one given): how crowded
         a person is, is counted on photos, and the two-frame rule of a video was tuned
         at that threshold.
         """
         with paused_gc():
-            self._decide_all(result, files, gallery, verdicts, query, chosen, wanted)
+            self._decide_all(result, files, gallery, verdicts, query, chosen, wanted,
+                             progress)
 
     def _decide_all(self, result: RunResult, files: Sequence[FileResult], gallery: Gallery,
                     verdicts: Verdicts | None, query: Query | None,
-                    chosen: float | None, wanted: set[str] | None) -> None:
+                    chosen: float | None, wanted: set[str] | None,
+                    progress: Callable[[str], None] | None) -> None:
         """``_decide``'s work (with the cyclic garbage collector paused)."""
         rule = RULES.get(self.spec.name.lower())
         # a model without a calibrated rule: its plain threshold when none is given
         given = chosen if rule is not None or chosen is not None else result.threshold
-        decided = decide(files, gallery, rule, given, verdicts, graph=self._neighbour_rows,
+        decided = decide(files, gallery, rule, given, verdicts,
+                         graph=functools.partial(self._neighbour_rows, progress=progress),
                          earlier=result.decided)
         result.decided = decided  # what deciding again after an answer reuses
         result.thresholds, result.expanded_faces = decided.thresholds, decided.expanded
@@ -625,12 +627,14 @@ class Finder:
                                      and (not filtered or query.keep(file, [*found, m])))
         with_confidence(result.matches, rule, decided.thresholds)
 
-    def face_graph(self) -> FaceGraph | None:
+    def face_graph(self, progress: Callable[[str], None] | None = None
+                   ) -> FaceGraph | None:
         """The neighbour graph of every photo face in the face index (this model's
         analysis), kept beside the index and built or brought up to date first when
         stale; held in memory while it matches the index (the review page decides again
         after every answer, and reading a million faces' graph takes seconds). None
-        without an index."""
+        without an index.
+        ``progress``: told the lines of a long build."""
         if self.index_path is None or not self.index_path.exists():
             return None
         try:
@@ -645,14 +649,15 @@ class Finder:
             if settings is None:
                 return None
             self._graph = FaceGraph.open(index, settings, held=self._graph,
-                                         progress=self._tell)
+                                         progress=progress)
         return self._graph
 
-    def _neighbour_rows(self, files: Sequence[FileResult], faces: PhotoFaces
+    def _neighbour_rows(self, files: Sequence[FileResult], faces: PhotoFaces,
+                        progress: Callable[[str], None] | None = None
                         ) -> tuple[np.ndarray, np.ndarray] | None:
         """Each photo face's nearest faces (rows of ``faces``) and their distances, from
         ``face_graph``: what keeps the decision rule linear in a big collection."""
-        graph = self.face_graph()
+        graph = self.face_graph(progress)
         if graph is None:
             return None
         last = self._graph_rows

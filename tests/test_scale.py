@@ -273,9 +273,16 @@ def test_the_finder_decides_along_the_graph_it_keeps(tmp_path: Path, models_dir:
         finder._decide(plain, files, gallery, Verdicts(), None, None, None)
         assert not FaceGraph.paths(path)[0].exists()  # small: no graph needed
         monkeypatch.setattr(decide_module, "GRAPH_FROM", 0)
+        from facefinder import neighbours as neighbours_module
+
+        monkeypatch.setattr(neighbours_module, "PROGRESS_FROM", 1000)  # a "big" build
+        monkeypatch.setattr(neighbours_module, "PROGRESS_STEP", 4000)
         along = RunResult(tmp_path, tmp_path, list(gallery.people), "Facenet", 0.32, [],
                           Summary(), files=files)
-        finder._decide(along, files, gallery, Verdicts(), None, None, None)
+        lines: list[str] = []
+        finder._decide(along, files, gallery, Verdicts(), None, None, None,
+                       progress=lines.append)
+        assert lines and all(line.startswith("Neighbour graph: ") for line in lines)
         kept = finder._graph
         assert kept is not None and FaceGraph.paths(path)[0].exists()
         a = {(m.rel, m.person) for m in plain.matches}
