@@ -365,7 +365,7 @@ def _expand(rule: RuleSpec, gallery: Gallery, vectors: np.ndarray, photo: np.nda
                 best[rows] = tile.argmin(axis=1)
                 close[rows] = tile[np.arange(len(rows)), best[rows]]
     joined = np.concatenate(extra, axis=1) if extra else np.zeros((2, 0), np.int64)
-    grown = _grown(gallery, vectors, joined)
+    grown = gallery.with_added(vectors[joined[0]], joined[1])  # in the order they came
     counts = np.bincount(joined[1], minlength=span)
     changed = None
     if log is not None:
@@ -374,28 +374,6 @@ def _expand(rule: RuleSpec, gallery: Gallery, vectors: np.ndarray, photo: np.nda
                    (np.zeros(0, np.int64), np.zeros(0, current.dtype)))
     return (grown, {people[p]: int(counts[p]) for p in range(span) if counts[p]}, current,
             changed, (best, close))
-
-
-def _grown(gallery: Gallery, vectors: np.ndarray, joined: np.ndarray) -> Gallery:
-    """The gallery with the faces that joined (``joined``: rows (face, person)): each
-    person's references, then their newcomers in the order they came, as
-    ``Gallery.build`` lays them out, in array operations (200,000 newcomers are not
-    200,000 rows listed and stacked again)."""
-    people = len(gallery.people)
-    order = np.argsort(joined[1], kind="stable")  # by person, each in the order they came
-    faces, owner = joined[0][order], joined[1][order]
-    new_at = np.searchsorted(owner, np.arange(people + 1))
-    ref_at = np.searchsorted(gallery.owner, np.arange(people + 1))
-    if (not np.array_equal(np.sort(gallery.owner, kind="stable"), gallery.owner)
-            or (np.diff(ref_at) + np.diff(new_at) == 0).any()):  # not as ``build`` makes it
-        return Gallery.build({name: [*gallery.vectors[gallery.owner == p],
-                                     *vectors[faces[new_at[p]:new_at[p + 1]]]]
-                              for p, name in enumerate(gallery.people)})
-    rows = np.concatenate([part for p in range(people) for part in (
-        gallery.vectors[ref_at[p]:ref_at[p + 1]], vectors[faces[new_at[p]:new_at[p + 1]]])])
-    counts = np.diff(ref_at) + np.diff(new_at)
-    return Gallery(list(gallery.people), rows.astype(np.float32, copy=False),
-                   np.repeat(np.arange(people, dtype=np.int64), counts))
 
 
 def _sorted_has(table: np.ndarray, values: np.ndarray) -> np.ndarray:

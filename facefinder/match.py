@@ -59,6 +59,27 @@ class Gallery:
         vectors = np.stack(rows).astype(np.float32) if rows else np.zeros((0, 0), np.float32)
         return cls(people, vectors, owner)
 
+    def with_added(self, vectors: np.ndarray, owner: np.ndarray) -> Gallery:
+        """This gallery with ``vectors`` added to the people at ``owner`` (indices into
+        ``people``), laid out as ``build`` lays out its dict: each person's references,
+        then their added vectors in the order given. In array operations: expansion
+        adds 200,000 faces at a million, not 200,000 rows to list and stack again."""
+        people = len(self.people)
+        order = np.argsort(owner, kind="stable")  # by person, each in the order given
+        added, owner = vectors[order], np.asarray(owner)[order]
+        new_at = np.searchsorted(owner, np.arange(people + 1))
+        ref_at = np.searchsorted(self.owner, np.arange(people + 1))
+        counts = np.diff(ref_at) + np.diff(new_at)
+        if (not np.array_equal(np.sort(self.owner, kind="stable"), self.owner)
+                or (counts == 0).any()):  # not laid out as ``build`` makes it: build it
+            return Gallery.build({name: [*self.vectors[self.owner == p],
+                                         *added[new_at[p]:new_at[p + 1]]]
+                                  for p, name in enumerate(self.people)})
+        rows = np.concatenate([part for p in range(people) for part in (
+            self.vectors[ref_at[p]:ref_at[p + 1]], added[new_at[p]:new_at[p + 1]])])
+        return Gallery(list(self.people), rows.astype(np.float32, copy=False),
+                       np.repeat(np.arange(people, dtype=np.int64), counts))
+
     def nearest(self, embeddings: np.ndarray, out: np.ndarray | None = None,
                 work: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
         """(F, P) cosine distance from each face to each person's nearest reference

@@ -118,3 +118,27 @@ def test_a_face_that_joined_by_expansion_is_not_judged_by_itself() -> None:
     assert decided.expanded == {"Anna": 1}
     matches, _ = match_file(photo, decided.gallery, 0.32)
     assert abs(matches[0].distance - 0.2) < 1e-4  # not 0: its own row is left out
+
+
+def test_faces_added_to_a_gallery_are_laid_out_as_build_lays_them_out() -> None:
+    """``Gallery.with_added`` (how expansion grows the gallery, in array operations)
+    gives what ``Gallery.build`` gives for the same people: each person's references,
+    then their added faces in the order given, people without any left out as ``build``
+    leaves them."""
+    rng = np.random.default_rng(5)
+    refs = {"Ann": list(rng.normal(size=(2, 4)).astype(np.float32)),
+            "Bob": list(rng.normal(size=(3, 4)).astype(np.float32)),
+            "Cy": list(rng.normal(size=(1, 4)).astype(np.float32))}
+    gallery = Gallery.build(refs)
+    added = rng.normal(size=(5, 4)).astype(np.float32)
+    owner = np.array([2, 0, 2, 0, 2])  # Cy, Ann, Cy, Ann, Cy
+    grown = gallery.with_added(added, owner)
+    expected = Gallery.build({"Ann": [*refs["Ann"], added[1], added[3]],
+                              "Bob": refs["Bob"],
+                              "Cy": [*refs["Cy"], added[0], added[2], added[4]]})
+    assert grown.people == expected.people
+    assert np.array_equal(grown.owner, expected.owner)
+    assert np.array_equal(grown.vectors, expected.vectors)
+    nothing = gallery.with_added(np.zeros((0, 4), np.float32), np.zeros(0, np.int64))
+    assert np.array_equal(nothing.vectors, gallery.vectors)
+    assert np.array_equal(nothing.owner, gallery.owner)
