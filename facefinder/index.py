@@ -609,8 +609,9 @@ class FaceIndex:
         of a seek per file at a million faces), unless that range holds many more rows
         than asked for (a folder's files around its subfolders'): then file by file."""
         found: dict[str, tuple[int, int, int]] = {}
-        for chunk in _chunks([encode_rel(r) for r in rels]):
-            wanted = set(chunk)
+        for names in _chunks(rels):
+            wanted = {encode_rel(name): name for name in names}  # stored form -> as asked
+            chunk = list(wanted)
             most = 2 * len(wanted) + 16
             rows = self.conn.execute(
                 "SELECT rel, bytes, mtime_ns, content FROM paths WHERE root = ? AND "
@@ -621,8 +622,9 @@ class FaceIndex:
                     "SELECT rel, bytes, mtime_ns, content FROM paths WHERE root = ? AND rel "
                     "IN (" + ",".join("?" * len(chunk)) + ")", (root, *chunk)).fetchall()
             for rel, size, mtime, content in rows:
-                if rel in wanted:
-                    found[decode_rel(rel)] = (size, mtime, content)
+                name = wanted.get(rel)
+                if name is not None:  # (the asked name itself: no decoding of each row)
+                    found[name] = (size, mtime, content)
         return found
 
     def contents_by_key(self, keys: Sequence[bytes]) -> dict[bytes, int]:
@@ -661,12 +663,13 @@ class FaceIndex:
                 f"WHERE a.settings = ? AND a.content IN ({marks})", (settings, *chunk))
             for (content, error, frames, kind, width, height, taken, taken_from, duration,
                  key) in rows:
+                faces = runs.get(content)  # (not ``or []``: that asks each run its length)
                 results[content] = FileResult(
                     rel="", kind=kind, error=error, frames=frames,
                     size=(width, height) if width is not None else None,
-                    faces=runs.get(content) or [],  # (faces without an analysis: none)
+                    faces=[] if faces is None else faces,  # (an analysis without faces)
                     taken=taken, taken_from=taken_from, duration=duration, from_index=True,
-                    key=bytes(key),
+                    key=key if type(key) is bytes else bytes(key),  # (sqlite3's blobs are)
                 )
         return results
 

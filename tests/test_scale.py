@@ -10,6 +10,7 @@ index. The figures at 10,000 to 1,000,000 faces are ``benchmarks/scale.py``'s.
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 from pathlib import Path
@@ -233,6 +234,34 @@ def test_the_graph_is_kept_beside_the_index_and_trusted_only_when_it_matches(
         FaceGraph.open(index, settings)
     assert {p: p.stat().st_mtime_ns for p in (graph_file, table_file)} == before
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_the_graph_table_is_mapped_from_its_file_and_read_when_it_cannot_be(
+        tmp_path: Path, monkeypatch) -> None:
+    """A warm run maps the table's arrays from the file (no copy, read-only); a table
+    written compressed (by hand, another tool) is read as before, and trusted alike."""
+    files, _ = _collection(600, 4, seed=6)
+    path = tmp_path / "faces.sqlite"
+    _store(path, files)
+    _, table_file = FaceGraph.paths(path)
+    with open_index(path) as index:
+        settings = index.settings_id(SETTINGS_KEY)
+        first = FaceGraph.open(index, settings)
+    with open_index(path) as index:
+        again = FaceGraph.open(index, settings)
+    for name in ("keys", "numbers", "near", "far"):
+        mine, stored = getattr(again, name), getattr(first, name)
+        assert np.array_equal(mine, stored) and mine.dtype == stored.dtype
+        assert isinstance(mine.base, np.memmap) and not mine.flags.writeable
+    assert again.rows(np.arange(len(again)))[0] is again.near  # the graph's own faces
+
+    np.savez_compressed(table_file, keys=first.keys, numbers=first.numbers, near=first.near,
+                        far=first.far, fingerprint=np.array(json.dumps(first.fingerprint)))
+    monkeypatch.setattr(FaceGraph, "_build", classmethod(
+        lambda *a, **k: pytest.fail("a compressed table is rebuilt")))
+    with open_index(path) as index:
+        packed = FaceGraph.open(index, settings)
+    assert np.array_equal(packed.near, first.near) and packed.near.flags.writeable
 
 
 def test_k_nearest_questions_find_the_true_neighbours(tmp_path: Path) -> None:
