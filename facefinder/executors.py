@@ -329,8 +329,22 @@ def _worker_start() -> None:
         threading.Thread(target=watch, daemon=True, name="parent-watch").start()
 
 
-def batches(items: Iterable[Item], size: int = BATCH_SIZE) -> Iterator[list[Item]]:
-    """``items`` in lists of ``size`` (the last one shorter), lazily."""
+def batches(items: Iterable[Item], size: int = BATCH_SIZE, *, workers: int = 1
+            ) -> Iterator[list[Item]]:
+    """``items`` in lists of ``size`` (the last one shorter), lazily.
+
+    When ``items`` is a list (a round of files whose end is known) and several
+    ``workers`` share it, the last batches shrink (never more than a ``2 * workers``th of
+    what is left, the batches in flight) so that the workers finish it together: with
+    whole batches to the end, one worker read its last 8 photos while the other had
+    nothing left (a second of one core on 12 MP photos, at the end of every round)."""
+    if isinstance(items, list) and workers > 1:
+        start = 0
+        while start < len(items):
+            take = max(1, min(size, -(-(len(items) - start) // (2 * workers))))
+            yield items[start:start + take]
+            start += take
+        return
     iterator = iter(items)
     while batch := list(itertools.islice(iterator, size)):
         yield batch
@@ -339,5 +353,6 @@ def batches(items: Iterable[Item], size: int = BATCH_SIZE) -> Iterator[list[Item
 def analyse_all(items: Iterable[Item], job: AnalysisJob, executor: Executor
                 ) -> Iterator[FileResult]:
     """FileResults for ``items`` in completion order, analysed by ``executor``."""
-    for results in executor.run(batches(items), job):
+    workers = getattr(executor, "jobs", 1)
+    for results in executor.run(batches(items, workers=workers), job):
         yield from results

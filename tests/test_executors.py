@@ -66,6 +66,25 @@ def test_batches_are_lazy_and_complete() -> None:
     assert [len(b) for b in batches(iter(range(19)), 8)] == [8, 8, 3]
 
 
+def test_a_round_of_known_files_ends_on_every_worker_together() -> None:
+    """A list (one round of files) shared by workers: whole batches while there is
+    plenty, then smaller ones, never more than a share of what is left per batch in
+    flight, so no worker reads a whole batch alone at the end; one worker, or files
+    whose end is not known: whole batches."""
+    items = list(range(60))
+    sizes = [len(b) for b in batches(items, 8, workers=2)]
+    assert [x for b in batches(items, 8, workers=2) for x in b] == items
+    assert sizes[:4] == [8, 8, 8, 8] and sizes[-4:] == [1, 1, 1, 1]
+    assert sizes == sorted(sizes, reverse=True)
+    left = len(items)
+    for size in sizes:  # each at most its share of what is left among 4 in flight
+        assert size <= max(1, -(-left // 4))
+        left -= size
+    assert [len(b) for b in batches(items, 8)] == [8] * 7 + [4]
+    assert [len(b) for b in batches(iter(items), 8, workers=2)] == [8] * 7 + [4]
+    assert list(batches([], 8, workers=2)) == []
+
+
 class CountingExecutor(InlineExecutor):
     """A stand-in for a cluster: many 'workers', counts what it is given to analyse."""
 
