@@ -226,10 +226,15 @@ def _min_to_graph(joined: np.ndarray, person: np.ndarray, current: np.ndarray,
         if len(at):
             moved[_lower(flat, people, a + at // k, rows.reshape(-1)[at],
                          owner.reshape(-1)[at], far.reshape(-1)[at], log) // people] = True
-    theirs = near[joined]  # the newcomers' own neighbours
-    at = np.flatnonzero(theirs >= 0)
-    moved[_lower(flat, people, theirs.reshape(-1)[at], joined[at // k], person[at // k],
-                 dist[joined].reshape(-1)[at], log) // people] = True
+    theirs = near[joined].reshape(-1)  # the newcomers' own neighbours
+    far = dist[joined].reshape(-1)
+    if (theirs >= 0).all():  # (the usual case: every face has its K neighbours)
+        mine, whose = np.repeat(joined, k), np.repeat(person, k)
+    else:
+        at = np.flatnonzero(theirs >= 0)
+        row = at // k
+        theirs, far, mine, whose = theirs[at], far[at], joined[row], person[row]
+    moved[_lower(flat, people, theirs, mine, whose, far, log) // people] = True
     return np.flatnonzero(moved)
 
 
@@ -365,7 +370,7 @@ def _expand(rule: RuleSpec, gallery: Gallery, vectors: np.ndarray, photo: np.nda
                 best[rows] = tile.argmin(axis=1)
                 close[rows] = tile[np.arange(len(rows)), best[rows]]
     joined = np.concatenate(extra, axis=1) if extra else np.zeros((2, 0), np.int64)
-    grown = gallery.with_added(vectors[joined[0]], joined[1])  # in the order they came
+    grown = gallery.with_added(vectors, joined[1], joined[0])  # in the order they came
     counts = np.bincount(joined[1], minlength=span)
     changed = None
     if log is not None:

@@ -139,6 +139,13 @@ def test_faces_added_to_a_gallery_are_laid_out_as_build_lays_them_out() -> None:
     assert grown.people == expected.people
     assert np.array_equal(grown.owner, expected.owner)
     assert np.array_equal(grown.vectors, expected.vectors)
+    source = np.concatenate([rng.normal(size=(3, 4)), added[::-1]]).astype(np.float32)
+    taken = gallery.with_added(source, owner, np.arange(7, 2, -1))  # rows of a bigger array
+    assert np.array_equal(taken.vectors, expected.vectors)
+    assert np.array_equal(taken.owner, expected.owner)
+    as_doubles = gallery.with_added(added.astype(np.float64), owner)
+    assert np.array_equal(as_doubles.vectors, expected.vectors)
+    assert as_doubles.vectors.dtype == np.float32
     nothing = gallery.with_added(np.zeros((0, 4), np.float32), np.zeros(0, np.int64))
     assert np.array_equal(nothing.vectors, gallery.vectors)
     assert np.array_equal(nothing.owner, gallery.owner)
