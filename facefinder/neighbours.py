@@ -523,6 +523,10 @@ def _mapped_members(path: Path, names: Sequence[str]) -> dict[str, np.ndarray]:
     import zipfile
 
     found: dict[str, np.ndarray] = {}
+    if os.name == "nt":
+        # Windows cannot replace a file that is mapped: a graph that grows while the
+        # review page holds the old one could then never be saved. Read it there.
+        return found
     with zipfile.ZipFile(path) as archive, open(path, "rb") as handle:
         for info in archive.infolist():
             name = info.filename.removesuffix(".npy")

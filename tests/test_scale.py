@@ -252,7 +252,8 @@ def test_the_graph_table_is_mapped_from_its_file_and_read_when_it_cannot_be(
     for name in ("keys", "numbers", "near", "far"):
         mine, stored = getattr(again, name), getattr(first, name)
         assert np.array_equal(mine, stored) and mine.dtype == stored.dtype
-        assert isinstance(mine.base, np.memmap) and not mine.flags.writeable
+        assert os.name == "nt" or (isinstance(mine.base, np.memmap)
+                                   and not mine.flags.writeable)
     assert again.rows(np.arange(len(again)))[0] is again.near  # the graph's own faces
 
     np.savez_compressed(table_file, keys=first.keys, numbers=first.numbers, near=first.near,
