@@ -329,15 +329,19 @@ def _worker_start() -> None:
         threading.Thread(target=watch, daemon=True, name="parent-watch").start()
 
 
-def batches(items: Iterable[Item], size: int = BATCH_SIZE, *, workers: int = 1
-            ) -> Iterator[list[Item]]:
+def batches(items: Iterable[Item], size: int = BATCH_SIZE, *,
+            workers: int | Callable[[], int] = 1) -> Iterator[list[Item]]:
     """``items`` in lists of ``size`` (the last one shorter), lazily.
 
     When ``items`` is a list (a round of files whose end is known) and several
     ``workers`` share it, the last batches shrink (never more than a ``2 * workers``th of
     what is left, the batches in flight) so that the workers finish it together: with
     whole batches to the end, one worker read its last 8 photos while the other had
-    nothing left (a second of one core on 12 MP photos, at the end of every round)."""
+    nothing left (a second of one core on 12 MP photos, at the end of every round).
+    ``workers`` may be a function, asked when the first batch is taken (a cluster counts
+    its workers when its run starts)."""
+    if callable(workers):
+        workers = workers()
     if isinstance(items, list) and workers > 1:
         start = 0
         while start < len(items):
@@ -353,6 +357,8 @@ def batches(items: Iterable[Item], size: int = BATCH_SIZE, *, workers: int = 1
 def analyse_all(items: Iterable[Item], job: AnalysisJob, executor: Executor
                 ) -> Iterator[FileResult]:
     """FileResults for ``items`` in completion order, analysed by ``executor``."""
-    workers = getattr(executor, "jobs", 1)
+    def workers() -> int:
+        return getattr(executor, "jobs", 1)
+
     for results in executor.run(batches(items, workers=workers), job):
         yield from results

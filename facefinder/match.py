@@ -83,8 +83,9 @@ class Gallery:
             return Gallery.build({name: [*self.vectors[self.owner == p],
                                          *added[new_at[p]:new_at[p + 1]]]
                                   for p, name in enumerate(self.people)})
-        dim = self.vectors.shape[1] if self.vectors.ndim == 2 else vectors.shape[1]
-        vectors = np.asarray(vectors, np.float32)  # (``take`` writes only its own type)
+        dim = vectors.shape[1] if self.vectors.size == 0 else self.vectors.shape[1]
+        if vectors.dtype != np.float32:  # (``take`` writes only its own type)
+            vectors = np.asarray(vectors, np.float32)
         out = np.empty((int(counts.sum()), dim), np.float32)
         start = 0
         for p in range(people):
@@ -93,7 +94,9 @@ class Gallery:
             start += refs
             mine = taken[new_at[p]:new_at[p + 1]]
             if len(mine):
-                np.take(vectors, mine, axis=0, out=out[start:start + len(mine)])
+                # mode "clip": rows of ``vectors`` by construction; "raise" (the default)
+                # would gather into a temporary and copy it over
+                np.take(vectors, mine, axis=0, out=out[start:start + len(mine)], mode="clip")
                 start += len(mine)
         return Gallery(list(self.people), out,
                        np.repeat(np.arange(people, dtype=np.int64), counts))

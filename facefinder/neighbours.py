@@ -24,12 +24,14 @@ beside the index").
 from __future__ import annotations
 
 import contextlib
+import io
 import itertools
 import json
 import os
 import secrets
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -225,8 +227,8 @@ class FaceGraph:
     when it does not match: then they are built again (when faces were only added, the
     new ones are added to the graph, not the lot). Deleting them costs only that rebuild.
     Both files are memory-mapped when read back (the table's arrays read-only, see
-    ``_mapped_members``), so opening them costs no time at a million faces; the vectors
-    are read from the graph only when asked for.
+    ``_mapped_members``; on Windows the table is read), so opening them costs no time at
+    a million faces; the vectors are read from the graph only when asked for.
     """
 
     def __init__(self, keys: np.ndarray, numbers: np.ndarray, near: np.ndarray,
@@ -378,9 +380,11 @@ class FaceGraph:
         if not graph_file.exists() or not table_file.exists():
             return None
         try:
-            with np.load(table_file, allow_pickle=False) as table:
+            # one handle for all of it: a table replaced meanwhile (another run saving)
+            # is then read whole from one file or the other, never mixed
+            with open(table_file, "rb") as handle, np.load(handle, allow_pickle=False) as table:
                 fingerprint = json.loads(str(table["fingerprint"]))
-                mapped = _mapped_members(table_file, ("keys", "numbers", "near", "far"))
+                mapped = _mapped_members(handle, ("keys", "numbers", "near", "far"))
                 keys, numbers, near, far = (mapped[name] if name in mapped else table[name]
                                             for name in ("keys", "numbers", "near", "far"))
             Index = usearch_index()
@@ -509,46 +513,57 @@ PROGRESS_FROM = 200_000
 PROGRESS_STEP = 100_000
 
 
-def _mapped_members(path: Path, names: Sequence[str]) -> dict[str, np.ndarray]:
-    """The arrays ``names`` of the ``.npz`` at ``path``, memory-mapped from the file
-    (read-only) instead of read into memory; a member not stored plainly (compressed,
-    Fortran order, objects) is left out, for the caller to read as usual.
+def _mapped_members(handle: BinaryIO, names: Sequence[str]) -> dict[str, np.ndarray]:
+    """The arrays ``names`` of the ``.npz`` open as ``handle``, as read-only views of one
+    memory map of that file instead of read into memory; a member that cannot be mapped
+    (compressed, Fortran order, objects, an unknown header) is left out, for the caller
+    to read as usual. Nothing is mapped on Windows, where a mapped file cannot be
+    replaced: a graph that grows while the review page holds the old one could then
+    never be saved.
 
     Why: at a million faces the table is 184 MB, and reading it cost 0.2-0.5 s and as much
     fresh memory on every warm run, while the decision looks at its rows once (expansion,
     in the page cache's pages). ``np.savez`` stores each member uncompressed, an ``.npy``
     after its ZIP entry's local header, so each array is a plain region of the file.
     """
+    import mmap
     import struct
     import zipfile
 
     found: dict[str, np.ndarray] = {}
     if os.name == "nt":
-        # Windows cannot replace a file that is mapped: a graph that grows while the
-        # review page holds the old one could then never be saved. Read it there.
         return found
-    with zipfile.ZipFile(path) as archive, open(path, "rb") as handle:
-        for info in archive.infolist():
-            name = info.filename.removesuffix(".npy")
-            if name not in names or info.compress_type != zipfile.ZIP_STORED:
-                continue
-            handle.seek(info.header_offset)
-            header = handle.read(30)  # the local file header: its name and extra follow
+    try:
+        whole = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+        infos = zipfile.ZipFile(handle).infolist()
+    except (OSError, ValueError, zipfile.BadZipFile):
+        return found
+    for info in infos:
+        name = info.filename.removesuffix(".npy")
+        if name not in names or info.compress_type != zipfile.ZIP_STORED:
+            continue
+        try:
+            header = whole[info.header_offset:info.header_offset + 30]  # local header
             if len(header) < 30 or header[:4] != b"PK\x03\x04":
                 continue
             name_length, extra_length = struct.unpack("<HH", header[26:30])
-            handle.seek(info.header_offset + 30 + name_length + extra_length)
-            version = np.lib.format.read_magic(handle)
-            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                           else np.lib.format.read_array_header_2_0)
-            shape, fortran, dtype = read_header(handle)
-            start = handle.tell()
-            size = int(np.prod(shape)) * dtype.itemsize
-            if fortran or dtype.hasobject or size == 0 or start - info.header_offset + size > (
-                    30 + name_length + extra_length + info.file_size):
+            begin = info.header_offset + 30 + name_length + extra_length
+            member = io.BytesIO(whole[begin:begin + min(info.file_size, 1 << 16)])
+            version = np.lib.format.read_magic(member)
+            if version == (1, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_1_0(member)
+            elif version == (2, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_2_0(member)
+            else:
                 continue
-            found[name] = np.memmap(path, dtype=dtype, mode="r", offset=start,
-                                    shape=shape).view(np.ndarray)
+            start = begin + member.tell()
+            count = int(np.prod(shape))
+            if (fortran or dtype.hasobject or not count
+                    or member.tell() + count * dtype.itemsize > info.file_size):
+                continue
+            found[name] = np.frombuffer(whole, dtype, count, start).reshape(shape)
+        except (OSError, ValueError, struct.error):
+            continue
     return found
 
 

@@ -85,6 +85,29 @@ def test_a_round_of_known_files_ends_on_every_worker_together() -> None:
     assert list(batches([], 8, workers=2)) == []
 
 
+def test_the_executor_s_workers_shape_the_end_of_a_round() -> None:
+    """``analyse_all`` asks the executor how many workers share a round when the round
+    starts (a cluster counts them in ``run``), and a known list's batches shrink for
+    them at its end."""
+    class Recording:
+        jobs = 1
+
+        def __init__(self) -> None:
+            self.sizes: list[int] = []
+
+        def run(self, batches, job):
+            self.jobs = 4  # as a cluster executor does when its run starts
+            for batch in batches:
+                self.sizes.append(len(batch))
+                yield []
+
+    executor = Recording()
+    items = [(Path(f"{i}.jpg"), f"{i}.jpg", "image") for i in range(40)]
+    assert list(analyse_all(items, AnalysisJob.__new__(AnalysisJob), executor)) == []
+    assert sum(executor.sizes) == 40 and executor.sizes[:2] == [5, 5]
+    assert executor.sizes[-1] == 1
+
+
 class CountingExecutor(InlineExecutor):
     """A stand-in for a cluster: many 'workers', counts what it is given to analyse."""
 
