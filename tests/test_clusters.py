@@ -170,6 +170,33 @@ def test_reusing_the_neighbour_index():
     assert same_partition(labels, who)
 
 
+def test_known_nearest_faces_cluster_as_the_search_does():
+    """Given each face's nearest faces (the neighbour graph kept beside the index), the
+    clusters are the ones the search would make when those are the true nearest, and
+    nothing is searched; a face whose neighbours are unknown (-1) stays alone."""
+    vectors, _ = blobs(40, 8, noise=0.06, seed=8)
+    photos = np.arange(len(vectors)) // 2
+    ids, dists = brute(vectors, vectors, 21)
+    near, far = ids[:, 1:], dists[:, 1:]  # each face itself left out, as the graph does
+    assert (ids[:, 0] == np.arange(len(vectors))).all()
+    searched = cluster_faces(vectors, photos)
+
+    class NoSearch(Neighbours):
+        def query(self, *args, **kwargs):
+            raise AssertionError("searched although the nearest faces were given")
+
+    given = cluster_faces(vectors, photos, nearest=(near, far),
+                          neighbours=NoSearch(vectors))
+    assert (given == searched).all()
+    alone = near.copy()
+    alone[0] = -1
+    far_alone = far.copy()
+    far_alone[0] = np.inf
+    alone[alone == 0] = -1  # and no other face points at it
+    labels = cluster_faces(vectors, photos, nearest=(alone, far_alone))
+    assert (labels == labels[0]).sum() == 1
+
+
 def test_deterministic():
     vectors, _ = blobs(30, 8, noise=0.06, seed=6)
     photos = np.arange(len(vectors)) // 3  # three faces per photo
