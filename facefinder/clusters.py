@@ -154,7 +154,14 @@ def cluster_sizes(labels: Sequence[int] | np.ndarray) -> dict[int, int]:
 
 
 def _factorize(photos: Sequence[Hashable] | np.ndarray) -> np.ndarray:
-    """Photo values -> small ints (equal values, equal ints)."""
+    """Photo values -> small ints (equal values, equal ints), numbered in the order each
+    value first comes (the order of faces sharing a photo follows these numbers)."""
+    if isinstance(photos, np.ndarray) and photos.ndim == 1 and photos.dtype.kind in "iu":
+        # file numbers (the review page's 800,000 faces): in arrays, not a dict of them
+        _, first, inverse = np.unique(photos, return_index=True, return_inverse=True)
+        rank = np.empty(len(first), np.int64)
+        rank[np.argsort(first, kind="stable")] = np.arange(len(first))
+        return rank[inverse.reshape(-1)]
     ids: dict[Hashable, int] = {}
     return np.fromiter((ids.setdefault(p, len(ids)) for p in _hashable(photos)),
                        dtype=np.int64, count=len(photos))
@@ -180,8 +187,9 @@ def _edges(vectors: np.ndarray, photo: np.ndarray, moving: np.ndarray, threshold
     if nearest is not None:
         ids, dists = nearest[0][moving, :k], nearest[1][moving, :k]
     else:
-        if neighbours is None:
-            neighbours = Neighbours(vectors)
+        if neighbours is None:  # the faces as they are (a copy of 800,000 took a second)
+            neighbours = Neighbours(dim=vectors.shape[1])
+            neighbours.adopt(vectors, None)
         elif len(neighbours) < n:
             neighbours.add(vectors[len(neighbours):])
         ids, dists = neighbours.query(vectors[moving], k + 1)  # +1: a face finds itself

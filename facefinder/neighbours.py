@@ -153,12 +153,14 @@ class Neighbours:
         self._sync_graph()
 
     def adopt(self, vectors: np.ndarray, graph) -> None:
-        """Take ``vectors`` with a usearch index already holding them (keys 0..N-1, as
-        read back from disk), so nothing is indexed again."""
+        """Take ``vectors`` (not copied when already contiguous float32: never written
+        to, an ``add`` moves them to a buffer of its own) with a usearch index already
+        holding them (keys 0..N-1, as read back from disk), so nothing is indexed again;
+        or with ``graph`` None, none yet (built on first need, as for ``add``)."""
         self._data = self._check(vectors)
         self._size = len(self._data)
         self._graph = graph
-        self._in_graph = self._size
+        self._in_graph = self._size if graph is not None else 0
 
     # ------------------------------------------------------------------ internals
 

@@ -88,6 +88,9 @@ class Review:
         self.threshold = threshold
         self._lock = threading.RLock()
         self.result: RunResult
+        # this collection's cluster labels as last stored ({(key, n): cluster}), kept by
+        # ``_recluster`` and ``_store_labels``: what an answer re-clusters from
+        self._stored: dict[tuple[bytes, int], int] | None = None
         self.refresh(on_event)
 
     # ------------------------------------------------------------------ searching
@@ -228,7 +231,10 @@ class Review:
                     index.decide(settings, decision)
                     self.verdicts.add(decision)
             self.finder.rematch(self.result, self.verdicts)
-            self._recluster(self._labels())
+            # the labels as stored (kept by ``_recluster`` and ``_store_labels``: the same
+            # as ``_labels()``, without looking up 800,000 face ids at a million faces)
+            stored = getattr(self, "_stored", None)
+            self._recluster(stored if stored is not None else self._labels())
 
     def _row(self, face: str) -> _FaceRow:
         try:
@@ -282,11 +288,13 @@ class Review:
                 self._clusters[label] = Cluster(
                     label, [self._ids[i] for i in members], label in self._hidden,
                     {self._file_hex[i] for i in members})
-        now = {k: int(c) for k, c in zip(keys, labels, strict=True)}
+        now = dict(zip(keys, np.asarray(labels, np.int64).tolist(), strict=True))
         # only what changed is written (an answer moves a few faces), and only this
         # collection's faces: the index may hold other folders' clusters, never touched here
-        changed = [(*k, c) for k, c in now.items() if previous.get(k) != c]
-        gone = [k for k in previous if k not in now and k in self._mine]
+        moved = np.flatnonzero(earlier != labels).tolist()  # (-1: not labelled before)
+        changed = [(*keys[i], now[keys[i]]) for i in moved]
+        gone = [k for k in previous.keys() - now.keys() if k in self._mine]
+        self._stored = now  # this collection's labels as the index now holds them
         if changed or gone:
             with open_index(self.finder.index_path) as index:
                 index.change_cluster_labels(self._settings["image"] or 0, changed, gone)
@@ -323,10 +331,12 @@ class Review:
     def _store_labels(self, moved: Sequence[str], cluster: int) -> None:
         """Store that the faces ``moved`` now belong to ``cluster`` (a merge); every other
         stored label, this folder's or another's, stays as it is."""
+        labels = [(*self._keys[self._by_face[f]], cluster) for f in moved]
         with open_index(self.finder.index_path) as index:
-            index.change_cluster_labels(
-                self._settings["image"] or 0,
-                [(*self._keys[self._by_face[f]], cluster) for f in moved], [])
+            index.change_cluster_labels(self._settings["image"] or 0, labels, [])
+        stored = getattr(self, "_stored", None)
+        if stored is not None:
+            stored.update(((key, n), label) for key, n, label in labels)
 
     def clusters(self, *, hidden: bool = False, min_size: int = 2) -> list[Cluster]:
         """Clusters of unknown faces, largest first (hidden ones only when asked)."""

@@ -404,7 +404,16 @@ def test_an_answer_on_the_page_changes_only_what_it_must(tmp_path: Path, models_
                    for m in review.result.matches)
         with open_index(path) as index:
             stored = index.cluster_labels(review._settings["image"])
-        assert stored == review._labels() and stored
+        assert stored == review._labels() == review._stored and stored
+        big = sorted(review._clusters.values(), key=lambda c: -c.size)[:2]
+        review.merge_clusters(big[0].id, big[1].id)  # the labels kept follow a merge too
+        with open_index(path) as index:
+            stored = index.cluster_labels(review._settings["image"])
+        assert stored == review._labels() == review._stored
+        review.decide(review.result.matches[6].face, review.result.matches[6].person, "no")
+        with open_index(path) as index:
+            stored = index.cluster_labels(review._settings["image"])
+        assert stored == review._labels() == review._stored
         unknown = {f for c in review._clusters.values() for f in c.faces}
         assert not unknown & {m.face for m in review.result.matches}
 
