@@ -294,10 +294,10 @@ class Review:
         moved = np.flatnonzero(earlier != labels).tolist()  # (-1: not labelled before)
         changed = [(*keys[i], now[keys[i]]) for i in moved]
         gone = [k for k in previous.keys() - now.keys() if k in self._mine]
-        self._stored = now  # this collection's labels as the index now holds them
         if changed or gone:
             with open_index(self.finder.index_path) as index:
                 index.change_cluster_labels(self._settings["image"] or 0, changed, gone)
+        self._stored = now  # this collection's labels as the index now holds them
 
     def _graph_rows(self, keys: Sequence[tuple[bytes, int]], moving: int
                     ) -> tuple[np.ndarray, np.ndarray] | None:

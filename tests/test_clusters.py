@@ -197,6 +197,20 @@ def test_known_nearest_faces_cluster_as_the_search_does():
     assert (labels == labels[0]).sum() == 1
 
 
+def test_photos_are_numbered_in_the_order_they_first_come():
+    """File numbers (an array) are numbered as any other photo values are, in the order
+    each first comes: the faces sharing a photo are visited in that order."""
+    from facefinder.clusters import _factorize
+
+    for photos in (np.array([7, -3, 7, 2, -3], np.int64),
+                   np.array([2**64 - 1, 5, 2**64 - 1, 0], np.uint64),
+                   np.array([], np.int32)):
+        first_seen: dict = {}
+        expected = [first_seen.setdefault(p, len(first_seen)) for p in photos.tolist()]
+        assert _factorize(photos).tolist() == expected
+        assert _factorize(list(photos.tolist())).tolist() == expected
+
+
 def test_deterministic():
     vectors, _ = blobs(30, 8, noise=0.06, seed=6)
     photos = np.arange(len(vectors)) // 3  # three faces per photo
