@@ -28,7 +28,7 @@ import sqlite3
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -267,11 +267,9 @@ class Finder:
         if missing:
             raise FinderError(f"--model {self.spec.name} needs the {missing[0]}-bin package: "
                               "python -m pip install -r requirements-dlib.txt")
-        try:
+        with _models_needed():
             ensure_models(self.models_dir, list(self.spec.sources), allow_fetch=fetch,
                           say=self._on_fetch)
-        except ModelsMissing as exc:
-            raise FinderError(str(exc)) from None
         self._models = ModelCache()
         self._graph: FaceGraph | None = None  # the neighbour graph last used (in memory)
         self._graph_rows: tuple | None = None  # (graph, faces, their rows in it), last used
@@ -293,11 +291,9 @@ class Finder:
         if spec is None:
             raise FinderError(f"no object detector called {str(detector)[:40]!r}; there are "
                               + ", ".join(sorted(OBJECT_MODELS)))
-        try:
+        with _models_needed():
             ensure_object_model(self.models_dir, allow_fetch=fetch, say=self._on_fetch,
                                 file=spec.file)
-        except ModelsMissing as exc:
-            raise FinderError(str(exc)) from None
         return ObjectJob(spec, self.models_dir)
 
     # ------------------------------------------------------------------ one photo
@@ -326,21 +322,17 @@ class Finder:
 
         objects = ([OBJECT_SOURCES[self.job.objects.spec.file]]
                    if self.job.objects is not None else [])  # --fetch-models --objects
-        try:
+        with _models_needed():
             ensure_models(self.models_dir, [*self.spec.sources, "demo", *objects],
                           verify=True, allow_fetch=self._fetch, say=self._on_fetch)
-        except ModelsMissing as exc:
-            raise FinderError(str(exc)) from None
 
     def ensure_demo(self) -> Path:
         """The demo album (fetched once with the models): ``photos/``, ``reference/``."""
         from facefinder.models.catalog import DEMO_ALBUM
         from facefinder.models.fetch import ensure_models
 
-        try:
+        with _models_needed():
             ensure_models(self.models_dir, ["demo"], say=self._on_fetch)
-        except ModelsMissing as exc:  # e.g. a read-only models folder: one line, as above
-            raise FinderError(str(exc)) from None
         return self.models_dir / DEMO_ALBUM
 
     def close(self) -> None:
@@ -783,6 +775,15 @@ class Finder:
 
 
 # --------------------------------------------------------------------------- index admin
+
+
+@contextlib.contextmanager
+def _models_needed() -> Iterator[None]:
+    """Model files missing (not fetched, a read-only models folder): one line."""
+    try:
+        yield
+    except ModelsMissing as exc:
+        raise FinderError(str(exc)) from None
 
 
 def object_answer(result: RunResult, query: Query, *, people_asked: bool

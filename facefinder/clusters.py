@@ -158,10 +158,7 @@ def _factorize(photos: Sequence[Hashable] | np.ndarray) -> np.ndarray:
     value first comes (the order of faces sharing a photo follows these numbers)."""
     if isinstance(photos, np.ndarray) and photos.ndim == 1 and photos.dtype.kind in "iu":
         # file numbers (the review page's 800,000 faces): in arrays, not a dict of them
-        _, first, inverse = np.unique(photos, return_index=True, return_inverse=True)
-        rank = np.empty(len(first), np.int64)
-        rank[np.argsort(first, kind="stable")] = np.arange(len(first))
-        return rank[inverse.reshape(-1)]
+        return _first_seen_ids(photos)
     ids: dict[Hashable, int] = {}
     return np.fromiter((ids.setdefault(p, len(ids)) for p in _hashable(photos)),
                        dtype=np.int64, count=len(photos))
@@ -355,9 +352,15 @@ def _renumber(labels: np.ndarray, first_new: int) -> np.ndarray:
     fresh = labels >= first_new
     if not fresh.any():
         return labels
-    values, first = np.unique(labels[fresh], return_index=True)
-    rank = np.empty(len(values), dtype=np.int64)
-    rank[np.argsort(first, kind="stable")] = np.arange(len(values))
     out = labels.copy()
-    out[fresh] = first_new + rank[np.searchsorted(values, labels[fresh])]
+    out[fresh] = first_new + _first_seen_ids(labels[fresh])
     return out
+
+
+def _first_seen_ids(values: np.ndarray) -> np.ndarray:
+    """0, 1, 2, ... for the distinct ``values`` (1-d integers), in the order each first
+    comes; one per value."""
+    _, first, inverse = np.unique(values, return_index=True, return_inverse=True)
+    rank = np.empty(len(first), np.int64)
+    rank[np.argsort(first, kind="stable")] = np.arange(len(first))
+    return rank[inverse.reshape(-1)]

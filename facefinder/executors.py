@@ -357,8 +357,5 @@ def batches(items: Iterable[Item], size: int = BATCH_SIZE, *,
 def analyse_all(items: Iterable[Item], job: AnalysisJob, executor: Executor
                 ) -> Iterator[FileResult]:
     """FileResults for ``items`` in completion order, analysed by ``executor``."""
-    def workers() -> int:
-        return getattr(executor, "jobs", 1)
-
-    for results in executor.run(batches(items, workers=workers), job):
+    for results in executor.run(batches(items, workers=lambda: executor.jobs), job):
         yield from results

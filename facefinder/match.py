@@ -549,18 +549,18 @@ def match_photos(files: Sequence[FileResult], faces: PhotoFaces | None,
     # per (file, person): a confirmed face first, then the closest, then the first row
     order = np.lexsort((rows, near[rows], ~confirmed[rows], best[rows], faces.file[rows]))
     rows = rows[order]
-    group = faces.file[rows] * people + best[rows]
-    rows = rows[np.r_[True, group[1:] != group[:-1]]] if len(rows) else rows
+    group = faces.file[rows] * people + best[rows]  # (file, person), never negative
+    head = np.diff(group, prepend=-1) != 0  # each (file, person)'s first row
+    rows, taken = rows[head], group[head]
     for file, match in _matches(files, faces, gallery, rows, best, near, confirmed, cut):
         out.setdefault(file, ([], []))[0].append(match)
     if maybe_cut is not None:
         maybe = np.flatnonzero(~found & (near < maybe_cut[best]))
-        taken = faces.file[rows] * people + best[rows]  # (file, person) with a match
         order = np.lexsort((maybe, near[maybe], best[maybe], faces.file[maybe]))
         maybe = maybe[order]
         group = faces.file[maybe] * people + best[maybe]
-        first = np.r_[True, group[1:] != group[:-1]] if len(maybe) else np.zeros(0, bool)
-        maybe = maybe[first & ~np.isin(group, taken)]
+        head = np.diff(group, prepend=-1) != 0
+        maybe = maybe[head & ~np.isin(group, taken)]
         for file, match in _matches(files, faces, gallery, maybe, best, near,
                                     np.zeros(len(near), bool), cut):
             out.setdefault(file, ([], []))[1].append(match)

@@ -29,6 +29,7 @@ import itertools
 import json
 import os
 import secrets
+import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import BinaryIO
@@ -386,7 +387,8 @@ class FaceGraph:
             # is then read whole from one file or the other, never mixed
             with open(table_file, "rb") as handle, np.load(handle, allow_pickle=False) as table:
                 fingerprint = json.loads(str(table["fingerprint"]))
-                mapped = _mapped_members(handle, ("keys", "numbers", "near", "far"))
+                mapped = _mapped_members(handle, table.zip.infolist(),
+                                         ("keys", "numbers", "near", "far"))
                 keys, numbers, near, far = (mapped[name] if name in mapped else table[name]
                                             for name in ("keys", "numbers", "near", "far"))
             Index = usearch_index()
@@ -515,8 +517,10 @@ PROGRESS_FROM = 200_000
 PROGRESS_STEP = 100_000
 
 
-def _mapped_members(handle: BinaryIO, names: Sequence[str]) -> dict[str, np.ndarray]:
-    """The arrays ``names`` of the ``.npz`` open as ``handle``, as read-only views of one
+def _mapped_members(handle: BinaryIO, infos: Sequence[zipfile.ZipInfo],
+                    names: Sequence[str]) -> dict[str, np.ndarray]:
+    """The arrays ``names`` of the ``.npz`` open as ``handle`` (``infos``: its members, as
+    ``np.load`` already read them), as read-only views of one
     memory map of that file instead of read into memory; a member that cannot be mapped
     (compressed, Fortran order, objects, an unknown header) is left out, for the caller
     to read as usual. Nothing is mapped on Windows, where a mapped file cannot be
@@ -530,15 +534,13 @@ def _mapped_members(handle: BinaryIO, names: Sequence[str]) -> dict[str, np.ndar
     """
     import mmap
     import struct
-    import zipfile
 
     found: dict[str, np.ndarray] = {}
     if os.name == "nt":
         return found
     try:
         whole = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
-        infos = zipfile.ZipFile(handle).infolist()
-    except (OSError, ValueError, zipfile.BadZipFile):
+    except (OSError, ValueError):
         return found
     for info in infos:
         name = info.filename.removesuffix(".npy")

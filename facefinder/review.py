@@ -89,8 +89,9 @@ class Review:
         self._lock = threading.RLock()
         self.result: RunResult
         # this collection's cluster labels as last stored ({(key, n): cluster}), kept by
-        # ``_recluster`` and ``_store_labels``: what an answer re-clusters from
-        self._stored: dict[tuple[bytes, int], int] | None = None
+        # ``_recluster`` (which ``refresh`` runs) and ``_store_labels``: what an answer
+        # re-clusters from
+        self._stored: dict[tuple[bytes, int], int] = {}
         self.refresh(on_event)
 
     # ------------------------------------------------------------------ searching
@@ -231,10 +232,9 @@ class Review:
                     index.decide(settings, decision)
                     self.verdicts.add(decision)
             self.finder.rematch(self.result, self.verdicts)
-            # the labels as stored (kept by ``_recluster`` and ``_store_labels``: the same
-            # as ``_labels()``, without looking up 800,000 face ids at a million faces)
-            stored = getattr(self, "_stored", None)
-            self._recluster(stored if stored is not None else self._labels())
+            # the labels as stored (the same as ``_labels()``, without looking up 800,000
+            # face ids at a million faces)
+            self._recluster(self._stored)
 
     def _row(self, face: str) -> _FaceRow:
         try:
@@ -323,10 +323,7 @@ class Review:
                              np.array([n for _, n in keys], np.int64))
         if (at < 0).any():  # a face the graph does not hold: search them all as before
             return None
-        row = np.full(len(graph) + 1, -1, np.int64)  # graph position -> row; last: none
-        row[at] = np.arange(len(keys))
-        near = graph.near[at]
-        return row[np.where(near >= 0, near, len(graph))], graph.far[at]
+        return graph.rows(at)  # (neighbours as rows of ``keys``, as the decision takes them)
 
     def _store_labels(self, moved: Sequence[str], cluster: int) -> None:
         """Store that the faces ``moved`` now belong to ``cluster`` (a merge); every other
@@ -334,9 +331,7 @@ class Review:
         labels = [(*self._keys[self._by_face[f]], cluster) for f in moved]
         with open_index(self.finder.index_path) as index:
             index.change_cluster_labels(self._settings["image"] or 0, labels, [])
-        stored = getattr(self, "_stored", None)
-        if stored is not None:
-            stored.update(((key, n), label) for key, n, label in labels)
+        self._stored.update(((key, n), label) for key, n, label in labels)
 
     def clusters(self, *, hidden: bool = False, min_size: int = 2) -> list[Cluster]:
         """Clusters of unknown faces, largest first (hidden ones only when asked)."""
