@@ -299,7 +299,7 @@ def review_answer(finder: Finder, path: Path, files: list[FileResult],
     started = time.perf_counter()
     review._index_faces(files)
     finder.rematch(review.result, review.verdicts)
-    review._recluster({})
+    review._recluster()
     first = round(time.perf_counter() - started, 2)
     match = review.result.matches[len(review.result.matches) // 2]
     started = time.perf_counter()

@@ -25,8 +25,9 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -60,18 +61,34 @@ class _FaceRow:
     face: Face
 
 
-@dataclass
 class Cluster:
-    """A group of faces that match nobody, likely one person."""
+    """A group of faces that match nobody, likely one person.
 
-    id: int
-    faces: list[str]  # face ids, best first (largest faces first)
-    hidden: bool = False
-    files: set[str] = field(default_factory=set)
+    Made of the review's rows (``rows``: largest faces first); its face ids and files
+    are worked out when first asked for. An answer on the page re-clusters every unknown
+    face, which at a million faces makes 100,000 clusters, and the page shows a few
+    dozen of them."""
+
+    def __init__(self, id: int, rows: np.ndarray, review: Review, hidden: bool = False
+                 ) -> None:
+        self.id, self.rows, self.hidden = id, rows, hidden
+        self._review = review
 
     @property
     def size(self) -> int:
-        return len(self.faces)
+        return len(self.rows)
+
+    @cached_property
+    def faces(self) -> list[str]:
+        """Face ids, best first (largest faces first)."""
+        ids = self._review._ids
+        return [ids[i] for i in self.rows.tolist()]
+
+    @cached_property
+    def files(self) -> set[str]:
+        """The files (content keys, hex) the faces are in."""
+        names = self._review._file_hex
+        return {names[i] for i in self.rows.tolist()}
 
 
 class Review:
@@ -88,10 +105,6 @@ class Review:
         self.threshold = threshold
         self._lock = threading.RLock()
         self.result: RunResult
-        # this collection's cluster labels as last stored ({(key, n): cluster}), kept by
-        # ``_recluster`` (which ``refresh`` runs) and ``_store_labels``: what an answer
-        # re-clusters from
-        self._stored: dict[tuple[bytes, int], int] = {}
         self.refresh(on_event)
 
     # ------------------------------------------------------------------ searching
@@ -110,8 +123,10 @@ class Review:
                 self._hidden = index.hidden_clusters(self._settings["image"] or 0)
             self.result = result
             self._index_faces(result.files)
+            self._label = np.array([stored_clusters.get(key, -1) for key in self._keys],
+                                   np.int64)
             self.finder.rematch(self.result, self.verdicts)
-            self._recluster(stored_clusters)
+            self._recluster()
             return result
 
     def _index_faces(self, files: list[FileResult]) -> None:
@@ -132,10 +147,17 @@ class Review:
         # per row, worked out once: re-clustering after every answer looks them all up
         self._keys = [(files[r.file].key or b"", r.n) for r in self._rows]
         self._ids = [face_id(key, n) for key, n in self._keys]
-        self._photo = [files[r.file].kind == "image" for r in self._rows]
         self._file_hex = [key.hex() for key, _ in self._keys]
-        self._mine = set(self._keys)  # this collection's faces (the index may hold others)
+        self._photo = np.array([files[r.file].kind == "image" for r in self._rows], bool)
+        self._file_of = np.array([r.file for r in self._rows], np.int64)
+        # the row ``_by_face`` gives for each row's face: a file found twice (two copies of
+        # one photo) has its faces in two rows, and what is said of a face holds for both
+        self._same = np.array([self._by_face[f] for f in self._ids], np.int64)
         self._area = np.array([r.face.box[2] * r.face.box[3] for r in self._rows], np.int64)
+        # each row's cluster as the index holds it (-1: none), kept by ``_recluster``
+        # and merges: what an answer re-clusters from
+        self._label = np.full(len(self._rows), -1, np.int64)
+        self._graph_at: tuple[object, np.ndarray] | None = None  # (graph, row positions)
 
     # ------------------------------------------------------------------ people
 
@@ -232,9 +254,7 @@ class Review:
                     index.decide(settings, decision)
                     self.verdicts.add(decision)
             self.finder.rematch(self.result, self.verdicts)
-            # the labels as stored (the same as ``_labels()``, without looking up 800,000
-            # face ids at a million faces)
-            self._recluster(self._stored)
+            self._recluster()
 
     def _row(self, face: str) -> _FaceRow:
         try:
@@ -245,13 +265,15 @@ class Review:
 
     # ------------------------------------------------------------------ clusters
 
-    def _unknown(self) -> list[int]:
-        """Rows of photo faces that match nobody and nobody was confirmed for."""
-        taken = {m.face for m in self.result.matches}
-        confirmed = self.verdicts.yes  # (key, n) -> the person it was confirmed as
-        return [i for i, (photo, fid, key) in enumerate(zip(self._photo, self._ids, self._keys,
-                                                            strict=True))
-                if photo and fid not in taken and key not in confirmed]
+    def _unknown(self) -> np.ndarray:
+        """Rows of photo faces that match nobody and nobody was confirmed for (found from
+        the matches and the confirmed faces, not by asking every face about them)."""
+        said = np.zeros(len(self._rows), bool)
+        rows = [self._by_face.get(m.face, -1) for m in self.result.matches]
+        # (key, n) -> the person it was confirmed as
+        rows += [self._by_face.get(face_id(key, n), -1) for key, n in self.verdicts.yes]
+        said[[r for r in rows if r >= 0]] = True
+        return np.flatnonzero(self._photo & ~said[self._same])
 
     def _face_id(self, row: _FaceRow) -> str:
         key = self.result.files[row.file].key
@@ -259,47 +281,54 @@ class Review:
         return face_id(key, row.n)
 
     def _labels(self) -> dict[tuple[bytes, int], int]:
-        return {self._keys[self._by_face[f]]: c.id
-                for c in self._clusters.values() for f in c.faces}
+        """This collection's cluster labels, {(content key, face number): cluster}."""
+        return {self._keys[i]: int(self._label[i]) for i in np.flatnonzero(self._label >= 0)}
 
-    def _recluster(self, previous: dict[tuple[bytes, int], int]) -> None:
-        """Cluster the unknown faces, keeping earlier cluster ids (stored in the index)."""
+    def _recluster(self) -> None:
+        """Cluster the unknown faces, keeping earlier cluster ids (``_label``, as the
+        index holds them), and store the labels that changed."""
         from facefinder.clusters import cluster_faces
 
         rows = self._unknown()
-        keys = [self._keys[i] for i in rows]
-        earlier = np.array([previous.get(k, -1) for k in keys], dtype=np.int64)
-        labels = cluster_faces(self._vectors[rows], np.array([self._rows[i].file for i in rows]),
-                               previous=earlier, first_new=self._next_cluster,
-                               nearest=self._graph_rows(keys, int((earlier < 0).sum()))
-                               ) if rows else np.zeros(0, np.int64)
+        earlier = self._label[rows]
+        labels = np.asarray(cluster_faces(
+            self._vectors[rows], self._file_of[rows], previous=earlier,
+            first_new=self._next_cluster,
+            nearest=self._graph_rows(rows, int((earlier < 0).sum()))
+        ) if len(rows) else np.zeros(0), np.int64)
         if len(labels):
             self._next_cluster = max(self._next_cluster, int(labels.max()) + 1)
-        # each cluster's faces, largest first (one sort for all of them)
-        self._clusters: dict[int, Cluster] = {}
-        if rows:
-            at = np.array(rows, np.int64)
-            order = np.lexsort((at, -self._area[at], labels))
-            at, ordered = at[order], np.asarray(labels, np.int64)[order]
-            cuts = np.flatnonzero(ordered[1:] != ordered[:-1]) + 1
-            for group, label in zip(np.split(at, cuts), ordered[np.r_[0, cuts]].tolist(),
-                                    strict=True):
-                members = group.tolist()
-                self._clusters[label] = Cluster(
-                    label, [self._ids[i] for i in members], label in self._hidden,
-                    {self._file_hex[i] for i in members})
-        now = dict(zip(keys, np.asarray(labels, np.int64).tolist(), strict=True))
+        now = np.full(len(self._rows), -1, np.int64)
+        now[rows] = labels
         # only what changed is written (an answer moves a few faces), and only this
         # collection's faces: the index may hold other folders' clusters, never touched here
-        moved = np.flatnonzero(earlier != labels).tolist()  # (-1: not labelled before)
-        changed = [(*keys[i], now[keys[i]]) for i in moved]
-        gone = [k for k in previous.keys() - now.keys() if k in self._mine]
-        if changed or gone:
+        moved = rows[earlier != labels].tolist()  # (-1: not labelled before)
+        gone = np.flatnonzero((self._label >= 0) & (now < 0)).tolist()
+        if moved or gone:
             with open_index(self.finder.index_path) as index:
-                index.change_cluster_labels(self._settings["image"] or 0, changed, gone)
-        self._stored = now  # this collection's labels as the index now holds them
+                index.change_cluster_labels(self._settings["image"] or 0,
+                                            [(*self._keys[i], int(now[i])) for i in moved],
+                                            [self._keys[i] for i in gone])
+        self._label = now  # as the index now holds them
+        self._group()
 
-    def _graph_rows(self, keys: Sequence[tuple[bytes, int]], moving: int
+    def _group(self) -> None:
+        """``_clusters`` from ``_label``: each cluster's rows, largest faces first (one
+        sort for all of them, each cluster a slice of it)."""
+        self._clusters: dict[int, Cluster] = {}
+        at = np.flatnonzero(self._label >= 0)
+        if not len(at):
+            return
+        labels = self._label[at]
+        order = np.lexsort((at, -self._area[at], labels))
+        at, labels = at[order], labels[order]
+        cuts = np.r_[0, np.flatnonzero(labels[1:] != labels[:-1]) + 1, len(at)].tolist()
+        hidden = self._hidden
+        for label, start, end in zip(labels[cuts[:-1]].tolist(), cuts[:-1], cuts[1:],
+                                     strict=True):
+            self._clusters[label] = Cluster(label, at[start:end], self, label in hidden)
+
+    def _graph_rows(self, rows: np.ndarray, moving: int
                     ) -> tuple[np.ndarray, np.ndarray] | None:
         """The faces ``keys``' nearest faces among themselves, as rows of ``keys`` (-1:
         none) and distances, from the neighbour graph kept beside the face index
@@ -309,8 +338,9 @@ class Review:
         of its own over every unknown face, which took 9 minutes for 800,000 of them,
         while the index's graph already holds each face's 20 nearest. Its neighbours are
         the nearest among *all* photo faces of the index; those that are not among
-        ``keys`` (a face someone was found in, another folder's) are left out, so a face
+        ``rows`` (a face someone was found in, another folder's) are left out, so a face
         may get fewer edges than the search would find among the unknown faces alone.
+        Every row's place in the graph is looked up once per graph, not on each answer.
         """
         from facefinder.neighbours import EXACT_BELOW
 
@@ -319,19 +349,22 @@ class Review:
         graph = self.finder.face_graph()
         if graph is None or not len(graph):
             return None
-        at = graph.positions([key for key, _ in keys],
-                             np.array([n for _, n in keys], np.int64))
+        if self._graph_at is None or self._graph_at[0] is not graph:
+            self._graph_at = graph, graph.positions(
+                [key for key, _ in self._keys], np.array([n for _, n in self._keys], np.int64))
+        at = self._graph_at[1][rows]
         if (at < 0).any():  # a face the graph does not hold: search them all as before
             return None
-        return graph.rows(at)  # (neighbours as rows of ``keys``, as the decision takes them)
+        return graph.rows(at)  # (neighbours as indices into ``rows``, as clustering takes them)
 
-    def _store_labels(self, moved: Sequence[str], cluster: int) -> None:
-        """Store that the faces ``moved`` now belong to ``cluster`` (a merge); every other
+    def _store_labels(self, moved: np.ndarray, cluster: int) -> None:
+        """Store that the rows ``moved`` now belong to ``cluster`` (a merge); every other
         stored label, this folder's or another's, stays as it is."""
-        labels = [(*self._keys[self._by_face[f]], cluster) for f in moved]
         with open_index(self.finder.index_path) as index:
-            index.change_cluster_labels(self._settings["image"] or 0, labels, [])
-        self._stored.update(((key, n), label) for key, n, label in labels)
+            index.change_cluster_labels(self._settings["image"] or 0,
+                                        [(*self._keys[i], cluster) for i in moved.tolist()],
+                                        [])
+        self._label[moved] = cluster
 
     def clusters(self, *, hidden: bool = False, min_size: int = 2) -> list[Cluster]:
         """Clusters of unknown faces, largest first (hidden ones only when asked)."""
@@ -364,10 +397,10 @@ class Review:
             target, source = self._cluster(into), self._cluster(other)
             if target.id == source.id:
                 return
-            target.faces.extend(source.faces)
-            target.files |= source.files
+            self._store_labels(source.rows, target.id)
+            self._clusters[target.id] = Cluster(target.id, np.r_[target.rows, source.rows],
+                                                self, target.hidden)
             del self._clusters[source.id]
-            self._store_labels(source.faces, target.id)
 
     def hide_cluster(self, cluster: int, hidden: bool = True) -> None:
         """Strangers: not shown among "who else is here" (until un-hidden)."""
@@ -406,11 +439,11 @@ class Review:
             assert result.key is not None
             named = {m.face: m for m in self.result.matches if m.rel == result.rel}
             maybes = {m.face: m for m in self.result.maybes if m.rel == result.rel}
-            cluster_of = {f: c.id for c in self._clusters.values() for f in c.faces
-                          if c.files and file in c.files}
             faces = []
             for n, face in enumerate(result.faces):
                 fid = face_id(result.key, n)
+                row = self._by_face.get(fid)
+                label = -1 if row is None else int(self._label[row])
                 match, maybe = named.get(fid), maybes.get(fid)
                 yes, no = self.verdicts.verdict(result.key, n)
                 faces.append({
@@ -419,7 +452,7 @@ class Review:
                     "distance": None if match is None else round(match.distance, 4),
                     "confirmed": bool(match and match.confirmed),
                     "maybe": None if maybe is None else maybe.person,
-                    "cluster": cluster_of.get(fid),
+                    "cluster": label if label >= 0 else None,
                     "rejected": sorted(self.verdicts.names.get(n, n) for n in no),
                     "skipped": face.skipped,
                     "decided": yes,

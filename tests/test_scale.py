@@ -383,8 +383,14 @@ def _review_over(tmp_path: Path, models_dir: Path, files: list[FileResult],
     review._next_cluster = 0  # as Review.refresh sets it: no cluster stored yet
     review._index_faces(files)
     finder.rematch(review.result, review.verdicts)
-    review._recluster({})
+    review._recluster()
     return review, path
+
+
+def _shown_labels(review) -> dict:
+    """The labels the page's clusters show, face by face (what the index must hold)."""
+    return {review._keys[review._by_face[f]]: c.id
+            for c in review._clusters.values() for f in c.faces}
 
 
 def test_an_answer_on_the_page_changes_only_what_it_must(tmp_path: Path, models_dir: Path,
@@ -404,16 +410,16 @@ def test_an_answer_on_the_page_changes_only_what_it_must(tmp_path: Path, models_
                    for m in review.result.matches)
         with open_index(path) as index:
             stored = index.cluster_labels(review._settings["image"])
-        assert stored == review._labels() == review._stored and stored
+        assert stored == review._labels() == _shown_labels(review) and stored
         big = sorted(review._clusters.values(), key=lambda c: -c.size)[:2]
         review.merge_clusters(big[0].id, big[1].id)  # the labels kept follow a merge too
         with open_index(path) as index:
             stored = index.cluster_labels(review._settings["image"])
-        assert stored == review._labels() == review._stored
+        assert stored == review._labels() == _shown_labels(review)
         review.decide(review.result.matches[6].face, review.result.matches[6].person, "no")
         with open_index(path) as index:
             stored = index.cluster_labels(review._settings["image"])
-        assert stored == review._labels() == review._stored
+        assert stored == review._labels() == _shown_labels(review)
         unknown = {f for c in review._clusters.values() for f in c.faces}
         assert not unknown & {m.face for m in review.result.matches}
 
@@ -440,7 +446,8 @@ def test_a_big_review_clusters_along_the_graph_beside_the_index(
     files, gallery = _collection(3000, 8, seed=12)
     review, _path = _review_over(tmp_path, models_dir, files, gallery)
     try:
-        review._recluster({})
+        review._label[:] = -1  # clustered afresh, by the search
+        review._recluster()
         searched = review._labels()
         monkeypatch.setattr(neighbours, "EXACT_BELOW", 0)
         assert review.finder.face_graph() is not None  # built (and kept) before
@@ -450,7 +457,8 @@ def test_a_big_review_clusters_along_the_graph_beside_the_index(
 
         monkeypatch.setattr(clusters.Neighbours, "query", no_search)
         review._next_cluster = 0
-        review._recluster({})
+        review._label[:] = -1  # and afresh again, along the graph
+        review._recluster()
         along = review._labels()
     finally:
         review.finder.close()
@@ -858,6 +866,8 @@ def test_expansion_in_place_keeps_the_distances_before_it(tmp_path: Path,
     before = gallery.nearest_all(decided.faces.vectors)
     for p in range(len(gallery.people)):
         assert np.array_equal(decided.base_column(p), before[:, p])
+    assert np.array_equal(decided.before_expansion(), before)  # all at once, a copy
+    assert decided.before_expansion() is not decided.distance
     said = Verdicts([Decision(files[2].key, 0, "P01", "no", (0, 0, 50, 50))])
     again = decide(files, gallery, RULE, None, said, graph=_graph_of(path), earlier=decided)
     fresh = decide(files, gallery, RULE, None, said, graph=_graph_of(path))
