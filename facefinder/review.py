@@ -423,8 +423,19 @@ class Review:
                     f"no such file in this collection: {str(file)[:80]!r}") from None
 
     def path_of(self, file: str) -> Path:
-        """Where the file is: the search's own path for it, never one from a request."""
-        return self.photos / self.file(file).rel
+        """Where the file is: the search's own path for it, never one from a request, and
+        only while it still lies inside the collection. The search leaves out links to
+        elsewhere; a photo replaced by such a link since then is refused here too, so the
+        page never shows a file from outside the folder searched."""
+        rel = self.file(file).rel
+        path = self.photos / rel
+        try:
+            inside = path.resolve(strict=True).is_relative_to(self.photos)
+        except (OSError, RuntimeError):  # gone, unreadable, a link loop
+            inside = False
+        if not inside:
+            raise ReviewError(f"{rel[:200]!r} is no longer a photo in the collection")
+        return path
 
     def face(self, face: str) -> tuple[FileResult, int, Face]:
         """(file, number, face) of a face id."""

@@ -137,7 +137,7 @@ def fresh_find(album: Album, index: Path):
 class Served:
     """A running review server: the address ``serve`` printed, and how to reach it."""
 
-    printed: str  # http://127.0.0.1:PORT/?token=...
+    printed: str  # http://127.0.0.1:PORT/s/TOKEN/ (the page's own address)
     token: str
     base: str  # http://127.0.0.1:PORT
     port: int
@@ -222,7 +222,7 @@ def served(review: Review) -> Iterator[Served]:
             assert thread.is_alive() and time.monotonic() < deadline, "serve did not start"
             time.sleep(0.01)
     try:
-        found = re.search(r"(http://127\.0\.0\.1:(\d+))/\?token=([\w-]+)", lines[0])
+        found = re.search(r"(http://127\.0\.0\.1:(\d+))/s/([\w-]+)/", lines[0])
         assert found, lines
         yield Served(found.group(0), found.group(3), found.group(1), int(found.group(2)),
                      made[0])
@@ -523,27 +523,33 @@ def test_a_foreign_host_is_refused(api: Served) -> None:
 
 
 def test_the_token_is_needed(api: Served) -> None:
-    """No token, a wrong one (header, cookie or address): 401; the printed address sets
-    an HttpOnly, SameSite=Strict cookie and sends the browser to a clean address."""
+    """No token, a wrong one (header or address): 401. The page lives under the printed
+    address and asks for everything relative to it; no cookie is set or accepted (a
+    browser would send a cookie of 127.0.0.1 to every server on 127.0.0.1, whatever its
+    port: any other local program the browser visits would be given the token)."""
     for path in ("/", "/api/people", "/static/app.js", "/api/faces/x/image"):
         status, _h, body = api.call("GET", path, token=False)
         assert status == 401, path
         text = body.decode() if path == "/" else json.loads(body)["error"]  # "/": a page
         assert "open the address the finder printed" in text, path
     wrong = api.token[:-1] + ("a" if api.token[-1] != "a" else "b")
-    for headers in ({"X-Finder-Token": wrong}, {"Cookie": f"finder_token={wrong}"},
-                    {"X-Finder-Token": ""}):
+    for headers in ({"X-Finder-Token": wrong}, {"X-Finder-Token": ""},
+                    {"Cookie": f"finder_token={api.token}"}):
         assert api.call("GET", "/api/people", headers=headers, token=False)[0] == 401
-    assert api.call("GET", f"/?token={wrong}", token=False)[0] == 401
+    for path in (f"/s/{wrong}/", f"/s/{wrong}/api/people", f"/?token={api.token}",
+                 f"/s//{api.token}/api/people", f"/s/{api.token[:-1]}/api/people"):
+        assert api.call("GET", path, token=False)[0] == 401, path
     assert api.call("POST", "/api/refresh", token=False)[0] == 401
-    status, headers, _b = api.call("GET", f"/?token={api.token}", token=False)
-    assert status == 303 and headers["location"] == "/"
-    cookie = headers["set-cookie"]
-    assert cookie.startswith(f"finder_token={api.token};")
-    assert "httponly" in cookie.lower() and "samesite=strict" in cookie.lower()
-    status, _h, page = api.call("GET", "/", headers={"Cookie": f"finder_token={api.token}"},
-                                token=False)
-    assert status == 200 and b'src="/static/app.js"' in page
+    own = f"/s/{api.token}/"
+    assert api.printed == api.base + own
+    status, headers, page = api.call("GET", own, token=False)
+    assert status == 200 and "set-cookie" not in headers
+    assert b'src="static/app.js"' in page and b'href="static/style.css"' in page
+    assert b'"/api' not in api.call("GET", own + "static/app.js", token=False)[2]
+    assert api.call("GET", own + "static/style.css", token=False)[0] == 200
+    assert api.call("GET", own + "api/people", token=False)[0] == 200
+    status, headers, _b = api.call("GET", own[:-1], token=False)  # without its last slash
+    assert status == 308 and headers["location"] == own
 
 
 def test_another_sites_origin_is_refused(api: Served) -> None:
@@ -658,6 +664,58 @@ def test_a_hostile_json_body_is_a_one_line_400(api: Served) -> None:
     assert api.json("GET", "/api/summary")["decisions"] == 0
 
 
+def test_a_value_of_the_wrong_type_is_refused_not_turned_into_text(api: Served) -> None:
+    """A null, a number or a list where a name or an answer is expected: 400, and no
+    person "None" or "123" is made; "hidden": "false" does not hide a group, "other":
+    true does not merge with group 1."""
+    face = api.json("GET", "/api/matches?person=Ben")["matches"][0]["face"]
+    for bad in ({"person": None}, {"person": 123}, {"person": ["Ben"]}, {"person": True},
+                {"verdict": None}, {"face": 7}):
+        status, _h, data = api.call("POST", "/api/decisions",
+                                    {"face": face, "person": "Ben", "verdict": "yes", **bad})
+        assert status == 400, bad
+        assert json.loads(data)["error"].endswith("must be text"), bad
+    group = api.json("GET", "/api/clusters")["clusters"][0]["id"]
+    for action, body, error in (("name", {"name": None}, "name must be text"),
+                                ("hide", {"hidden": "false"}, "hidden must be true or false"),
+                                ("hide", {"hidden": 0}, "hidden must be true or false"),
+                                ("merge", {"other": True}, "merge needs {other: cluster id}")):
+        status, _h, data = api.call("POST", f"/api/clusters/{group}/{action}", body)
+        assert status == 400 and json.loads(data)["error"] == error, (action, body)
+    assert api.json("GET", "/api/summary")["decisions"] == 0
+    names = {p["name"] for p in api.json("GET", "/api/people")["people"]}
+    assert not names & {"None", "123", "True", "['Ben']"}
+    assert not any(c["hidden"] for c in api.json("GET", "/api/clusters?hidden=1")["clusters"])
+
+
+def test_a_photo_replaced_by_a_link_to_elsewhere_is_not_shown(album: Album,
+                                                               tmp_path: Path) -> None:
+    """The search leaves out links that lead out of the folder; a photo replaced by one
+    after the search is not read through the page either (400, nothing decoded), while
+    the other photos still are."""
+    photos = tmp_path / "photos"
+    shutil.copytree(album.photos, photos, symlinks=True)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    with Finder(album.reference, models=album.models, index=copy_index(album, tmp_path / "i"),
+                jobs=1) as finder:
+        review = Review(finder, photos, threshold=THRESHOLD)
+        ben, other = sorted({m.rel: m for m in review.matches("Ben")}.values(),
+                            key=lambda m: m.rel)[:2]
+        shutil.copy(photos / ben.rel, outside / "secret.jpg")
+        (photos / ben.rel).unlink()
+        (photos / ben.rel).symlink_to(outside / "secret.jpg")
+        file, kept = (review.face(m.face)[0].key.hex() for m in (ben, other))
+        with served(review) as api:
+            with mock.patch("facefinder.thumbs.photo") as photo:
+                for path in (f"/api/files/{file}/image", f"/api/faces/{ben.face}/image"):
+                    status, _h, data = api.call("GET", path)
+                    assert status == 400, path
+                    assert "is no longer a photo in the collection" in json.loads(data)["error"]
+                assert not photo.called
+            assert api.call("GET", f"/api/files/{kept}/image")[0] == 200
+
+
 def test_the_server_listens_on_loopback_only(api: Served) -> None:
     """bind_loopback, as serve uses it: 127.0.0.1 only; this PC's other addresses (when it
     has one) are refused."""
@@ -668,7 +726,7 @@ def test_the_server_listens_on_loopback_only(api: Served) -> None:
         sock.close()
     listening = [s.getsockname() for srv in api.uvicorn.servers for s in srv.sockets]
     assert listening == [("127.0.0.1", api.port)]
-    assert api.printed.startswith(f"http://127.0.0.1:{api.port}/?token=")
+    assert api.printed.startswith(f"http://127.0.0.1:{api.port}/s/")
     probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:  # the address this PC would use towards a network: no packet is sent
         probe.connect(("10.255.255.255", 1))

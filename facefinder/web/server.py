@@ -4,9 +4,12 @@ Routes are thin: parse the request, call one Review method, turn the answer into
 What makes a local server safe to leave running on a relative's PC:
 
 * it listens on 127.0.0.1 only (the socket is bound here, before uvicorn sees it);
-* every request needs the per-run token: the address the finder prints carries it once
-  (``/?token=...``), the page then holds it in an HttpOnly, SameSite=Strict cookie; API
-  clients may send it as the ``X-Finder-Token`` header instead;
+* every request needs the per-run token: the page lives under the address the finder
+  prints, ``/s/<token>/``, and asks for everything relative to it (its API, scripts and
+  pictures); API clients may send the token as the ``X-Finder-Token`` header instead.
+  Not a cookie: a browser sends a cookie of 127.0.0.1 to every server on 127.0.0.1,
+  whatever its port, so any other local program the browser visits would receive it
+  (and a second review run's cookie would replace the first's);
 * a request whose Host is not this loopback address and port (DNS rebinding), or whose
   Origin is another site's, is refused before any route runs;
 * files and faces are named by ids; a path never comes from a request, so nothing
@@ -37,8 +40,8 @@ from facefinder import thumbs
 from facefinder.records import Match
 from facefinder.review import Review, ReviewError
 
-COOKIE = "finder_token"
 HEADER = "x-finder-token"
+PREFIX = "/s/"  # the page's own address: PREFIX + token + "/"
 MAX_UPLOAD = 25 * 1024 * 1024  # bytes: a 12 MP JPEG is 3-8 MB, a HEIC less
 MAX_JSON = 1024 * 1024
 IMAGE_SIDES = (160, 320, 640, 1280, 2048)
@@ -78,8 +81,12 @@ class Guard:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request = Request(scope)
-        problem = self._refuse(request)
+        inside = self._inside(scope)  # under /s/<token>/: what it asks for, from there
+        if isinstance(inside, Response):
+            await _secure(inside)(scope, receive, send)
+            return
+        request = Request(inside or scope)
+        problem = self._refuse(request, unlocked=inside is not None)
         if problem is not None:
             status, text = problem
             if request.url.path == "/" and status == 401:  # a person at the door: words
@@ -96,20 +103,31 @@ class Guard:
                 message = {**message, "headers": headers}
             await send(message)
 
-        await self.app(scope, receive, send_secure)
+        await self.app(inside or scope, receive, send_secure)
 
-    def _refuse(self, request: Request) -> tuple[int, str] | None:
+    def _inside(self, scope: Scope) -> Scope | Response | None:
+        """For a path under ``/s/<this run's token>/``: the request as the routes see it
+        (the rest of the path); a redirect for the page's address without its last
+        slash; None for any other path (which then needs the header)."""
+        path: str = scope["path"]
+        if not path.startswith(PREFIX):
+            return None
+        given, slash, rest = path[len(PREFIX):].partition("/")
+        if not _same(given, self.token):
+            return None
+        if not slash:
+            return RedirectResponse(f"{PREFIX}{self.token}/", 308)
+        raw = (scope.get("raw_path") or path.encode()).split(b"/", 3)  # "", "s", token, rest
+        return {**scope, "path": "/" + rest, "raw_path": b"/" + (raw[3] if len(raw) > 3 else b"")}
+
+    def _refuse(self, request: Request, *, unlocked: bool) -> tuple[int, str] | None:
         host = request.headers.get("host", "")
         if host not in self.hosts:
             return 421, "this page answers only on its own loopback address"
         origin = request.headers.get("origin")
         if origin is not None and origin not in self.origins:
             return 403, "requests from other sites are refused"
-        if request.url.path == "/" and request.method == "GET" and _same(
-                request.query_params.get("token"), self.token):
-            return None  # the printed address: the route sets the cookie
-        given = request.headers.get(HEADER) or request.cookies.get(COOKIE)
-        if not _same(given, self.token):
+        if not unlocked and not _same(request.headers.get(HEADER), self.token):
             return 401, "open the address the finder printed (it holds this run's token)"
         return None
 
@@ -178,10 +196,6 @@ def make_app(review: Review, token: str, port: int) -> ASGIApp:
         return endpoint
 
     async def page(request: Request) -> Response:
-        if "token" in request.query_params:  # from the printed address: keep it as a cookie
-            response = RedirectResponse("/", 303)
-            response.set_cookie(COOKIE, token, httponly=True, samesite="strict", path="/")
-            return response
         return Response(_asset("index.html"), media_type="text/html; charset=utf-8")
 
     async def static(request: Request) -> Response:
@@ -234,7 +248,7 @@ def make_app(review: Review, token: str, port: int) -> ASGIApp:
         if not all(isinstance(item, dict) for item in items):
             raise ReviewError("each decision is {face, person, verdict}")
         await run_in_threadpool(review.decide_all, [
-            (str(i.get("face", "")), str(i.get("person", "")), str(i.get("verdict", "")))
+            (_text(i, "face"), _text(i, "person"), _text(i, "verdict"))
             for i in items])
         return {"ok": True, "decided": len(items), "matches": len(review.result.matches)}
 
@@ -254,14 +268,17 @@ def make_app(review: Review, token: str, port: int) -> ASGIApp:
         if not isinstance(body, dict):
             raise ReviewError("send a JSON object")
         if action == "name":
-            await run_in_threadpool(review.name_cluster, cluster, str(body.get("name", "")))
+            await run_in_threadpool(review.name_cluster, cluster, _text(body, "name"))
         elif action == "merge":
             other = body.get("other")
-            if not isinstance(other, int):
+            if not isinstance(other, int) or isinstance(other, bool):
                 raise ReviewError("merge needs {other: cluster id}")
             await run_in_threadpool(review.merge_clusters, cluster, other)
         elif action == "hide":
-            await run_in_threadpool(review.hide_cluster, cluster, bool(body.get("hidden", True)))
+            hidden = body.get("hidden", True)
+            if not isinstance(hidden, bool):
+                raise ReviewError("hidden must be true or false")
+            await run_in_threadpool(review.hide_cluster, cluster, hidden)
         else:
             return JSONResponse({"error": "not found"}, 404)
         return {"ok": True}
@@ -283,7 +300,8 @@ def make_app(review: Review, token: str, port: int) -> ASGIApp:
 
     async def face_image(request: Request) -> Response:
         file, _n, face = await run_in_threadpool(review.face, request.path_params["face"])
-        path = review.photos / file.rel
+        assert file.key is not None  # (a face is always of a file with a key)
+        path = await run_in_threadpool(review.path_of, file.key.hex())
         side = _side(request, 160)
         if file.kind == "video":
             thumb = await run_in_threadpool(
@@ -332,6 +350,15 @@ class _TooLarge(Exception):
 
 def _asset(name: str) -> bytes:
     return (resources.files("facefinder.web") / "static" / name).read_bytes()
+
+
+def _text(body: dict, name: str) -> str:
+    """``body[name]`` when it is text ("" when missing): a null, a number or a list is
+    refused, never turned into a name such as "None"."""
+    value = body.get(name, "")
+    if not isinstance(value, str):
+        raise ReviewError(f"{name} must be text")
+    return value
 
 
 def _int(request: Request, name: str, default: int) -> int:
@@ -396,7 +423,7 @@ def serve(review: Review, *, port: int = 0, open_browser: bool = True,
     sock = bind_loopback(port)
     port = sock.getsockname()[1]
     token = new_token()
-    url = f"http://127.0.0.1:{port}/?token={token}"
+    url = f"http://127.0.0.1:{port}{PREFIX}{token}/"
     config = uvicorn.Config(make_app(review, token, port), log_level="warning",
                             access_log=False, lifespan="off")
     server = uvicorn.Server(config)

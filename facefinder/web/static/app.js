@@ -6,8 +6,9 @@
 //   properties, never as markup, so a photo called "<img onerror=...>.jpg" is just a name;
 // * the CSP allows only this file and style.css: no inline script, style or handler, so
 //   outlines are placed through element.style (the CSSOM, which the CSP permits);
-// * the token lives in an HttpOnly cookie set by the printed address, so fetch() needs
-//   nothing but same-origin credentials;
+// * the page lives under the address the finder printed (/s/<token>/), which holds the
+//   run's token: every request is made relative to it (api/..., no leading slash),
+//   so nothing else (no cookie, which any server on 127.0.0.1 would be sent) carries it;
 // * one key per answer (y / n) on the focused card, then the next card gets the focus,
 //   so a long list can be gone through without the mouse.
 
@@ -30,7 +31,7 @@ class ApiError extends Error {}
 
 /** The API's JSON answer; an ApiError with the server's one-line reason otherwise. */
 async function api(path, { method = "GET", json, bytes } = {}) {
-  const options = { method, headers: {}, credentials: "same-origin", cache: "no-store" };
+  const options = { method, headers: {}, cache: "no-store" };
   if (bytes !== undefined) {
     options.body = bytes;
     options.headers["Content-Type"] = "application/octet-stream";
@@ -116,13 +117,13 @@ const distance = (d) => (typeof d === "number" ? d.toFixed(2) : "");
 const plural = (n, one, many = `${one}s`) => `${n} ${n === 1 ? one : many}`;
 
 function fileImage(file, side, at) {
-  let url = `/api/files/${enc(file)}/image?side=${side}`;
+  let url = `api/files/${enc(file)}/image?side=${side}`;
   if (typeof at === "number") url += `&at=${at}`;
   return url;
 }
 
 function faceImage(face, side = 160) {
-  return `/api/faces/${enc(face)}/image?side=${side}`;
+  return `api/faces/${enc(face)}/image?side=${side}`;
 }
 
 function image(src, alt, className) {
@@ -187,7 +188,7 @@ function peopleList() {
 // ------------------------------------------------------------------ header
 
 async function loadSummary() {
-  const s = await api("/api/summary");
+  const s = await api("api/summary");
   const parts = [
     `${plural(s.files, "file")} in ${s.photos}`,
     `${plural(s.matches, "photo")} found`,
@@ -200,7 +201,7 @@ async function loadSummary() {
 }
 
 async function loadPeople() {
-  people = (await api("/api/people")).people;
+  people = (await api("api/people")).people;
   peopleList();
   return people;
 }
@@ -211,7 +212,7 @@ document.getElementById("refresh").addEventListener("click", (event) => {
   button.textContent = "Looking…";
   announce("Searching the folder again…");
   attempt(async () => {
-    await api("/api/refresh", { method: "POST" });
+    await api("api/refresh", { method: "POST" });
     announce("Searched again.");
     await Promise.all([loadSummary(), render()]);
   }).finally(() => {
@@ -229,7 +230,7 @@ async function decide(face, person, verdict, card) {
   const next = index >= 0 && index + 1 < cards.length ? cards[index + 1].dataset.face : null;
   if (card) card.setAttribute("aria-busy", "true");
   try {
-    await api("/api/decisions", { method: "POST", json: { face, person, verdict } });
+    await api("api/decisions", { method: "POST", json: { face, person, verdict } });
     clearError();
     const said = { yes: `Yes: ${person}`, no: `Not ${person}`, undo: "Answer undone" }[verdict];
     announce(said);
@@ -397,7 +398,7 @@ async function showPerson(run, name) {
   const more = h("button", { type: "button", class: "more", text: "Show more", hidden: true });
 
   async function reload(hint) {
-    const data = await api(`/api/matches?person=${enc(name)}&limit=${shown}`);
+    const data = await api(`api/matches?person=${enc(name)}&limit=${shown}`);
     if (run !== renderCount) return;
     const person = people.find((p) => p.name.toLowerCase() === name.toLowerCase());
     const maybe = person && person.maybe ? person.maybe : 0;
@@ -451,7 +452,7 @@ async function showMaybe(run, name, kind) {
   const note = h("p", { class: "intro" });
 
   async function reload(hint) {
-    const data = await api(`/api/suggestions?person=${enc(name)}&kind=${kind}&limit=200`);
+    const data = await api(`api/suggestions?person=${enc(name)}&kind=${kind}&limit=200`);
     if (run !== renderCount) return;
     const list = data.suggestions;
     note.textContent = list.length
@@ -469,7 +470,7 @@ async function showMaybe(run, name, kind) {
 async function showClusters(run, hidden) {
   setTitle("Who else is here");
   await loadPeople();
-  const data = await api(`/api/clusters?limit=200${hidden ? "&hidden=1" : ""}`);
+  const data = await api(`api/clusters?limit=200${hidden ? "&hidden=1" : ""}`);
   if (run !== renderCount) return;
   const clusters = data.clusters.filter((c) => Boolean(c.hidden) === hidden);
   const names = peopleList();
@@ -486,7 +487,7 @@ async function showClusters(run, hidden) {
 
   merge.addEventListener("click", () => attempt(async () => {
     const [into, other] = [...picked];
-    await api(`/api/clusters/${into}/merge`, { method: "POST", json: { other } });
+    await api(`api/clusters/${into}/merge`, { method: "POST", json: { other } });
     clearError();
     announce(`Groups ${into} and ${other} merged.`);
     await render();
@@ -505,7 +506,7 @@ async function showClusters(run, hidden) {
       const value = form.querySelector("input").value.trim();
       if (!value) return;
       attempt(async () => {
-        await api(`/api/clusters/${c.id}/name`, { method: "POST", json: { name: value } });
+        await api(`api/clusters/${c.id}/name`, { method: "POST", json: { name: value } });
         clearError();
         announce(`Group ${c.id} is now ${value}.`);
         await Promise.all([loadSummary(), render()]);
@@ -524,7 +525,7 @@ async function showClusters(run, hidden) {
       "aria-label": hidden ? `Show group ${c.id} again` : `Hide group ${c.id}: strangers`,
     });
     hide.addEventListener("click", () => attempt(async () => {
-      await api(`/api/clusters/${c.id}/hide`, { method: "POST", json: { hidden: !hidden } });
+      await api(`api/clusters/${c.id}/hide`, { method: "POST", json: { hidden: !hidden } });
       clearError();
       announce(hidden ? `Group ${c.id} shown again.` : `Group ${c.id} hidden.`);
       await render();
@@ -558,7 +559,7 @@ async function showClusters(run, hidden) {
 
 async function showPhoto(run, file, again = false) {
   await loadPeople();
-  const data = await api(`/api/photos/${enc(file)}`);
+  const data = await api(`api/photos/${enc(file)}`);
   if (run !== renderCount) return;
   setTitle(data.path);
   const names = peopleList();
@@ -683,7 +684,7 @@ async function searchWith(file, results) {
   if (file.size > MAX_UPLOAD) throw new ApiError(`${file.name} is too large (at most 25 MB).`);
   results.replaceChildren(h("p", { text: `Looking at ${file.name}…` }));
   const bytes = await file.arrayBuffer();
-  const data = await api("/api/search", { method: "POST", bytes });
+  const data = await api("api/search", { method: "POST", bytes });
   clearError();
   if (lastUpload) URL.revokeObjectURL(lastUpload);
   lastUpload = URL.createObjectURL(file);
