@@ -84,7 +84,7 @@ class Server:
         for line in self.lines:
             if line.startswith("Review page: "):
                 url = urllib.parse.urlsplit(line.split(": ", 1)[1].strip())
-                token = urllib.parse.parse_qs(url.query)["token"][0]
+                token = url.path.strip("/").split("/")[-1]  # the address is /s/<token>/
                 return f"{url.scheme}://{url.netloc}", token
         self.stop()
         raise SystemExit("the finder printed no review address:\n" + "\n".join(self.lines))
