@@ -11,10 +11,20 @@ from pathlib import Path
 if __name__ == "__main__":
     started = time.monotonic()  # the summary's wall clock includes start-up
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from facefinder.stick import keep_on_stick
+    try:
+        from facefinder.stick import keep_on_stick
 
-    # Before anything else is imported: temp files and caches go to the stick, not the host.
-    keep_on_stick(Path(__file__).resolve().parent)
-    from facefinder.cli import main
+        # Before anything else is imported: temp files and caches go to the stick, not
+        # the host.
+        keep_on_stick(Path(__file__).resolve().parent)
+        from facefinder.cli import main
+    except KeyboardInterrupt:  # Ctrl-C while the program starts: nothing was done yet
+        print("Interrupted.", file=sys.stderr)
+        sys.exit(130)
+    code = main(started=started)
+    # The run is over and its reports are written: a Ctrl-C pressed once more now (while
+    # Python shuts down) must not turn the exit status into "killed by a signal".
+    import signal
 
-    sys.exit(main(started=started))
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    sys.exit(code)

@@ -713,14 +713,23 @@ class Finder:
 
     @staticmethod
     def _photos_folder(photos: str | os.PathLike[str]) -> Path:
+        """The folder to search, or a one-line error before anything is read. An empty
+        folder is an error too: it is what an unplugged drive's mount point or a NAS
+        share that did not connect looks like, and a search of it would report (and
+        write reports of) no photos at all as if that were the answer."""
         root = Path(photos).resolve()
         try:
             if root.is_file():
                 raise FinderError(f"{root} is a file, not a folder: give the folder that "
                                   "holds the photos")
             if not root.is_dir():
-                raise FinderError(f"photos folder not found: {root}")
-        except OSError as exc:  # a name too long for the file system, for one
+                raise FinderError(f"{root} is not a folder" if root.exists()
+                                  else f"photos folder not found: {root}")
+            with os.scandir(root) as entries:
+                if next(entries, None) is None:
+                    raise FinderError(f"the photos folder is empty: {root} (is the drive "
+                                      "plugged in, the share connected?)")
+        except OSError as exc:  # unreadable, or a name too long for the file system
             raise FinderError(f"cannot use {root}: {exc.strerror or exc}") from None
         return root
 

@@ -13,7 +13,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import signal
 import sqlite3
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -100,14 +102,42 @@ def _run(args: argparse.Namespace, started: float) -> int:
                 "(usage: python finder.py PHOTOS_DIR; see --help)")
         if args.review:
             return _review(args, finder, photos, console)
-        result = finder.find(photos, people=args.person, threshold=args.threshold,
-                             query=console.query, exclude=console.exclude,
-                             on_event=console.on_event, count_files=not args.no_progress,
-                             keep_files=bool(args.annotate),  # its sidecars list every face
-                             follow_links=args.follow_links)
-        console.close()
-        console.print_result(result, finder, wall_s=time.monotonic() - started, demo=demo)
-    return deliver(args, result, say)
+        with _second_ctrl_c_waits():
+            result = finder.find(photos, people=args.person, threshold=args.threshold,
+                                 query=console.query, exclude=console.exclude,
+                                 on_event=console.on_event, count_files=not args.no_progress,
+                                 keep_files=bool(args.annotate),  # sidecars list every face
+                                 follow_links=args.follow_links)
+            console.close()
+            console.print_result(result, finder, wall_s=time.monotonic() - started, demo=demo)
+            return deliver(args, result, say)
+
+
+@contextlib.contextmanager
+def _second_ctrl_c_waits():
+    """The first Ctrl-C stops the search, as always (``KeyboardInterrupt``); a second one
+    while the search winds down and its partial report is written is only told to wait
+    (pressed twice in a hurry, it cost that report); a third quits at once. Only where
+    Python lets a handler be set (the main thread); elsewhere nothing changes."""
+    pressed = 0
+
+    def on_ctrl_c(signum: int, frame: object) -> None:
+        nonlocal pressed
+        pressed += 1
+        if pressed == 2:
+            say("Writing what was found so far (Ctrl-C once more to quit without it) ...")
+            return
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    before = signal.signal(signal.SIGINT, on_ctrl_c)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, before if before is not None
+                      else signal.default_int_handler)
 
 
 def _review(args: argparse.Namespace, finder: Finder, photos: Path, console) -> int:

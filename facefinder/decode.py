@@ -140,6 +140,21 @@ def _decode_bytes(image: Image.Image, size: tuple[int, int]) -> int:
     return size[0] * size[1] * max(bands, 3) * depth * 2
 
 
+def _coefficient_bytes(image: Image.Image, width: int, height: int) -> int:
+    """What a progressive JPEG of ``width`` x ``height`` needs besides its pixels: libjpeg
+    keeps every DCT coefficient of the whole image (2 bytes each, a component's share set
+    by its sampling) until the last scan, at any draft scale. A 9 KB progressive file
+    claiming 30000x30000 pixels took 2.85 GB that way while its 1/8-scale pixels looked
+    harmless; a 12 MP phone photo needs 36 MB. 0 for other images."""
+    if image.format not in ("JPEG", "MPO") or not image.info.get("progressive"):
+        return 0
+    layers = getattr(image, "layer", None) or [("", 1, 1, 0)] * 3
+    h_max = max(h for _id, h, _v, _q in layers) or 1
+    v_max = max(v for _id, _h, v, _q in layers) or 1
+    share = sum(h * v for _id, h, v, _q in layers) / (h_max * v_max)
+    return int(width * height * share * 2)
+
+
 @contextlib.contextmanager
 def _our_bomb_check() -> Iterator[None]:
     """Open without Pillow's pixel-count limit: ours (``DECODE_BUDGET_BYTES``) looks at
@@ -259,7 +274,8 @@ def _decode(image: Image.Image, max_side: int, coarse: bool = False) -> DecodedI
             # reduction that still gives >= this, so only a small resize remains.
             image.draft("RGB", (max(1, -(-width * max_side // long_side)),
                                 max(1, -(-height * max_side // long_side))))
-    needed = _decode_bytes(image, image.size)  # the size draft mode settled on
+    # the size draft mode settled on, and what libjpeg keeps at full size whatever it
+    needed = _decode_bytes(image, image.size) + _coefficient_bytes(image, width, height)
     if needed > DECODE_BUDGET_BYTES:
         raise _too_large(width * height, needed)
     image.load()

@@ -116,6 +116,8 @@ RESTART_REASON = ("cannot read file: no worker process could be started to read 
                   "crash (the PC may be out of memory); it is tried again next time")
 CRASHED = ("crashed the program that read it (a damaged file, or one too big for this "
            "PC's memory); not tried again")
+STOPPED = ("cannot read file: the program that read it was stopped from outside (the PC "
+           "ran out of memory, or another program ended it); it is tried again next time")
 
 
 class WorkersUnavailable(RuntimeError):
@@ -233,8 +235,9 @@ class ProcessExecutor:
             try:
                 return self._solo.submit(self.task, [item], job).result()
             except BrokenProcessPool:
+                outside = _stopped_from_outside(self._solo)
                 self._end_solo()
-                return [FileResult(rel=rel, kind=kind, error=CRASHED)]
+                return [FileResult(rel=rel, kind=kind, error=STOPPED if outside else CRASHED)]
             except Exception as exc:
                 reason = f"{TASK_FAILED} ({one_line(exc, 160)})"
                 return [FileResult(rel=rel, kind=kind, error=reason)]
@@ -261,6 +264,26 @@ class ProcessExecutor:
             if pool is not None:
                 _stop_pool(pool)
         self._pool = self._solo = None
+
+
+def _stopped_from_outside(pool: concurrent.futures.ProcessPoolExecutor) -> bool:
+    """Whether the pool's worker was ended by SIGKILL or SIGTERM: another program's doing
+    (the kernel's out-of-memory killer, a task manager, a shutdown), not the file's. A
+    file that breaks its reader makes it die of SIGSEGV, SIGBUS or SIGABRT, or exit with
+    a status; a file too big for the memory is refused from its header before it is
+    decoded (``decode.DECODE_BUDGET_BYTES``). Marking a good photo "not tried again"
+    because the PC was short of memory that moment would lose it for good, since the
+    verdict travels with the index. POSIX only (elsewhere: False, a crash as before);
+    reads the pool's processes, which ``concurrent.futures`` keeps after it broke."""
+    if os.name != "posix":
+        return False
+    processes = getattr(pool, "_processes", None) or {}
+    outside = (-signal.SIGKILL, -signal.SIGTERM)
+    for process in list(processes.values()):
+        process.join(timeout=5)  # (its exit status is known once it is reaped)
+        if process.exitcode in outside:
+            return True
+    return False
 
 
 def _drop(pending: dict, executor: ProcessExecutor) -> list[Item]:

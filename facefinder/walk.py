@@ -323,12 +323,31 @@ def scan(
             if name.casefold() in SKIPPED_FILES or name.startswith("._"):
                 continue
             yield Path(entry.path), rel, kind_of(Path(name))
-        elif _is_link(entry):
-            try:
-                os.stat(entry.path)
-            except OSError as error:
-                report(rel, f"broken link: {_reason(error)}")
-        # Anything else (sockets, FIFOs, devices) is not a photo and not worth a message.
+        else:
+            if _is_link(entry):
+                try:
+                    os.stat(entry.path)
+                except OSError as error:
+                    report(rel, f"broken link: {_reason(error)}")
+                    continue
+            if kind_of(Path(name)) != "other":
+                # A FIFO, socket or device named like a photo or video: reading it would
+                # wait forever (a FIFO) or never end (a device): named, and left alone.
+                report(rel, f"not a regular file ({_special(entry)}): not read")
+            # Any other such entry (a socket, a FIFO) is not a photo: not worth a message.
+
+
+def _special(entry: os.DirEntry[str]) -> str:
+    """What a folder entry that is neither a file nor a folder is, in a word or two."""
+    try:
+        mode = entry.stat().st_mode
+    except OSError:
+        return "unknown kind"
+    for test, word in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISCHR, "a device"), (stat.S_ISBLK, "a device")):
+        if test(mode):
+            return word
+    return "unknown kind"
 
 
 class Presence:

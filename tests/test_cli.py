@@ -370,6 +370,33 @@ def test_photos_dir_that_is_a_file_is_called_a_file(
     assert len(err.strip().splitlines()) == 1, err
 
 
+def test_an_empty_or_unplugged_photos_dir_is_an_error_and_keeps_the_last_report(
+        celebrities: Path, models_dir: Path, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """An empty PHOTOS_DIR (what an unplugged drive's mount point looks like) exits 2 with
+    one line before anything is searched or written: the report of the run that saw the
+    photos is not replaced by an empty one. A FIFO named as PHOTOS_DIR is "not a
+    folder", not "not found"."""
+    photos, reference = album(celebrities, tmp_path, {"a.jpg": ("madonna", 0)})
+    report = tmp_path / "found.csv"
+    assert run([photos, "--reference", reference, "--csv", report, "--no-index"],
+               models_dir) == EXIT_OK
+    written = report.read_bytes()
+    assert b"a.jpg" in written
+    (photos / "a.jpg").unlink()  # the drive is gone: its mount point is left, empty
+    capsys.readouterr()
+    code = run([photos, "--reference", reference, "--csv", report, "--no-index"], models_dir)
+    err = capsys.readouterr().err
+    assert code == EXIT_USAGE, err
+    assert "the photos folder is empty" in err and len(err.strip().splitlines()) == 1, err
+    assert report.read_bytes() == written
+    if hasattr(os, "mkfifo"):
+        os.mkfifo(tmp_path / "pipe")
+        assert run([tmp_path / "pipe", "--reference", reference], models_dir) == EXIT_USAGE
+        err = capsys.readouterr().err
+        assert "is not a folder" in err and "not found" not in err, err
+
+
 # --------------------------------------------------------------------------- 7. console
 
 

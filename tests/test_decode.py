@@ -281,6 +281,26 @@ def test_decompression_bomb_is_a_decode_error(tmp_path: Path) -> None:
                                    "(169 megapixels")
 
 
+def test_a_progressive_jpeg_claiming_a_huge_size_is_refused_from_its_header(
+        tmp_path: Path) -> None:
+    """A progressive JPEG keeps every DCT coefficient of the whole image whatever the
+    draft scale (a 9 KB file claiming 30000x30000 took 2.85 GB to decode): refused from
+    its header; the same size as a baseline JPEG and a real progressive photo are read."""
+    small = tmp_path / "small.jpg"
+    Image.new("RGB", (64, 48), (200, 150, 120)).save(small, quality=80, progressive=True)
+    data = bytearray(small.read_bytes())
+    sof = data.index(b"\xff\xc2")  # SOF2: progressive; then length, precision, height, width
+    data[sof + 5:sof + 9] = struct.pack(">HH", 30000, 30000)
+    bomb = tmp_path / "bomb.jpg"
+    bomb.write_bytes(bytes(data))
+    assert reason(bomb) == ("image too large to decode in the memory one worker may use "
+                            "(900 megapixels, ~2.6 GB)")
+    assert load_image(small, 1600).orig_size == (64, 48)
+    photo = tmp_path / "photo.jpg"  # a 12 MP phone photo, progressive: read as usual
+    Image.new("RGB", (4032, 3024), (90, 120, 150)).save(photo, quality=60, progressive=True)
+    assert load_image(photo, 1600).orig_size == (4032, 3024)
+
+
 def test_a_200_megapixel_jpeg_is_read_at_reduced_size(tmp_path: Path) -> None:
     """Pillow's own bomb limit would refuse it at open; JPEG DCT scaling makes it small."""
     path = tmp_path / "panorama.jpg"

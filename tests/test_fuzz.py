@@ -417,8 +417,9 @@ def make_hostile_album(root: Path, celebrities: Path | None = None) -> Album:
 
     # ---- special files. Rule (facefinder/walk.py): only regular files (and links to
     # them) are files; FIFOs, sockets and links to them are not counted in files_scanned
-    # and must never be opened (a FIFO blocks the reader forever). The report may mention
-    # them in "unreadable", but need not. Broken links and link loops must be reported.
+    # and must never be opened (a FIFO blocks the reader forever). The report names those
+    # with a photo's or video's name in "unreadable" (not read). Broken links and link
+    # loops must be reported.
     special = make.folder("special")
     os.mkfifo(special + b"/photo.jpg")
     album.not_files["special/photo.jpg"] = "FIFO"

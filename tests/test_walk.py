@@ -107,6 +107,23 @@ def test_hidden_system_and_junk_are_skipped(tmp_path: Path, photo: Path) -> None
     assert errors == []
 
 
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="FIFOs are POSIX")
+def test_a_fifo_named_like_a_photo_is_one_line_and_never_opened(tmp_path: Path,
+                                                                photo: Path) -> None:
+    """A FIFO (or a link to one) named like a photo or video would block its reader
+    forever: it is named once, "not a regular file (a FIFO)", and not yielded; a FIFO
+    with no photo's name is passed over quietly; the photos beside it are found."""
+    shutil.copy(photo, tmp_path / "a.jpg")
+    os.mkfifo(tmp_path / "fifo.jpg")
+    os.mkfifo(tmp_path / "clip.mp4")
+    os.mkfifo(tmp_path / "pipe")
+    os.symlink("fifo.jpg", tmp_path / "link.jpg")
+    rels, errors = walk(tmp_path)
+    assert rels == ["a.jpg"]
+    assert errors == [(rel, "not a regular file (a FIFO): not read")
+                      for rel in ("clip.mp4", "fifo.jpg", "link.jpg")]
+
+
 def test_symlink_loops_terminate_and_each_folder_is_visited_once(
     tmp_path: Path, photo: Path
 ) -> None:
