@@ -21,6 +21,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
@@ -280,7 +281,12 @@ def _stopped_from_outside(pool: concurrent.futures.ProcessPoolExecutor) -> bool:
     processes = getattr(pool, "_processes", None) or {}
     outside = (-signal.SIGKILL, -signal.SIGTERM)
     for process in list(processes.values()):
-        process.join(timeout=5)  # (its exit status is known once it is reaped)
+        # Its exit status is known once it is reaped, by this thread or by the pool's own
+        # (which joins it too: the one that loses that race sees no status yet, and the
+        # winner records it on the same Process).
+        deadline = time.monotonic() + 5
+        while process.exitcode is None and time.monotonic() < deadline:
+            process.join(timeout=0.05)
         if process.exitcode in outside:
             return True
     return False

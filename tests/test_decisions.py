@@ -232,6 +232,7 @@ def test_a_wrong_photo_among_the_references_is_named_and_coverage_is_summarised(
     refs = copy_references(celebrities, tmp_path, ["madonna"], 4)
     photos = tmp_path / "photos"
     photos.mkdir()
+    (photos / "notes.txt").write_text("no photo: only the references are looked at")
     with Finder(refs, models=models_dir, jobs=1) as finder:
         stranger = next(p for p in sorted((celebrities / "train" / "elton_john").glob("*.jpg"))
                         if [f for f in finder.faces(p).faces if f.embedding is not None])
