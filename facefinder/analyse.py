@@ -428,7 +428,14 @@ def _faces_in(
 def file_time(path: Path) -> str | None:
     """The file's modification time as local "YYYY-MM-DD HH:MM:SS" (fallback capture time)."""
     try:
-        stamp = os.stat(path).st_mtime
+        return local_time(os.stat(path).st_mtime)
+    except OSError:
+        return None
+
+
+def local_time(stamp: float) -> str | None:
+    """A POSIX timestamp as local "YYYY-MM-DD HH:MM:SS" (None when out of range)."""
+    try:
         return dt.datetime.fromtimestamp(stamp).strftime("%Y-%m-%d %H:%M:%S")
     except (OSError, ValueError, OverflowError):
         return None

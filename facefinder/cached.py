@@ -22,7 +22,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from facefinder.analyse import AnalysisJob, analysis_key
+from facefinder.analyse import AnalysisJob, analysis_key, local_time
 from facefinder.executors import Executor, Item, analyse_all
 from facefinder.index import FaceIndex, content_key
 from facefinder.object_analysis import object_key
@@ -186,6 +186,8 @@ class Analyser:
                 continue
             self.from_index += 1
             result = replace(result, rel=rel)  # two paths may share one content's record
+            if result.taken_from == "file time":  # the file's date, not its content's: the
+                result.taken = local_time(mtime / 1e9)  # date it has now, at this path
             known = objects[kind]
             if known is not None and result.error is None:
                 if content not in known:  # faces known, objects not yet

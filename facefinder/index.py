@@ -1188,10 +1188,13 @@ class FaceIndex:
         last = json.loads(meta["last_run"]) if "last_run" in meta else None
         decisions = None
         with contextlib.suppress(sqlite3.OperationalError):  # an old schema: no table
+            # Each answer once: a verdict carried to a new analysis of the photo (other
+            # settings, another finder version) keeps its person, verdict and moment.
             yes, no, named = conn.execute(
                 "SELECT count(*) FILTER (WHERE verdict = 'yes'), "
                 "count(*) FILTER (WHERE verdict = 'no'), "
-                "count(DISTINCT person) FILTER (WHERE verdict = 'yes') FROM decisions"
+                "count(DISTINCT person) FILTER (WHERE verdict = 'yes') FROM "
+                "(SELECT DISTINCT key, person, verdict, at FROM decisions)"
             ).fetchone()
             decisions = (yes, no, named) if yes or no else None
         objects = None

@@ -472,6 +472,27 @@ def test_capture_time_and_where_it_comes_from(celebrities: Path, models_dir: Pat
     assert [line for line in out.splitlines() if line.startswith("*")], out
 
 
+def test_a_file_date_follows_the_file_not_the_index(
+        celebrities: Path, models_dir: Path, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Without a camera date the photo's date is the file's own: when that changes
+    (touched, copied with a new date) the face index answers with the date the file has
+    now, as a run without the index does, not the one it had when it was read."""
+    photos, reference = album(celebrities, tmp_path, {"plain.jpg": ("madonna", 2)})
+    set_mtime(photos / "plain.jpg", "2011-01-02")
+    report = tmp_path / "found.csv"
+    args = [photos, "--reference", reference, "--csv", report, "--index", tmp_path / "i.db"]
+    assert run(args, models_dir) == EXIT_OK
+    set_mtime(photos / "plain.jpg", "2004-06-30")
+    capsys.readouterr()
+    assert run([*args, "--since", "2004", "--until", "2004"], models_dir) == EXIT_OK
+    assert "Files read and analysed in this run: 0" in capsys.readouterr().out
+    with report.open(encoding="utf-8-sig", newline="") as handle:
+        rows = {row["path"]: row for row in csv.DictReader(handle)}
+    assert rows["plain.jpg"]["taken"].startswith("2004-06-30")
+    assert rows["plain.jpg"]["taken_from"] == "file time"
+
+
 # --------------------------------------------------------------------------- 9. demo
 
 

@@ -310,6 +310,8 @@ def test_decisions_follow_a_photo_to_a_new_analysis_of_it(tmp_path: Path) -> Non
         assert yes.box == (4, 10, 50, 60) and yes.embedding is not None
         assert float(yes.embedding[0]) == 5.0  # the new analysis's vector joins the gallery
         assert {(d.n, d.verdict) for d in index.decisions([old])} == {(0, "yes"), (1, "no")}
+        # counted once each, though kept under both analyses
+        assert index.info().decisions == (1, 1, 1)
 
 
 def test_the_first_run_of_a_new_finder_version_already_honours_every_decision(
