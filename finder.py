@@ -21,10 +21,17 @@ if __name__ == "__main__":
     except KeyboardInterrupt:  # Ctrl-C while the program starts: nothing was done yet
         print("Interrupted.", file=sys.stderr)
         sys.exit(130)
-    code = main(started=started)
-    # The run is over and its reports are written: a Ctrl-C pressed once more now (while
-    # Python shuts down) must not turn the exit status into "killed by a signal".
+    import os
     import signal
 
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Once the run is over (its reports written), a Ctrl-C pressed once more while the
+    # workers end and Python shuts down ends the program at once, with the exit status
+    # the run earned (an uncaught KeyboardInterrupt would say "killed by a signal").
+    try:
+        code = main(started=started)
+    except KeyboardInterrupt:
+        code = 130
+        print("Interrupted.", file=sys.stderr)
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        signal.signal(signal.SIGINT, lambda signum, frame: os._exit(code))
     sys.exit(code)

@@ -118,26 +118,30 @@ def _second_ctrl_c_waits():
     """The first Ctrl-C stops the search, as always (``KeyboardInterrupt``); a second one
     while the search winds down and its partial report is written is only told to wait
     (pressed twice in a hurry, it cost that report); a third quits at once. Only where
-    Python lets a handler be set (the main thread); elsewhere nothing changes."""
+    Python lets a handler be set (the main thread) and Ctrl-C has Python's own handler
+    (a run in the background, started with Ctrl-C ignored, stays so); elsewhere nothing
+    changes."""
     pressed = 0
 
     def on_ctrl_c(signum: int, frame: object) -> None:
         nonlocal pressed
         pressed += 1
-        if pressed == 2:
-            say("Writing what was found so far (Ctrl-C once more to quit without it) ...")
+        if pressed == 2:  # straight to the descriptor: the main thread may be mid-print
+            with contextlib.suppress(OSError):
+                os.write(2, b"\nWriting what was found so far (Ctrl-C once more to quit "
+                            b"without it) ...\n")
             return
         raise KeyboardInterrupt
 
-    if threading.current_thread() is not threading.main_thread():
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
         yield
         return
-    before = signal.signal(signal.SIGINT, on_ctrl_c)
+    signal.signal(signal.SIGINT, on_ctrl_c)
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, before if before is not None
-                      else signal.default_int_handler)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _review(args: argparse.Namespace, finder: Finder, photos: Path, console) -> int:

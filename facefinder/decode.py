@@ -26,6 +26,7 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from facefinder.jpeg_segments import first_scan_components
 from facefinder.messages import one_line
 
 # Memory one decode may take (per worker process): the pixels as decoded (after JPEG DCT
@@ -141,18 +142,40 @@ def _decode_bytes(image: Image.Image, size: tuple[int, int]) -> int:
 
 
 def _coefficient_bytes(image: Image.Image, width: int, height: int) -> int:
-    """What a progressive JPEG of ``width`` x ``height`` needs besides its pixels: libjpeg
-    keeps every DCT coefficient of the whole image (2 bytes each, a component's share set
-    by its sampling) until the last scan, at any draft scale. A 9 KB progressive file
-    claiming 30000x30000 pixels took 2.85 GB that way while its 1/8-scale pixels looked
-    harmless; a 12 MP phone photo needs 36 MB. 0 for other images."""
-    if image.format not in ("JPEG", "MPO") or not image.info.get("progressive"):
+    """What a JPEG of ``width`` x ``height`` in several scans needs besides its pixels
+    (a progressive one, or a baseline one whose first scan does not carry every colour
+    component): libjpeg keeps every DCT coefficient of the whole image (2 bytes each, a
+    component's share set by its sampling) until the last scan, at any draft scale. A
+    9 KB progressive file claiming 30000x30000 pixels took 2.85 GB that way while its
+    1/8-scale pixels looked harmless; a 12 MP phone photo needs 36 MB. 0 for images
+    decoded in one scan."""
+    if image.format not in ("JPEG", "MPO"):
         return 0
     layers = getattr(image, "layer", None) or [("", 1, 1, 0)] * 3
+    if not image.info.get("progressive"):
+        scan = _first_scan_components(image)
+        if scan is not None and scan >= len(layers):
+            return 0  # one interleaved scan: decoded a band at a time
     h_max = max(h for _id, h, _v, _q in layers) or 1
     v_max = max(v for _id, _h, v, _q in layers) or 1
     share = sum(h * v for _id, h, v, _q in layers) / (h_max * v_max)
     return int(width * height * share * 2)
+
+
+def _first_scan_components(image: Image.Image) -> int | None:
+    """``jpeg_segments.first_scan_components`` of the file ``image`` was opened from (its
+    position kept); None when it cannot be read again."""
+    handle = getattr(image, "fp", None)
+    if handle is None:
+        return None
+    try:
+        at = handle.tell()
+        try:
+            return first_scan_components(handle)
+        finally:
+            handle.seek(at)
+    except (OSError, ValueError):
+        return None
 
 
 @contextlib.contextmanager

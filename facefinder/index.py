@@ -399,6 +399,7 @@ class FaceIndex:
         self.keeping = not read_only  # False once a write failed: the run goes on without
         self.not_kept = 0  # results this run could not keep (disk full, locked too long)
         self.carried = 0  # verdicts moved to a new analysis of their photo (_carry_decisions)
+        self._last_answer = 0.0  # when the last answer was stored (``_now``)
         self.why_not_kept: str | None = None
         # where ``load`` puts embeddings, one per analysis: a chunk's videos (loaded
         # after its photos) must not land between photos, nor fill their room
@@ -1062,7 +1063,15 @@ class FaceIndex:
                 (key, settings, n, decision.person, decision.verdict,
                  *(int(v) for v in decision.box), decision.time,
                  None if decision.embedding is None
-                 else np.asarray(decision.embedding, np.float32).tobytes(), time.time()))
+                 else np.asarray(decision.embedding, np.float32).tobytes(), self._now()))
+
+    def _now(self) -> float:
+        """When an answer is stored: never the same moment twice from one index (a clock
+        may tick every 15 ms), so each answer is counted once (``info``) even when its
+        copies under other analyses share it."""
+        now = max(time.time(), self._last_answer + 1e-6)
+        self._last_answer = now
+        return now
 
     def decided_people(self) -> list[str]:
         """Everyone the user confirmed a face for, under any analysis: a name given on

@@ -1,4 +1,5 @@
-"""The XMP segment of a JPEG, in plain bytes: find it, hash a file without it.
+"""A JPEG's segments in plain bytes: its XMP segment (find it, hash a file without it),
+and how its first scan is laid out (what decoding it will hold in memory).
 
 Kept apart from :mod:`facefinder.xmp` (which needs exiv2) because copying needs it on
 every run, with or without ``--xmp`` and without exiv2 installed: a JPEG copy that
@@ -26,6 +27,29 @@ class NotJpeg(Exception):
 
 def segments(handle: BinaryIO) -> list[tuple[int, int, int, bytes]]:
     """(marker, start, end, first payload bytes) of each segment before the image data."""
+    return _header(handle)[0]
+
+
+def first_scan_components(handle: BinaryIO) -> int | None:
+    """How many colour components a JPEG's first scan carries (None: no scan found).
+
+    Fewer than the frame has means the scans are separate (a "non-interleaved" baseline
+    JPEG): libjpeg then keeps the whole image's coefficients until the last scan, at any
+    draft scale, as it does for a progressive JPEG. ``decode`` counts that memory."""
+    try:
+        _found, scan = _header(handle)
+    except NotJpeg:
+        return None
+    if scan is None:
+        return None
+    handle.seek(scan + 4)  # the marker, the segment's length, then the component count
+    count = handle.read(1)
+    return count[0] if count else None
+
+
+def _header(handle: BinaryIO) -> tuple[list[tuple[int, int, int, bytes]], int | None]:
+    """The segments before the image data, and where the first scan starts (None when
+    the image ends first)."""
     handle.seek(0)
     if handle.read(2) != b"\xff\xd8":
         raise NotJpeg("not a JPEG")
@@ -40,8 +64,10 @@ def segments(handle: BinaryIO) -> list[tuple[int, int, int, bytes]]:
         if marker == 0xFF:  # fill byte
             pos += 1
             continue
-        if marker in (0xDA, 0xD9):  # start of scan, end of image
-            return out
+        if marker == 0xDA:  # start of scan
+            return out, pos
+        if marker == 0xD9:  # end of image
+            return out, None
         if marker == 0x01 or 0xD0 <= marker <= 0xD7:  # markers without a length
             pos += 2
             continue

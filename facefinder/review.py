@@ -72,7 +72,9 @@ class Cluster:
     def __init__(self, id: int, rows: np.ndarray, review: Review, hidden: bool = False
                  ) -> None:
         self.id, self.rows, self.hidden = id, rows, hidden
-        self._review = review
+        # the review's lists as they are now: a refresh replaces them (never edits them),
+        # so rows and ids agree even when asked after one, outside the review's lock
+        self._ids, self._names = review._ids, review._file_hex
 
     @property
     def size(self) -> int:
@@ -81,13 +83,13 @@ class Cluster:
     @cached_property
     def faces(self) -> list[str]:
         """Face ids, best first (largest faces first)."""
-        ids = self._review._ids
+        ids = self._ids
         return [ids[i] for i in self.rows.tolist()]
 
     @cached_property
     def files(self) -> set[str]:
         """The files (content keys, hex) the faces are in."""
-        names = self._review._file_hex
+        names = self._names
         return {names[i] for i in self.rows.tolist()}
 
 
@@ -153,6 +155,7 @@ class Review:
         # the row ``_by_face`` gives for each row's face: a file found twice (two copies of
         # one photo) has its faces in two rows, and what is said of a face holds for both
         self._same = np.array([self._by_face[f] for f in self._ids], np.int64)
+        self._first = self._same == np.arange(len(self._rows))  # one row of each face
         self._area = np.array([r.face.box[2] * r.face.box[3] for r in self._rows], np.int64)
         # each row's cluster as the index holds it (-1: none), kept by ``_recluster``
         # and merges: what an answer re-clusters from
@@ -290,6 +293,7 @@ class Review:
         from facefinder.clusters import cluster_faces
 
         rows = self._unknown()
+        rows = rows[self._first[rows]]  # each face once: its copies take its label below
         earlier = self._label[rows]
         labels = np.asarray(cluster_faces(
             self._vectors[rows], self._file_of[rows], previous=earlier,
@@ -303,7 +307,8 @@ class Review:
         # only what changed is written (an answer moves a few faces), and only this
         # collection's faces: the index may hold other folders' clusters, never touched here
         moved = rows[earlier != labels].tolist()  # (-1: not labelled before)
-        gone = np.flatnonzero((self._label >= 0) & (now < 0)).tolist()
+        gone = np.flatnonzero((self._label >= 0) & (now < 0) & self._first).tolist()
+        now = now[self._same]  # a face's copies (the same photo twice) share its label
         if moved or gone:
             with open_index(self.finder.index_path) as index:
                 index.change_cluster_labels(self._settings["image"] or 0,
@@ -316,7 +321,7 @@ class Review:
         """``_clusters`` from ``_label``: each cluster's rows, largest faces first (one
         sort for all of them, each cluster a slice of it)."""
         self._clusters: dict[int, Cluster] = {}
-        at = np.flatnonzero(self._label >= 0)
+        at = np.flatnonzero((self._label >= 0) & self._first)
         if not len(at):
             return
         labels = self._label[at]
@@ -364,7 +369,7 @@ class Review:
             index.change_cluster_labels(self._settings["image"] or 0,
                                         [(*self._keys[i], cluster) for i in moved.tolist()],
                                         [])
-        self._label[moved] = cluster
+        self._label[np.isin(self._same, moved)] = cluster  # with the faces' copies
 
     def clusters(self, *, hidden: bool = False, min_size: int = 2) -> list[Cluster]:
         """Clusters of unknown faces, largest first (hidden ones only when asked)."""

@@ -281,6 +281,27 @@ def test_decompression_bomb_is_a_decode_error(tmp_path: Path) -> None:
                                    "(169 megapixels")
 
 
+def _baseline_claiming(width: int, height: int, *, interleaved: bool) -> bytes:
+    """A small baseline JPEG (4:4:4) whose frame header claims ``width`` x ``height``;
+    not ``interleaved``: its first scan names one of its three components."""
+    made = io.BytesIO()
+    Image.new("RGB", (64, 64), (120, 30, 200)).save(made, "JPEG", subsampling=0, quality=90)
+    data = made.getvalue()
+    out, at = bytearray(data[:2]), 2
+    while True:
+        marker, length = data[at + 1], struct.unpack(">H", data[at + 2:at + 4])[0]
+        payload = bytearray(data[at + 4:at + 2 + length])
+        if marker == 0xC0:  # SOF0: precision, height, width, components
+            payload[1:5] = struct.pack(">HH", height, width)
+        if marker == 0xDA:
+            if not interleaved:  # one component (its selector and tables), spectral 0-63
+                payload = bytearray([1, payload[1], payload[2], 0, 63, 0])
+            out += bytes([0xFF, marker]) + struct.pack(">H", len(payload) + 2) + payload
+            return bytes(out + data[at + 2 + length:])
+        out += bytes([0xFF, marker]) + struct.pack(">H", len(payload) + 2) + payload
+        at += 2 + length
+
+
 def test_a_progressive_jpeg_claiming_a_huge_size_is_refused_from_its_header(
         tmp_path: Path) -> None:
     """A progressive JPEG keeps every DCT coefficient of the whole image whatever the
@@ -296,6 +317,18 @@ def test_a_progressive_jpeg_claiming_a_huge_size_is_refused_from_its_header(
     assert reason(bomb) == ("image too large to decode in the memory one worker may use "
                             "(900 megapixels, ~2.6 GB)")
     assert load_image(small, 1600).orig_size == (64, 48)
+    # A baseline JPEG whose first scan carries one colour component of three (its scans
+    # separate): libjpeg keeps its coefficients whole too (2.35 GB at 20000x20000).
+    # In one interleaved scan it is decoded a band at a time: not refused for its size.
+    bomb.write_bytes(_baseline_claiming(20000, 20000, interleaved=False))
+    assert reason(bomb).startswith("image too large to decode")
+    bomb.write_bytes(_baseline_claiming(20000, 20000, interleaved=True))
+    try:
+        decoded = load_image(bomb, 1600)
+    except DecodeError as exc:  # (its data is short: "truncated" is fair, "too large" not)
+        assert not str(exc).startswith("image too large"), exc
+    else:
+        assert decoded.orig_size == (20000, 20000)
     photo = tmp_path / "photo.jpg"  # a 12 MP phone photo, progressive: read as usual
     Image.new("RGB", (4032, 3024), (90, 120, 150)).save(photo, quality=60, progressive=True)
     assert load_image(photo, 1600).orig_size == (4032, 3024)

@@ -550,6 +550,8 @@ def test_the_token_is_needed(api: Served) -> None:
     assert api.call("GET", own + "api/people", token=False)[0] == 200
     status, headers, _b = api.call("GET", own[:-1], token=False)  # without its last slash
     assert status == 308 and headers["location"] == own
+    status, headers, _b = api.call("GET", own + "api/people/", token=False)  # one too many:
+    assert status == 404 and "location" not in headers  # no redirect out of the address
 
 
 def test_another_sites_origin_is_refused(api: Served) -> None:
@@ -714,6 +716,10 @@ def test_a_photo_replaced_by_a_link_to_elsewhere_is_not_shown(album: Album,
                     assert "is no longer a photo in the collection" in json.loads(data)["error"]
                 assert not photo.called
             assert api.call("GET", f"/api/files/{kept}/image")[0] == 200
+            shutil.rmtree(photos)  # the drive is unplugged: its mount point is left, empty
+            photos.mkdir()
+            status, _h, data = api.call("POST", "/api/refresh")
+            assert status == 400 and "the photos folder is empty" in json.loads(data)["error"]
 
 
 def test_the_server_listens_on_loopback_only(api: Served) -> None:

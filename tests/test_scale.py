@@ -24,7 +24,7 @@ from facefinder.decide import RULES, decide
 from facefinder.decisions import Verdicts
 from facefinder.match import Gallery, PhotoFaces, match_file, match_photos
 from facefinder.neighbours import GRAPH_K, FaceGraph
-from facefinder.records import Decision, Face, FileResult
+from facefinder.records import Decision, Face, FileResult, face_id
 
 DIM = 128
 RULE = RULES["facenet"]
@@ -430,6 +430,40 @@ def test_an_answer_on_the_page_changes_only_what_it_must(tmp_path: Path, models_
         assert FaceGraph.paths(path)[0].exists()
         assert along[0] == exact[0] and len(set(along) & set(exact)) >= 4
         assert (np.diff(distance[along]) >= 0).all()
+    finally:
+        review.finder.close()
+
+
+def test_two_copies_of_a_photo_are_one_face_in_the_groups(tmp_path: Path,
+                                                           models_dir: Path) -> None:
+    """A photo found twice (a copy in another folder) has its faces in two rows: each
+    face is grouped once, both copies show its group, a merge moves both, and the labels
+    kept in the index are the page's."""
+    from dataclasses import replace
+
+    files, gallery = _collection(600, 4, seed=21)
+    files += [replace(f, rel=f"copies/{f.rel}") for f in files[::7]]
+    review, path = _review_over(tmp_path, models_dir, files, gallery)
+    try:
+        shown = [f for c in review._clusters.values() for f in c.faces]
+        assert len(shown) == len(set(shown)) and len(shown) > 100
+        twice = [i for i in range(len(review._rows)) if not review._first[i]]
+        assert twice and all(review._label[i] == review._label[review._same[i]]
+                             for i in twice)
+        big = sorted(review._clusters.values(), key=lambda c: -c.size)[:2]
+        review.merge_clusters(big[0].id, big[1].id)
+        assert all(review._label[i] == review._label[review._same[i]] for i in twice)
+        review.decide(review.result.matches[3].face, review.result.matches[3].person, "no")
+        with open_index(path) as index:
+            stored = index.cluster_labels(review._settings["image"])
+        assert stored == review._labels() == _shown_labels(review)
+        copy = next(f for f in files if f.rel.startswith("copies/") and any(
+            review._label[review._by_face[face_id(f.key, n)]] >= 0
+            for n in range(len(f.faces))))
+        for face in review.photo(copy.key.hex())["faces"]:
+            row = review._by_face[face["face"]]
+            assert face["cluster"] == (review._label[row] if review._label[row] >= 0
+                                       else None)
     finally:
         review.finder.close()
 

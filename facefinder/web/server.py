@@ -37,6 +37,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from facefinder import thumbs
+from facefinder.api import FinderError
 from facefinder.records import Match
 from facefinder.review import Review, ReviewError
 
@@ -185,7 +186,7 @@ def make_app(review: Review, token: str, port: int) -> ASGIApp:
         async def endpoint(request: Request) -> Response:
             try:
                 answer = await method(request)
-            except ReviewError as exc:
+            except (ReviewError, FinderError) as exc:  # (a refresh of an unplugged folder)
                 return JSONResponse({"error": str(exc)}, 400)
             except _TooLarge as exc:
                 return JSONResponse({"error": str(exc)}, 413)
@@ -338,7 +339,11 @@ def make_app(review: Review, token: str, port: int) -> ASGIApp:
         Route("/api/search", call(search), methods=["POST"]),
         Route("/api/refresh", call(refresh), methods=["POST"]),
     ]
-    return Guard(Starlette(routes=routes), token, port)
+    app = Starlette(routes=routes)
+    # a path with one slash too many is not redirected: the redirect would leave the
+    # page's own address (/s/<token>/) and so its key behind
+    app.router.redirect_slashes = False
+    return Guard(app, token, port)
 
 
 # --------------------------------------------------------------------------- helpers
