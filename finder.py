@@ -21,17 +21,29 @@ if __name__ == "__main__":
     except KeyboardInterrupt:  # Ctrl-C while the program starts: nothing was done yet
         print("Interrupted.", file=sys.stderr)
         sys.exit(130)
+    import contextlib
     import os
     import signal
 
-    # Once the run is over (its reports written), a Ctrl-C pressed once more while the
-    # workers end and Python shuts down ends the program at once, with the exit status
-    # the run earned (an uncaught KeyboardInterrupt would say "killed by a signal").
+    done: list[int] = []  # the run's exit status, once it is over
+
+    def on_ctrl_c(signum: int, frame: object) -> None:
+        """Ctrl-C stops the run (KeyboardInterrupt, which the finder turns into a partial
+        report); once the run is over (its reports written), a Ctrl-C pressed while the
+        workers end and Python shuts down ends the program at once, with the status the
+        run earned (an uncaught KeyboardInterrupt would say "killed by a signal")."""
+        if done:
+            for stream in (sys.stdout, sys.stderr):
+                with contextlib.suppress(Exception):  # (mid-print: what is lost is lost)
+                    stream.flush()
+            os._exit(done[0])
+        raise KeyboardInterrupt
+
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not if ignored
+        signal.signal(signal.SIGINT, on_ctrl_c)
     try:
-        code = main(started=started)
+        done.append(main(started=started))
     except KeyboardInterrupt:
-        code = 130
+        done.append(130)
         print("Interrupted.", file=sys.stderr)
-    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
-        signal.signal(signal.SIGINT, lambda signum, frame: os._exit(code))
-    sys.exit(code)
+    sys.exit(done[0])

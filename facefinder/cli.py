@@ -118,9 +118,9 @@ def _second_ctrl_c_waits():
     """The first Ctrl-C stops the search, as always (``KeyboardInterrupt``); a second one
     while the search winds down and its partial report is written is only told to wait
     (pressed twice in a hurry, it cost that report); a third quits at once. Only where
-    Python lets a handler be set (the main thread) and Ctrl-C has Python's own handler
-    (a run in the background, started with Ctrl-C ignored, stays so); elsewhere nothing
-    changes."""
+    Python lets a handler be set (the main thread) and Ctrl-C has a Python handler (a
+    run in the background, started with Ctrl-C ignored, stays so); elsewhere nothing
+    changes. The handler before is put back after."""
     pressed = 0
 
     def on_ctrl_c(signum: int, frame: object) -> None:
@@ -133,15 +133,18 @@ def _second_ctrl_c_waits():
             return
         raise KeyboardInterrupt
 
-    if (threading.current_thread() is not threading.main_thread()
-            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    before = signal.getsignal(signal.SIGINT)
+    if not callable(before):  # ignored (a run in the background), or not Python's to set
         yield
         return
     signal.signal(signal.SIGINT, on_ctrl_c)
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGINT, before)  # (finder.py's own, or Python's)
 
 
 def _review(args: argparse.Namespace, finder: Finder, photos: Path, console) -> int:
