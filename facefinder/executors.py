@@ -13,6 +13,7 @@ drive costs no more memory than a small album.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import dataclasses
 import itertools
 import multiprocessing
@@ -313,7 +314,9 @@ def _start_pool(workers: int) -> concurrent.futures.ProcessPoolExecutor:
         max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
         initializer=_worker_start)
     try:
-        for ready in [pool.submit(_ready) for _ in range(workers)]:
+        with _ctrl_c_held():  # the workers are started by these submits
+            readies = [pool.submit(_ready) for _ in range(workers)]
+        for ready in readies:
             ready.result(timeout=STARTUP_TIMEOUT_S)
     except (BrokenProcessPool, concurrent.futures.TimeoutError, OSError) as exc:
         _stop_pool(pool)
@@ -323,6 +326,22 @@ def _start_pool(workers: int) -> concurrent.futures.ProcessPoolExecutor:
         _stop_pool(pool)
         raise
     return pool
+
+
+@contextlib.contextmanager
+def _ctrl_c_held() -> Iterator[None]:
+    """Ctrl-C held back (blocked, not lost: it arrives when this ends) in this thread
+    while worker processes are started, so that they start with it blocked: they leave
+    Ctrl-C to the main process, which ends them, and a Ctrl-C pressed while one is still
+    importing the finder would otherwise print its traceback. POSIX only."""
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
 
 
 def _stop_pool(pool: concurrent.futures.ProcessPoolExecutor) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +52,23 @@ def test_two_models_in_one_process_keep_their_own_cache(celebrities: Path,
     assert cache.get(one) is first
     item = _items(celebrities)[:1]
     assert analyse_files(item, one, cache)[0].faces
+
+
+@pytest.mark.skipif(not hasattr(signal, "pthread_sigmask"), reason="signal masks are POSIX")
+def test_workers_start_with_ctrl_c_held_back() -> None:
+    """Workers are started with Ctrl-C blocked (the main process handles it and ends
+    them: one pressed while a worker still imports the finder printed its traceback),
+    and the main process gets its own Ctrl-C as before."""
+    from facefinder.executors import _start_pool, _stop_pool
+
+    pool = _start_pool(1)
+    try:
+        held = pool.submit(functools.partial(signal.pthread_sigmask, signal.SIG_BLOCK,
+                                             set())).result(timeout=60)
+    finally:
+        _stop_pool(pool)
+    assert signal.SIGINT in held
+    assert signal.SIGINT not in signal.pthread_sigmask(signal.SIG_BLOCK, set())
 
 
 def test_jobs_are_decided_in_one_place() -> None:
