@@ -12,7 +12,7 @@ if __name__ == "__main__":
     started = time.monotonic()  # the summary's wall clock includes start-up
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     try:
-        from facefinder.stick import keep_on_stick
+        from facefinder.stick import keep_on_stick, remove_run_folder
 
         # Before anything else is imported: temp files and caches go to the stick, not
         # the host.
@@ -36,6 +36,8 @@ if __name__ == "__main__":
             for stream in (sys.stdout, sys.stderr):
                 with contextlib.suppress(Exception):  # (mid-print: what is lost is lost)
                     stream.flush()
+            with contextlib.suppress(Exception):
+                remove_run_folder()  # what atexit would have done
             os._exit(done[0])
         raise KeyboardInterrupt
 

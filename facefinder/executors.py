@@ -187,7 +187,9 @@ class ProcessExecutor:
                     pool = self._workers()  # before taking batches: none is lost
                     for batch in itertools.islice(todo, 2 * self.jobs - len(pending)):
                         try:
-                            pending[pool.submit(self.task, batch, job)] = batch
+                            with _ctrl_c_held():  # (it may start a worker)
+                                future = pool.submit(self.task, batch, job)
+                            pending[future] = batch
                         except BrokenProcessPool:  # a worker died while we were away
                             suspects += batch + _drop(pending, self)
                             break
@@ -330,18 +332,31 @@ def _start_pool(workers: int) -> concurrent.futures.ProcessPoolExecutor:
 
 @contextlib.contextmanager
 def _ctrl_c_held() -> Iterator[None]:
-    """Ctrl-C held back (blocked, not lost: it arrives when this ends) in this thread
-    while worker processes are started, so that they start with it blocked: they leave
-    Ctrl-C to the main process, which ends them, and a Ctrl-C pressed while one is still
-    importing the finder would otherwise print its traceback. POSIX only."""
+    """Ctrl-C held back (not lost: it arrives when this ends) while worker processes may
+    be started (a submit starts one when none is idle), so that they start with it
+    blocked: they leave Ctrl-C to the main process, which ends them, and a Ctrl-C pressed
+    while one is still starting (between its launch and its start-up data) makes it print
+    a traceback. Blocked in this thread, which the workers inherit; and, in the main
+    thread, only noted by Python's handler meanwhile, since another thread (numpy's
+    BLAS threads) may take the signal and Python would raise it here at once. POSIX
+    only."""
     if not hasattr(signal, "pthread_sigmask"):
         yield
         return
-    before = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    pressed: list[int] = []
+    handler = (signal.getsignal(signal.SIGINT)
+               if threading.current_thread() is threading.main_thread() else None)
+    if callable(handler):
+        signal.signal(signal.SIGINT, lambda signum, frame: pressed.append(signum))
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, before)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        if callable(handler):
+            signal.signal(signal.SIGINT, handler)
+            if pressed:
+                signal.raise_signal(signal.SIGINT)  # to the handler it was meant for
 
 
 def _stop_pool(pool: concurrent.futures.ProcessPoolExecutor) -> None:

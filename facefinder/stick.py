@@ -129,6 +129,14 @@ def _cleanup(run_tmp: Path, owner: int) -> None:
         shutil.rmtree(run_tmp, ignore_errors=True)
 
 
+def remove_run_folder() -> None:
+    """Remove this run's temporary folder now: for an exit that skips ``atexit``
+    (``os._exit``), which would otherwise leave it behind (in the host's temp folder,
+    when the stick is read-only, where no later run sweeps it)."""
+    if _status is not None:
+        _cleanup(_status.run_tmp, os.getpid())
+
+
 def _exit_on_signal(signum: int, _frame: object) -> None:
     # SIGTERM/SIGHUP would kill the process without running atexit; turning them into
     # SystemExit lets the temp folder be removed like on a normal exit.

@@ -57,9 +57,10 @@ def test_two_models_in_one_process_keep_their_own_cache(celebrities: Path,
 @pytest.mark.skipif(not hasattr(signal, "pthread_sigmask"), reason="signal masks are POSIX")
 def test_workers_start_with_ctrl_c_held_back() -> None:
     """Workers are started with Ctrl-C blocked (the main process handles it and ends
-    them: one pressed while a worker still imports the finder printed its traceback),
-    and the main process gets its own Ctrl-C as before."""
-    from facefinder.executors import _start_pool, _stop_pool
+    them: one pressed while a worker was starting made it print a traceback); a Ctrl-C
+    that comes while workers are started is held, not lost: the main process gets it as
+    KeyboardInterrupt once they are, and its own mask is as before."""
+    from facefinder.executors import _ctrl_c_held, _start_pool, _stop_pool
 
     pool = _start_pool(1)
     try:
@@ -69,6 +70,12 @@ def test_workers_start_with_ctrl_c_held_back() -> None:
         _stop_pool(pool)
     assert signal.SIGINT in held
     assert signal.SIGINT not in signal.pthread_sigmask(signal.SIG_BLOCK, set())
+    went_on = []
+    with pytest.raises(KeyboardInterrupt), _ctrl_c_held():
+        signal.raise_signal(signal.SIGINT)  # a Ctrl-C while workers start
+        went_on.append(True)  # not interrupted in the middle
+    assert went_on == [True]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 def test_jobs_are_decided_in_one_place() -> None:
