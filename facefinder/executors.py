@@ -187,9 +187,7 @@ class ProcessExecutor:
                     pool = self._workers()  # before taking batches: none is lost
                     for batch in itertools.islice(todo, 2 * self.jobs - len(pending)):
                         try:
-                            with _ctrl_c_held():  # (it may start a worker)
-                                future = pool.submit(self.task, batch, job)
-                            pending[future] = batch
+                            pending[_submit(pool, self.task, batch, job)] = batch
                         except BrokenProcessPool:  # a worker died while we were away
                             suspects += batch + _drop(pending, self)
                             break
@@ -316,9 +314,7 @@ def _start_pool(workers: int) -> concurrent.futures.ProcessPoolExecutor:
         max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
         initializer=_worker_start)
     try:
-        with _ctrl_c_held():  # the workers are started by these submits
-            readies = [pool.submit(_ready) for _ in range(workers)]
-        for ready in readies:
+        for ready in [_submit(pool, _ready) for _ in range(workers)]:
             ready.result(timeout=STARTUP_TIMEOUT_S)
     except (BrokenProcessPool, concurrent.futures.TimeoutError, OSError) as exc:
         _stop_pool(pool)
@@ -328,6 +324,17 @@ def _start_pool(workers: int) -> concurrent.futures.ProcessPoolExecutor:
         _stop_pool(pool)
         raise
     return pool
+
+
+def _submit(pool: concurrent.futures.ProcessPoolExecutor, task: Callable, *args: object
+            ) -> concurrent.futures.Future:
+    """``pool.submit``, with Ctrl-C held back (``_ctrl_c_held``) while the pool is still
+    short of its workers: a submit then starts one. Once they all run, a plain submit
+    (no signal handler swapped for every batch)."""
+    if len(getattr(pool, "_processes", None) or ()) >= getattr(pool, "_max_workers", 0):
+        return pool.submit(task, *args)
+    with _ctrl_c_held():
+        return pool.submit(task, *args)
 
 
 @contextlib.contextmanager

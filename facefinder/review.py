@@ -269,14 +269,16 @@ class Review:
     # ------------------------------------------------------------------ clusters
 
     def _unknown(self) -> np.ndarray:
-        """Rows of photo faces that match nobody and nobody was confirmed for (found from
-        the matches and the confirmed faces, not by asking every face about them)."""
+        """Rows of photo faces that match nobody and nobody was confirmed for, one row
+        per face (found from the matches and the confirmed faces, not by asking every
+        face about them)."""
         said = np.zeros(len(self._rows), bool)
         rows = [self._by_face.get(m.face, -1) for m in self.result.matches]
         # (key, n) -> the person it was confirmed as
         rows += [self._by_face.get(face_id(key, n), -1) for key, n in self.verdicts.yes]
         said[[r for r in rows if r >= 0]] = True
-        return np.flatnonzero(self._photo & ~said[self._same])
+        # each face once: its copies (the same photo twice) take its label in _recluster
+        return np.flatnonzero(self._photo & ~said[self._same] & self._first)
 
     def _face_id(self, row: _FaceRow) -> str:
         key = self.result.files[row.file].key
@@ -293,7 +295,6 @@ class Review:
         from facefinder.clusters import cluster_faces
 
         rows = self._unknown()
-        rows = rows[self._first[rows]]  # each face once: its copies take its label below
         earlier = self._label[rows]
         labels = np.asarray(cluster_faces(
             self._vectors[rows], self._file_of[rows], previous=earlier,
