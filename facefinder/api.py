@@ -53,7 +53,7 @@ from facefinder.executors import (
     resolve_jobs,
 )
 from facefinder.index import FaceIndex, IndexInfo, IndexLockedError, paused_gc
-from facefinder.match import Gallery, PhotoFaces, match_photos
+from facefinder.match import Gallery, PhotoFaces, match_collection
 from facefinder.models.catalog import ModelsMissing
 from facefinder.neighbours import FaceGraph
 from facefinder.object_analysis import ObjectJob
@@ -580,9 +580,10 @@ class Finder:
         rule = RULES.get(self.spec.name.lower())
         # a model without a calibrated rule: its plain threshold when none is given
         given = chosen if rule is not None or chosen is not None else result.threshold
+        before = result.decided
         decided = decide(files, gallery, rule, given, verdicts,
                          graph=functools.partial(self._neighbour_rows, progress=progress),
-                         earlier=result.decided)
+                         earlier=before)
         result.decided = decided  # what deciding again after an answer reuses
         result.thresholds, result.expanded_faces = decided.thresholds, decided.expanded
         final = decided.gallery
@@ -598,8 +599,11 @@ class Finder:
         query = query or Query()
         filtered = query.asks()  # an empty question keeps every match
         result.matches, result.maybes = [], []
-        photos = match_photos(files, decided.faces, decided.distance, final, cuts, verdicts,
-                              maybe_cuts, nearest=decided.nearest)  # every photo, in arrays
+        decided.matched = match_collection(  # every photo, in arrays
+            files, decided.faces, decided.distance, final, cuts, verdicts, maybe_cuts,
+            nearest=decided.nearest, verdict_rows=decided.verdict_rows,
+            earlier=None if before is None else before.matched)
+        photos = decided.matched.by_file
         videos = [i for i, file in enumerate(files) if file.kind == "video"]
         everyone = len(shown) == len(final.people)  # no match to leave out
         # in the files' order, only those with something to say (not every file of 1M)

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from facefinder.decisions import Verdicts, name_key
-from facefinder.match import BLOCK_VALUES, Gallery, KnownDistances, PhotoFaces
+from facefinder.match import BLOCK_VALUES, Gallery, KnownDistances, MatchedPhotos, PhotoFaces
 from facefinder.records import FileResult, Match
 
 
@@ -90,6 +90,12 @@ class Decided:
     # each face's nearest person in ``distance`` and that distance, when the rule found
     # them on its way (``match.match_photos`` then does not look for them again)
     nearest: tuple[np.ndarray, np.ndarray] | None = None
+    # the rows of the faces of files with a verdict (``PhotoFaces.rows_with_verdict``),
+    # when the rule asked for them: matching asks the same (a pass over every file)
+    verdict_rows: list[int] | None = None
+    # what matching made of this decision (``api`` keeps it here): the next decision
+    # over the same faces makes ``Match`` objects only for the photos that changed
+    matched: MatchedPhotos | None = field(default=None, repr=False)
     _by_column: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)
 
     def base_column(self, p: int) -> np.ndarray | None:
@@ -490,7 +496,8 @@ def decide(files: Sequence[FileResult], gallery: Gallery, rule: RuleSpec | None,
         expanded.known = KnownDistances(files, faces, current)
     return Decided(expanded, {p: float(c) for p, c in zip(gallery.people, cuts, strict=True)},
                    added, faces, current, files, gallery,
-                   None if changed is not None else distance, changed, nearest)
+                   None if changed is not None else distance, changed, nearest,
+                   vetoable if verdicts is not None and len(verdicts) else None)
 
 
 def _reuse(earlier: Decided, gallery: Gallery, vectors: np.ndarray) -> np.ndarray | None:

@@ -22,7 +22,13 @@ from facefinder import decide as decide_module
 from facefinder.api import Finder, RunResult, Summary, open_index
 from facefinder.decide import RULES, decide
 from facefinder.decisions import Verdicts
-from facefinder.match import Gallery, PhotoFaces, match_file, match_photos
+from facefinder.match import (
+    Gallery,
+    PhotoFaces,
+    match_collection,
+    match_file,
+    match_photos,
+)
 from facefinder.neighbours import GRAPH_K, FaceGraph
 from facefinder.records import Decision, Face, FileResult, face_id
 
@@ -131,6 +137,42 @@ def test_match_photos_gives_the_answers_of_match_file() -> None:
             found += len(fast.get(i, ([], []))[0])
             maybes += len(fast.get(i, ([], []))[1])
         assert found > 500 and maybes > 0
+
+
+def test_matching_again_remakes_only_the_photos_that_changed() -> None:
+    """The review page decides again after each answer: what comes out is what matching
+    from scratch gives, and most photos keep their matches (the very lists), where an
+    answer changed something the photos get new ones."""
+    files, gallery = _collection(4000, 12, seed=3)
+    said: list[Decision] = []
+    before = None
+    for step in range(4):
+        verdicts = Verdicts(list(said))
+        decided = decide(files, gallery, RULE, None, verdicts, earlier=before)
+        final = decided.gallery
+        cuts = np.array([decided.thresholds[p] for p in final.people], np.float32)
+        maybe = np.maximum(cuts, np.minimum(cuts + 0.16, RULE.band[0]))
+        again = match_collection(files, decided.faces, decided.distance, final, cuts,
+                                 verdicts, maybe, nearest=decided.nearest,
+                                 verdict_rows=decided.verdict_rows,
+                                 earlier=None if before is None else before.matched)
+        fresh = match_photos(files, PhotoFaces.of(files), decided.distance, final, cuts,
+                             verdicts, maybe)
+        assert again.by_file == fresh
+        if before is not None:
+            earlier = before.matched.by_file
+            kept = [i for i, lists in again.by_file.items() if lists is earlier.get(i)]
+            assert len(kept) > 0.9 * len(again.by_file), "an answer changes a few photos"
+            assert len(kept) < len(again.by_file), "this answer changed some photo"
+        decided.matched = again  # as the finder keeps it for the next answer
+        before = decided
+        # the next answer: a no to a matched face, then a yes for someone else
+        i, (found, _) = sorted(again.by_file.items())[step * 17 % len(again.by_file)]
+        match = found[0]
+        other = final.people[(final.people.index(match.person) + 1) % len(final.people)]
+        n = int(match.face.rsplit("-", 1)[1])
+        said.append(Decision(files[i].key, n, match.person if step % 2 == 0 else other,
+                             "no" if step % 2 == 0 else "yes", match.box))
 
 
 def test_expansion_along_the_graph_agrees_with_the_exact_one(tmp_path: Path,
