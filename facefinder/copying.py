@@ -32,14 +32,14 @@ import contextlib
 import hashlib
 import os
 import stat
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from facefinder import partials
 from facefinder.messages import one_line
 from facefinder.records import Match
-from facefinder.walk import printable
+from facefinder.walk import COPIES_NOTE, printable
 
 CHUNK = 1 << 20  # 1 MiB: large enough for fast USB throughput, small enough for any PC's RAM
 MAX_RENAMES = 1000  # "name (2)" ... "name (1000)"; beyond that something is badly wrong
@@ -80,7 +80,7 @@ class CopySummary:
 # --------------------------------------------------------------------------- names
 
 
-def safe_component(name: str) -> str:
+def safe_component(name: str, *, room: int = 0) -> str:
     """Map one path component to a name every OS and FAT/exFAT stick accepts.
 
     The mapping is deterministic, so a re-run computes the same targets and finds its
@@ -94,6 +94,10 @@ def safe_component(name: str) -> str:
     3. a reserved device name (CON, PRN, AUX, NUL, COM0-9, LPT0-9, CONIN$, CONOUT$; any
        case, with or without extension, e.g. ``"con.txt"``) gets a ``_`` prefix:
        ``"_con.txt"``.
+
+    4. a name longer than a file system takes (255 bytes, less ``room`` for what the
+       finder adds to it, e.g. a sidecar's ``.xmp``) loses the end of its stem, its
+       extension kept: the same name always gives the same shorter one.
 
     Different names can map to the same result (``"a:b"`` and ``"a?b"``); that is harmless
     because copying never overwrites: the second one is kept as ``"a_b (2)"``.
@@ -110,7 +114,72 @@ def safe_component(name: str) -> str:
     stem = result.split(".", 1)[0].rstrip(" ").upper()
     if stem in _RESERVED_NAMES:
         result = "_" + result
-    return result
+    return _shortened(result, NAME_BYTES - room)
+
+
+NAME_BYTES = 255  # the longest name ext4, NTFS (in UTF-16 units), exFAT and APFS take
+
+
+def _shortened(name: str, limit: int) -> str:
+    """``name`` cut to ``limit`` bytes of UTF-8 (never inside a character), the end of
+    the stem going first and the extension kept (unless it alone is too long)."""
+    if len(name.encode("utf-8")) <= limit:
+        return name
+    stem, ext = os.path.splitext(name)
+    if len(ext.encode("utf-8")) > limit // 2:
+        stem, ext = name, ""
+    room = limit - len(ext.encode("utf-8"))
+    return stem.encode("utf-8")[:room].decode("utf-8", "ignore") + ext
+
+
+def folder_inside(dest: Path, parts: Sequence[str]) -> Path:
+    """``dest/parts...``, each folder made where missing and every one a real folder:
+    a link (or a Windows junction) among them is refused.
+
+    Why: a link planted inside the copies' folder (by another program, a sync tool, or
+    someone who wants the finder to write elsewhere) would otherwise carry the copies,
+    their sidecars and ``--xmp embed``'s rewriting out of the folder the user named:
+    into the photos' own folders, or over a backup. ``dest`` itself may be a link (the
+    user named it); nothing inside it may.
+    """
+    folder = Path(dest)
+    for part in parts:
+        folder = folder / part
+        try:
+            os.mkdir(long_path(folder))
+            continue
+        except FileExistsError:
+            pass
+        info = os.lstat(long_path(folder))
+        if stat.S_ISLNK(info.st_mode) or getattr(info, "st_file_attributes", 0) & _REPARSE:
+            raise CopyError(f"{printable(str(folder))} is a link: nothing is written "
+                            f"through it, only into real folders inside {printable(str(dest))}")
+        if not stat.S_ISDIR(info.st_mode):
+            raise CopyError(f"{printable(str(folder))} is a file, not a folder")
+    return folder
+
+
+_REPARSE = getattr(stat, "FILE_ATTRIBUTE_REPARSE_POINT", 0x400)  # junctions (Windows)
+
+
+def mark_as_copies(dest: Path, what: str) -> None:
+    """Leave ``walk.COPIES_NOTE`` in ``dest`` when it is the finder's own: made by this
+    run, or empty when it started (a folder that already held other files is the user's,
+    and a search must not leave those out). Best effort: without the note, a search of a
+    folder around ``dest`` reads the copies as photos again, nothing worse."""
+    note = Path(dest) / COPIES_NOTE
+    try:
+        os.makedirs(long_path(Path(dest)), exist_ok=True)
+        with os.scandir(long_path(Path(dest))) as entries:
+            if any(entry.name != COPIES_NOTE for entry in entries):
+                return
+        fd = os.open(long_path(note), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except OSError:
+        return
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(f"This folder holds {what} made by the face finder. A search of a "
+                     "folder around it leaves it out (delete this note to have it "
+                     "searched).\n")
 
 
 def rel_parts(rel: str) -> list[str]:
@@ -239,10 +308,10 @@ class _Source:
 def _same_content(candidate: Path, source: _Source) -> bool:
     """True if candidate is a regular file with the source's size and sha256, or the
     source's copy with the finder's XMP embedded (``--xmp embed``)."""
-    try:
-        info = os.stat(long_path(candidate))
+    try:  # a link is never our copy, wherever it points (it may point at the original)
+        info = os.lstat(long_path(candidate))
     except OSError:
-        return False  # e.g. a dangling symlink: it exists, so it is not ours to replace
+        return False
     if not stat.S_ISREG(info.st_mode):
         return False
     if info.st_size == source.size and sha256_file(candidate) == source.sha256():
@@ -344,37 +413,52 @@ def _place_without_links(tmp: Path, target: Path) -> bool:
     return True
 
 
+def choose_name(folder: Path, name: str, same: Callable[[Path], bool]) -> tuple[str, bool]:
+    """Where in ``folder`` this content goes: (a name, whether it is already there).
+
+    Candidates are name, "stem (2).ext", ...; each existing one is asked ``same``, up to
+    the first free "stem (n)" one, so that a file kept as "stem (2)" while another file
+    held the name is still found once that file is gone; otherwise the first free
+    candidate. Raises CopyError when a thousand names are taken by other files.
+    """
+    stem, ext = os.path.splitext(name)
+    free = None
+    for number in range(1, MAX_RENAMES + 1):
+        candidate = name if number == 1 else f"{stem} ({number}){ext}"
+        if os.path.lexists(long_path(folder / candidate)):
+            if same(folder / candidate):
+                return candidate, True
+            continue
+        free = free or candidate
+        if number > 1:
+            break
+    if free is None:
+        raise CopyError(f"too many different files already named like {name!r}")
+    return free, False
+
+
 def _copy_one(source_path: Path, folder: Path, name: str, cache: dict) -> tuple[str, str, int]:
     """Copy one photo into folder/name; return (outcome, final name, bytes written).
 
-    outcome is "copied", "renamed" or "already". Candidates are name, "stem (2).ext", ...;
-    each existing one is compared by size then sha256, the first free one is taken. If a
-    candidate appears between the check and the final link (another run, a sync tool), it
-    is simply checked again, and the verified temp file is reused rather than rewritten.
+    outcome is "copied", "renamed" or "already" (``choose_name``: each existing
+    candidate is compared by size then sha256). If the chosen name appears between the
+    check and the final link (another run, a sync tool), the names are looked at again,
+    and the verified temp file is reused rather than rewritten. ``folder`` must exist
+    (``folder_inside``).
     """
     source = _Source(source_path, cache)
     tmp: Path | None = None
     try:
-        os.makedirs(long_path(folder), exist_ok=True)
-        stem, ext = os.path.splitext(name)
-        number = 1
-        for _ in range(MAX_RENAMES * 2):
-            candidate_name = name if number == 1 else f"{stem} ({number}){ext}"
-            candidate = folder / candidate_name
-            if os.path.lexists(long_path(candidate)):
-                if _same_content(candidate, source):
-                    return "already", candidate_name, 0
-                number += 1
-                if number > MAX_RENAMES:
-                    break
-                continue
+        for _ in range(3):  # (a race lost three times is not worth a fourth look)
+            final, already = choose_name(folder, name, lambda c: _same_content(c, source))
+            if already:
+                return "already", final, 0
             if tmp is None:
                 tmp = _write_verified_temp(source, folder, name)
-            if place(tmp, candidate):
+            if place(tmp, folder / final):
                 tmp = None
-                return ("copied" if number == 1 else "renamed"), candidate_name, source.size
-            # Lost a race: the candidate appeared meanwhile; loop re-checks its content.
-        raise CopyError(f"too many different files already named like {name!r}")
+                return ("copied" if final == name else "renamed"), final, source.size
+        raise CopyError(f"{name!r}: other files kept taking its name")
     finally:
         if tmp is not None:
             remove_quietly(tmp)
@@ -442,6 +526,8 @@ def copy_matches(
             on_event(message)
 
     matches = list(matches)
+    if matches:
+        mark_as_copies(dest, "copies of photos")
     for done, match in enumerate(matches):
         key = (match.rel, match.person)
         if key in seen:
@@ -464,12 +550,12 @@ def _copy_match(match: Match, photos_root: Path, dest: Path, hash_cache: dict,
         parts = rel_parts(match.rel)
         source_path = photos_root.joinpath(*parts)
         safe_dirs = [safe_component(match.person)] + [safe_component(p) for p in parts[:-1]]
-        folder = dest.joinpath(*safe_dirs)
+        folder = folder_inside(dest, safe_dirs)
         if folder not in swept:  # a copy killed mid-way (kill -9) left its temp file here
             swept.add(folder)
             partials.sweep(folder)
         outcome, final_name, nbytes = _copy_one(
-            source_path, folder, safe_component(parts[-1]), hash_cache
+            source_path, folder, safe_component(parts[-1], room=len(".xmp")), hash_cache
         )
     except (OSError, ValueError, CopyError) as exc:
         # ValueError covers e.g. an embedded NUL or a name the filesystem cannot encode.
@@ -490,4 +576,5 @@ def _copy_match(match: Match, photos_root: Path, dest: Path, hash_cache: dict,
              f"has that name, saved as {printable(dest_rel)}")
 
 
-__all__ = ["CopyError", "CopySummary", "check_destination", "copy_matches", "safe_component"]
+__all__ = ["CopyError", "CopySummary", "check_destination", "choose_name", "copy_matches",
+           "folder_inside", "mark_as_copies", "safe_component"]

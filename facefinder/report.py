@@ -31,6 +31,7 @@ import csv
 import errno
 import json
 import os
+import re
 import stat
 import sys
 from collections.abc import Callable, Sequence
@@ -67,7 +68,8 @@ def _looks_like(path: Path, is_ours: Callable[[bytes], bool]) -> bool:
     is never ours.
     """
     try:
-        if not stat.S_ISREG(os.stat(path).st_mode):
+        info = os.stat(path)
+        if not stat.S_ISREG(info.st_mode):
             return False
         with open(path, "rb") as handle:
             head = handle.read(256)
@@ -75,7 +77,9 @@ def _looks_like(path: Path, is_ours: Callable[[bytes], bool]) -> bool:
         return True
     except IsADirectoryError:
         return False
-    return not head.strip() or is_ours(head)
+    # empty: nothing but a few blanks (a file just made); blank lines ahead of a user's
+    # text do not make it empty
+    return (info.st_size <= len(head) and not head.strip()) or is_ours(head)
 
 
 def _is_our_csv(head: bytes) -> bool:
@@ -83,10 +87,14 @@ def _is_our_csv(head: bytes) -> bool:
 
 
 def _is_our_json(head: bytes) -> bool:
-    """Our JSON report: the marker, or (earlier versions) "model" then "threshold" first."""
+    """Our JSON report: the marker first, or (earlier versions, without one) exactly
+    their start: the model, the threshold, then the matches."""
     text = b" ".join(head.split())
-    return text.startswith((b'{ "facefinder": "report"', b'{ "model": ')) and (
-        b'"threshold":' in text or b'"facefinder"' in text)
+    return text.startswith(b'{ "facefinder": "report"') or bool(_OLD_JSON.match(text))
+
+
+# How reports before the marker started (indent=2, as they were written), blanks folded
+_OLD_JSON = re.compile(rb'\{ "model": "[^"]*", "threshold": (?:[-0-9.eE]+|null), "matches": \[')
 
 
 # What makes an HTML file ours to replace (``html_report`` writes it first).

@@ -82,6 +82,10 @@ SKIPPED_FOLDERS: frozenset[str] = frozenset(
         ".Spotlight-V100", ".fseventsd", "lost+found", "__MACOSX",
     )
 )
+# The note the finder leaves in a folder of its own copies or drawings (``--copy``,
+# ``--annotate``): a search of a folder around it leaves that folder out, or every run
+# would find the copies as new photos and count each person twice.
+COPIES_NOTE = ".facefinder-copies"
 SKIPPED_FILES: frozenset[str] = frozenset(
     name.casefold() for name in ("Thumbs.db", "desktop.ini", ".DS_Store")
 )
@@ -317,6 +321,8 @@ def scan(
                 continue
             if key in visited or excluder.excluded(entry.path, key):
                 continue  # a link back into the tree (or a loop), or an excluded folder
+            if os.path.isfile(os.path.join(entry.path, COPIES_NOTE)):
+                continue  # the finder's own copies or drawings (a run's --copy folder)
             visited.add(key)
             stack.append((iter(_list_folder(entry.path, rel, report)), rel + "/"))
         elif is_file:

@@ -114,7 +114,7 @@ def test_a_different_file_with_the_name_is_kept_and_the_drawing_renamed(
     assert _sha(taken) == theirs
     renamed = taken.parent / "sideways (2).jpg"
     assert renamed.is_file() and (taken.parent / "sideways (2).jpg.json").is_file()
-    assert "saved as" in said
+    assert f"{PERSON}/Trip 2019/sideways (2).jpg" in said  # where it is, folders and all
     assert not [p for p in taken.parent.iterdir() if ".partial" in p.name]
 
 
@@ -228,3 +228,15 @@ def test_a_sheet_frame_shows_only_the_objects_of_that_frame() -> None:
     assert _objects_at(objects, 2.0) == []
     assert _objects_at(objects, 1.5) == []
     assert _objects_at(objects, 0.0) == []
+
+
+def test_a_file_name_that_is_not_unicode_gets_its_sidecar(tmp_path: Path) -> None:
+    """Linux names may be any bytes: the sidecar holds the name as JSON escapes that
+    read back as the name the folder listing gave (not a failure on every run)."""
+    from facefinder.annotate import _sidecar, _Target
+
+    name = "bad\udcff\udcfe.jpg"  # the bytes ff fe, as os.listdir gives them
+    target = _Target(name, PERSON, "image", [], [], [])
+    _sidecar(tmp_path / "bad__.jpg.json", target, tmp_path / name, "bad__.jpg")
+    document = json.loads((tmp_path / "bad__.jpg.json").read_bytes())
+    assert document["source"] == name and document["drawing"] == "bad__.jpg"

@@ -126,6 +126,22 @@ def test_undeliverable_output_is_refused_before_any_photo_is_read(
     assert not Path("/proc/x.csv").exists()
 
 
+@pytest.mark.parametrize("option", ["--copy", "--annotate", "--csv", "--index"])
+def test_an_empty_path_is_refused_not_taken_for_the_current_folder(
+        option: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """``--copy "$DEST"`` with DEST unset would copy into wherever the script runs."""
+    from facefinder.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "photos").mkdir()
+    with pytest.raises(SystemExit) as stopped:
+        main([str(tmp_path / "photos"), option, ""])
+    assert stopped.value.code == EXIT_USAGE
+    assert f"argument {option}: an empty name" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["photos"]
+
+
 # --------------------------------------------------------------------------- 2. exit 3
 
 

@@ -14,6 +14,7 @@ from conftest import rerun_as_a_user
 from facefinder import copying
 from facefinder.copying import CopySummary, copy_matches, safe_component
 from facefinder.records import Match
+from facefinder.walk import COPIES_NOTE, scan
 
 BOX = (1, 2, 3, 4)
 WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
@@ -41,7 +42,9 @@ def snapshot(root: Path) -> dict[str, tuple[bytes, int, int]]:
 
 
 def files_under(root: Path) -> list[str]:
-    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+    """The files under ``root``, the finder's note on its copies folder aside."""
+    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*")
+                  if p.is_file() and p.name != COPIES_NOTE)
 
 
 def partials(root: Path) -> list[str]:
@@ -377,3 +380,90 @@ def test_paths_escaping_photos_root_are_refused(photos: Path, tmp_path: Path) ->
     summary = copy_matches([m("../secret.jpg", "Anna")], photos, tmp_path / "out")
     assert summary.copied == 0 and len(summary.failed) == 1
     assert "unsafe" in summary.failed[0][1]
+
+
+@pytest.mark.skipif(os.name == "nt", reason="symbolic links need rights on Windows")
+@pytest.mark.parametrize("where", ["Anna", "Anna/2019", "Anna/2019/beach"])
+def test_a_link_inside_the_copies_folder_is_never_written_through(
+        photos: Path, tmp_path: Path, where: str) -> None:
+    """A folder link planted in DIR (pointing at the photos themselves, or at a backup)
+    must not carry copies there: that copy fails with one line, the others are made."""
+    dest, elsewhere = tmp_path / "out", tmp_path / "backup"
+    elsewhere.mkdir()
+    (elsewhere / "IMG_0001.jpg").write_bytes(b"the backup's own file")
+    link = dest / where
+    link.parent.mkdir(parents=True, exist_ok=True)
+    link.symlink_to(elsewhere, target_is_directory=True)
+    before, backup = snapshot(photos), snapshot(elsewhere)
+    events: list[str] = []
+    summary = copy_matches([m("2019/beach/IMG_0001.jpg", "Anna"), m("top.png", "Ben")],
+                           photos, dest, on_event=events.append)
+    assert summary.copied == 1 and files_under(dest / "Ben") == ["top.png"]
+    assert len(summary.failed) == 1 and "is a link" in summary.failed[0][1]
+    assert len(events) == 1 and "\n" not in events[0]
+    assert snapshot(elsewhere) == backup and snapshot(photos) == before
+
+
+@pytest.mark.skipif(os.name == "nt", reason="symbolic links need rights on Windows")
+def test_a_link_to_the_original_under_the_copy_name_is_not_a_copy(
+        photos: Path, tmp_path: Path) -> None:
+    """A link named like the copy, pointing at the original, is not the copy (its
+    sidecar or --xmp embed would then land on the original): the copy takes "(2)"."""
+    folder = tmp_path / "out" / "Anna"
+    folder.mkdir(parents=True)
+    (folder / "top.png").symlink_to(photos / "top.png")
+    summary = copy_matches([m("top.png", "Anna")], photos, tmp_path / "out")
+    assert summary.renamed == ["Anna/top (2).png"]
+    assert (folder / "top (2).png").read_bytes() == (photos / "top.png").read_bytes()
+    assert not (folder / "top (2).png").is_symlink()
+
+
+def test_a_copy_kept_under_a_second_name_is_found_when_the_first_is_free(
+        photos: Path, tmp_path: Path) -> None:
+    """The user's own file held the name, so the copy became "(2)"; once they move
+    their file away, a re-run finds the copy and makes no second one."""
+    dest = tmp_path / "out"
+    squatter = dest / "Anna" / "top.png"
+    squatter.parent.mkdir(parents=True)
+    squatter.write_bytes(b"the user's own file")
+    assert copy_matches([m("top.png", "Anna")], photos, dest).renamed == ["Anna/top (2).png"]
+    squatter.unlink()
+    again = copy_matches([m("top.png", "Anna")], photos, dest)
+    assert (again.copied, again.already_there) == (0, 1)
+    assert files_under(dest) == ["Anna/top (2).png"]
+
+
+@pytest.mark.skipif(os.name == "nt", reason="Linux file names of 255 bytes")
+@pytest.mark.parametrize("name", ["x" * 251 + ".jpg", "con." + "y" * 247 + ".jpg",
+                                  "é" * 125 + ".jpg"])
+def test_a_name_as_long_as_the_disk_allows_is_copied_with_room_for_its_sidecar(
+        tmp_path: Path, name: str) -> None:
+    photos, dest = tmp_path / "photos", tmp_path / "out"
+    make_tree(photos, {name: b"long"})
+    summary = copy_matches([m(name, "Anna")], photos, dest)
+    assert summary.failed == [] and summary.copied == 1
+    [copy] = files_under(dest)
+    final = copy.split("/")[-1]
+    assert final.endswith(".jpg") and len((final + ".xmp").encode()) <= 255
+    assert safe_component(final, room=4) == final  # the same name on every re-run
+    assert copy_matches([m(name, "Anna")], photos, dest).already_there == 1
+
+
+def test_the_copies_folder_is_left_out_of_later_searches_around_it(
+        photos: Path, tmp_path: Path) -> None:
+    """Copies made inside the photos' folder are not found again by a later search of
+    it (each person would be counted twice); a folder that held the user's own files
+    before is not marked, and so still searched."""
+    dest = photos / "found"
+    copy_matches([m("top.png", "Anna")], photos, dest)
+    assert (dest / COPIES_NOTE).is_file()
+    assert [rel for _, rel, _ in scan(photos)] == sorted(
+        ["2019/beach/IMG_0001.jpg", "2020/IMG_0001.jpg", "empty.jpg", "top.png"],
+        key=str.casefold)
+    assert [rel for _, rel, _ in scan(dest)] == ["Anna/top.png"]  # named: searched
+    mine = photos / "albums"
+    (mine / "2018").mkdir(parents=True)
+    (mine / "2018" / "a.jpg").write_bytes(b"mine")
+    copy_matches([m("top.png", "Ben")], photos, mine)
+    assert not (mine / COPIES_NOTE).exists()
+    assert "albums/Ben/top.png" in [rel for _, rel, _ in scan(photos)]

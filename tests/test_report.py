@@ -121,6 +121,33 @@ def test_reports_replace_old_reports_but_never_a_photo(tmp_path: Path) -> None:
     assert leftovers(tmp_path) == []
 
 
+def test_a_file_that_only_looks_like_a_report_is_never_replaced(tmp_path: Path) -> None:
+    """Blank lines ahead of a user's text do not make it empty, and a JSON file with a
+    "model" and a "threshold" of its own is not an old report of this finder."""
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"model": "resnet50", "threshold": 0.7, "notes": "mine"},
+                                 indent=2))
+    padded = tmp_path / "contacts.csv"
+    padded.write_text("\n" * 300 + "name,phone\nGrandma,555-1234\n")
+    theirs = {path: path.read_bytes() for path in (config, padded)}
+    with pytest.raises(FileExistsError):
+        write_json(config, matches=MATCHES, unreadable=[], summary={}, model="m",
+                   threshold=0.6)
+    with pytest.raises(FileExistsError):
+        write_csv(padded, MATCHES, model="m", threshold=0.6)
+    assert {path: path.read_bytes() for path in theirs} == theirs
+    # what earlier versions wrote (no marker yet) and an empty file are still replaced
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps({"model": "Facenet", "threshold": 0.32, "matches": [],
+                               "unreadable": [], "summary": {}}, indent=2))
+    blank = tmp_path / "blank.csv"
+    blank.write_text("\n")
+    write_json(old, matches=MATCHES, unreadable=[], summary={}, model="m", threshold=0.6)
+    write_csv(blank, MATCHES, model="m", threshold=0.6)
+    assert json.loads(old.read_text())["facefinder"] == "report"
+    assert blank.read_text(encoding="utf-8-sig").startswith("path,")
+
+
 def test_crash_while_writing_keeps_old_report(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
