@@ -581,9 +581,11 @@ class Finder:
         # a model without a calibrated rule: its plain threshold when none is given
         given = chosen if rule is not None or chosen is not None else result.threshold
         before = result.decided
+        result.decided = None  # given up: its arrays become the new decision's (or, on an
+        # error, are dropped with it: the next decision then starts afresh)
         decided = decide(files, gallery, rule, given, verdicts,
                          graph=functools.partial(self._neighbour_rows, progress=progress),
-                         earlier=before)
+                         earlier=before, give_up_earlier=True)
         result.decided = decided  # what deciding again after an answer reuses
         result.thresholds, result.expanded_faces = decided.thresholds, decided.expanded
         final = decided.gallery

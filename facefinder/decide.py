@@ -120,21 +120,30 @@ class Decided:
         column[rows] = before[mine[first]]
         return column
 
-    def before_expansion(self) -> np.ndarray | None:
+    def before_expansion(self, *, give_up: bool = False) -> np.ndarray | None:
         """A fresh copy of the faces' (F, P) distances to the gallery the decision
         started from, or None when not kept.
 
         From ``changed`` without sorting it: expansion only ever lowers an entry, so the
         value an entry had before it is the largest of its logged values (and of its
         final one). At a million faces this takes a copy and one pass over the log,
-        where putting the 100 columns back one at a time took a second."""
+        where putting the 100 columns back one at a time took a second.
+
+        ``give_up``: this decision is being dropped (the next one replaces it), so its
+        own final distances are put back in place and handed over instead of copied:
+        400 MB of fresh memory at a million faces, most of a second on a machine that
+        has to provide it anew. The decision keeps nothing to be reused after that."""
         if self.base is not None:
-            return self.base.copy()
-        if self.changed is None or self.distance is None:
+            base = self.base if give_up else self.base.copy()
+        elif self.changed is None or self.distance is None:
             return None
-        spots, before = self.changed
-        base = self.distance.copy()
-        np.maximum.at(base.reshape(-1), spots, before)
+        else:
+            spots, before = self.changed
+            base = self.distance if give_up else self.distance.copy()
+            np.maximum.at(base.reshape(-1), spots, before)
+        if give_up:
+            self.distance = self.changed = self.base = None
+            self._by_column = None
         return base
 
 
@@ -432,7 +441,7 @@ def decide(files: Sequence[FileResult], gallery: Gallery, rule: RuleSpec | None,
            threshold: float | None, verdicts: Verdicts | None, *,
            graph: Callable[[Sequence[FileResult], PhotoFaces],
                            tuple[np.ndarray, np.ndarray] | None] | None = None,
-           earlier: Decided | None = None) -> Decided:
+           earlier: Decided | None = None, give_up_earlier: bool = False) -> Decided:
     """The final gallery and per-person cutoffs for a collection's ``files``.
 
     ``threshold`` given (the user's ``--threshold``): that cutoff for everyone, with
@@ -444,6 +453,9 @@ def decide(files: Sequence[FileResult], gallery: Gallery, rule: RuleSpec | None,
     decides again after every answer): its faces and their distances to each person
     whose reference faces did not change are reused, so an answer costs a pass over the
     faces for the one person it changed rather than the whole comparison.
+    ``give_up_earlier``: the caller drops ``earlier`` once this returns (or raises), so
+    its distances become this decision's instead of being copied; it is not to be used
+    again either way.
     """
     same = (earlier is not None and earlier.faces is not None and len(earlier.files) == len(files)
             and all(a is b for a, b in zip(earlier.files, files, strict=True)))
@@ -472,7 +484,7 @@ def decide(files: Sequence[FileResult], gallery: Gallery, rule: RuleSpec | None,
 
     survey = None
     if same:
-        distance = _reuse(earlier, gallery, vectors)
+        distance = _reuse(earlier, gallery, vectors, give_up_earlier)
     elif len(vectors):
         survey = _Survey(rule.band, len(vectors), len(gallery.people))
         distance = gallery.nearest_all(vectors, each=survey)
@@ -500,15 +512,17 @@ def decide(files: Sequence[FileResult], gallery: Gallery, rule: RuleSpec | None,
                    vetoable if verdicts is not None and len(verdicts) else None)
 
 
-def _reuse(earlier: Decided, gallery: Gallery, vectors: np.ndarray) -> np.ndarray | None:
+def _reuse(earlier: Decided, gallery: Gallery, vectors: np.ndarray,
+           give_up: bool = False) -> np.ndarray | None:
     """The faces' (F, P) distances to ``gallery``, taking each person's column from
-    ``earlier`` when their reference faces are the same, computing only the others."""
+    ``earlier`` when their reference faces are the same, computing only the others
+    (``give_up``: ``earlier`` is dropped after this, its arrays may be taken over)."""
     if not len(vectors):
         return None
     old = earlier.start
     if old is not None and list(old.people) == list(gallery.people):
         # the usual answer on the review page: the same people, one of them changed
-        distance = earlier.before_expansion()
+        distance = earlier.before_expansion(give_up=give_up)
         if distance is not None:
             for p, name in enumerate(gallery.people):
                 mine = gallery.vectors[gallery.owner == p]

@@ -31,6 +31,7 @@ from facefinder.match import (
 )
 from facefinder.neighbours import GRAPH_K, FaceGraph
 from facefinder.records import Decision, Face, FileResult, face_id
+from facefinder.vision.registry import model_spec
 
 DIM = 128
 RULE = RULES["facenet"]
@@ -949,6 +950,47 @@ def test_expansion_in_place_keeps_the_distances_before_it(tmp_path: Path,
     fresh = decide(files, gallery, RULE, None, said, graph=_graph_of(path))
     assert again.thresholds == fresh.thresholds and again.expanded == fresh.expanded
     assert np.array_equal(again.distance, fresh.distance)
+    # the page's way: the earlier decision given up, its distances taken over, not copied
+    kept = again.distance
+    taken = decide(files, gallery, RULE, None, said, graph=_graph_of(path), earlier=again,
+                   give_up_earlier=True)
+    assert taken.distance is kept and again.distance is None and again.changed is None
+    assert taken.thresholds == fresh.thresholds and taken.expanded == fresh.expanded
+    assert np.array_equal(taken.distance, fresh.distance)
+
+
+def test_a_decision_that_fails_midway_leaves_none_to_reuse(tmp_path: Path,
+                                                           monkeypatch) -> None:
+    """The finder gives the earlier decision up before deciding again (its distances are
+    taken over in place): a decision that fails midway leaves nothing half-restored to be
+    reused, and the next one decides afresh, as a new run would."""
+    files, gallery = _collection(5000, 8, seed=17)
+    path = tmp_path / "faces.sqlite"
+    _store(path, files)
+    monkeypatch.setattr(decide_module, "GRAPH_FROM", 0)
+    finder = Finder.__new__(Finder)
+    finder.spec = model_spec("Facenet")
+    finder.index_path, finder.index_read_only = path, False
+    finder._graph = finder._graph_rows = None
+    result = RunResult(Path("/p"), Path("/r"), list(gallery.people), "Facenet", 0.32, [],
+                       Summary(), files=files)
+    monkeypatch.setattr(Finder, "_neighbour_rows", lambda self, f, faces, progress=None:
+                        _graph_of(path)(f, faces))
+    finder._decide(result, files, gallery, Verdicts(), None, None, None)
+    said = Verdicts([Decision(files[2].key, 0, "P01", "no", (0, 0, 50, 50))])
+
+    def broken(*args, **kwargs):
+        raise MemoryError("the PC ran out of memory midway")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(decide_module, "_min_to_graph", broken)
+        with pytest.raises(MemoryError):
+            finder._decide(result, files, gallery, said, None, None, None)
+    assert result.decided is None
+    finder._decide(result, files, gallery, said, None, None, None)
+    fresh = decide(files, gallery, RULE, None, said, graph=_graph_of(path))
+    assert result.thresholds == fresh.thresholds
+    assert np.array_equal(result.decided.distance, fresh.distance)
 
 
 def test_a_big_graph_build_tells_its_progress(tmp_path: Path, monkeypatch) -> None:
