@@ -313,11 +313,37 @@ def _check_header(path: Path) -> None:
     page_size = 65536 if page_size == 1 else page_size
     pages = int.from_bytes(header[28:32], "big")
     counters_agree = header[24:28] == header[92:96]
-    if counters_agree and pages and size < pages * page_size:
+    # a write-ahead log beside it holds pages a checkpoint could not put in the file (a
+    # disk that filled up mid-checkpoint): SQLite reads them from the log, so the file
+    # is not short of anything; refusing it would tell the user to move their answers away
+    recovering = _wal_pending(path)
+    if counters_agree and pages and size < pages * page_size and not recovering:
         raise IndexFileError(
             f"the face index {path} is truncated ({size} of {pages * page_size} bytes); "
             "move it away (the next run builds a new one) or restore a copy"
         )
+
+
+def _place_in(path: str, folder: str) -> str | None:
+    """Where ``path`` lies in ``folder``: a '/'-separated path ('' for the folder
+    itself), or None when it is not inside it."""
+    try:
+        rel = os.path.relpath(path, folder)
+    except ValueError:  # another drive (Windows)
+        return None
+    if rel == os.curdir:
+        return ""
+    if rel == os.pardir or rel.startswith(os.pardir + os.sep) or os.path.isabs(rel):
+        return None
+    return rel.replace(os.sep, "/")
+
+
+def _wal_pending(path: Path) -> bool:
+    """Whether a non-empty write-ahead log lies beside the index file."""
+    try:
+        return os.stat(f"{path}-wal").st_size > 0
+    except OSError:
+        return False
 
 
 @dataclass
@@ -808,10 +834,14 @@ class FaceIndex:
         index beside this file (``neighbours.FaceGraph``) is trusted only when built at
         the current count."""
         # The first value is random, not 1: a new index made where a moved-away one was
-        # (same path, same settings id) must never reach the old graph's generation.
+        # (same path, same settings id) must never reach the old graph's generation. Each
+        # step is random too: two copies of one index (a backup put back while the graph
+        # of the newer one stays beside it) that each store as many files must not meet
+        # at one count either.
         self.conn.execute(
             f"INSERT INTO meta VALUES ('faces_generation', {_RANDOM_GENERATION}) "
-            "ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + 1")
+            "ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + 1 "
+            "+ abs(random() % 1000000)")
 
     def faces_generation(self) -> int:
         """A counter that moves on every change of the stored faces, from a random start
@@ -1150,21 +1180,28 @@ class FaceIndex:
         they could not be checked). Contents still referenced from another root (a second
         copy of the collection, a drive not plugged in) are kept.
         """
-        root_id = self.root_id(root)
-        if root_id is None:
-            return 0, 0, 0
-        rels = [rel for (rel,) in self.conn.execute(
-            "SELECT rel FROM paths WHERE root = ?", (root_id,))]
+        # ``root`` may be a folder searched, a folder inside one (its files only) or a
+        # folder around several: the folders searched are looked up, never added
+        asked: list[tuple[int, bytes, str]] = []  # (root id, stored rel, rel under root)
+        for root_id, stored in self.conn.execute("SELECT id, path FROM roots").fetchall():
+            searched = decode_rel(stored)
+            inner, outer = _place_in(root, searched), _place_in(searched, root)
+            for (rel,) in self.conn.execute("SELECT rel FROM paths WHERE root = ?",
+                                            (root_id,)).fetchall():
+                text = decode_rel(rel)
+                if inner is not None and (not inner or text.startswith(inner + "/")):
+                    asked.append((root_id, rel, text[len(inner) + 1:] if inner else text))
+                elif inner is None and outer is not None:
+                    asked.append((root_id, rel, f"{outer}/{text}"))
         gone, unchecked = [], 0
-        for rel in rels:  # the file system is asked with no statement open on the index
-            state = exists(decode_rel(rel))
+        for root_id, rel, text in asked:  # the file system is asked with no statement open
+            state = exists(text)
             if state is None:
                 unchecked += 1
             elif not state:
-                gone.append(rel)
+                gone.append((root_id, rel))
         with self._write():
-            self.conn.executemany("DELETE FROM paths WHERE root = ? AND rel = ?",
-                                  [(root_id, rel) for rel in gone])
+            self.conn.executemany("DELETE FROM paths WHERE root = ? AND rel = ?", gone)
             orphans = [c for (c,) in self.conn.execute(
                 "SELECT id FROM contents WHERE id NOT IN (SELECT content FROM paths)")]
             for table in ("faces", "analyses", "objects", "object_analyses"):

@@ -30,6 +30,7 @@ import json
 import os
 import secrets
 import zipfile
+import zlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import BinaryIO
@@ -393,7 +394,8 @@ class FaceGraph:
                                             for name in ("keys", "numbers", "near", "far"))
             Index = usearch_index()
             graph = Index.restore(str(graph_file), view=True)
-        except (OSError, ValueError, KeyError, RuntimeError):
+        except (OSError, ValueError, KeyError, RuntimeError, EOFError, zipfile.BadZipFile,
+                zlib.error):  # a damaged cache (a cut-off or emptied file): built again
             return None
         if graph is None or len(graph) != len(numbers):
             return None

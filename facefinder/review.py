@@ -23,9 +23,11 @@ this module open a file that is not a photo of the collection.
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -42,6 +44,8 @@ from facefinder.api import (
     reference_gallery,
 )
 from facefinder.decisions import Verdicts, check_name, name_key
+from facefinder.index import FaceIndex, IndexFileError, IndexLockedError
+from facefinder.messages import one_line
 from facefinder.object_report import object_entry
 from facefinder.records import Decision, Face, FileResult, Match, face_id, parse_face_id
 
@@ -52,6 +56,11 @@ SEARCH_K = 5
 
 class ReviewError(ValueError):
     """A request that cannot be answered (unknown face, bad name); ``str()`` is one line."""
+
+
+class IndexUnavailable(ReviewError, FinderError):
+    """The face index cannot keep answers now (read-only, held by another run, a full
+    disk): the page says so in one line, and at start-up the finder does."""
 
 
 @dataclass
@@ -111,12 +120,26 @@ class Review:
 
     # ------------------------------------------------------------------ searching
 
+    @contextlib.contextmanager
+    def _index(self) -> Iterator[FaceIndex]:
+        """The face index, opened to keep answers and groups; one that cannot take them
+        now is one clear line (``IndexUnavailable``), not a traceback and a bare error
+        page. What was written before the failure stays written."""
+        try:
+            with open_index(self.finder.index_path) as index:
+                yield index
+        except (IndexLockedError, IndexFileError, sqlite3.Error, OSError) as exc:
+            raise IndexUnavailable(
+                f"the face index {self.finder.index_path} cannot keep answers now "
+                f"({one_line(exc)}); nothing more was written: try again (a read-only "
+                "index: copy it where it can be written and pass --index)") from None
+
     def refresh(self, on_event: Callable[[Event], None] | None = None) -> RunResult:
         """Search the collection again (new photos, new reference photos) and re-cluster."""
         with self._lock:
             result = self.finder.find(self.photos, threshold=self.threshold, keep_files=True,
                                       on_event=on_event, count_files=on_event is not None)
-            with open_index(self.finder.index_path) as index:
+            with self._index() as index:
                 self._settings = self.finder.settings_ids(index)
                 self.verdicts = self.finder.verdicts(index)
                 stored_clusters = index.cluster_labels(self._settings["image"] or 0)
@@ -243,21 +266,27 @@ class Review:
                 checked.append((self._row(face), known.get(name_key(name), name), verdict))
             if not checked:
                 return
-            with open_index(self.finder.index_path) as index:
-                for row, name, verdict in checked:
-                    file = self.result.files[row.file]
-                    settings = self._settings[file.kind] or 0
-                    assert file.key is not None
-                    if verdict == "undo":
-                        index.undecide(settings, file.key, row.n, name)
-                        self.verdicts.remove(file.key, row.n, name)
-                        continue
-                    decision = Decision(file.key, row.n, name, verdict, row.face.box,  # type: ignore[arg-type]
-                                        row.face.time, row.face.embedding)
-                    index.decide(settings, decision)
-                    self.verdicts.add(decision)
-            self.finder.rematch(self.result, self.verdicts)
-            self._recluster()
+            kept = 0
+            try:
+                with self._index() as index:
+                    for row, name, verdict in checked:
+                        file = self.result.files[row.file]
+                        settings = self._settings[file.kind] or 0
+                        assert file.key is not None
+                        if verdict == "undo":
+                            index.undecide(settings, file.key, row.n, name)
+                            self.verdicts.remove(file.key, row.n, name)
+                        else:
+                            decision = Decision(file.key, row.n, name, verdict,  # type: ignore[arg-type]
+                                                row.face.box, row.face.time,
+                                                row.face.embedding)
+                            index.decide(settings, decision)
+                            self.verdicts.add(decision)
+                        kept += 1
+            finally:  # the answers kept count at once, even when a later one was not
+                if kept:
+                    self.finder.rematch(self.result, self.verdicts)
+                    self._recluster()
 
     def _row(self, face: str) -> _FaceRow:
         try:
@@ -311,7 +340,7 @@ class Review:
         gone = np.flatnonzero((self._label >= 0) & (now < 0) & self._first).tolist()
         now = now[self._same]  # a face's copies (the same photo twice) share its label
         if moved or gone:
-            with open_index(self.finder.index_path) as index:
+            with self._index() as index:
                 index.change_cluster_labels(self._settings["image"] or 0,
                                             [(*self._keys[i], int(now[i])) for i in moved],
                                             [self._keys[i] for i in gone])
@@ -366,7 +395,7 @@ class Review:
     def _store_labels(self, moved: np.ndarray, cluster: int) -> None:
         """Store that the rows ``moved`` now belong to ``cluster`` (a merge); every other
         stored label, this folder's or another's, stays as it is."""
-        with open_index(self.finder.index_path) as index:
+        with self._index() as index:
             index.change_cluster_labels(self._settings["image"] or 0,
                                         [(*self._keys[i], cluster) for i in moved.tolist()],
                                         [])
@@ -414,7 +443,7 @@ class Review:
             found = self._cluster(cluster)
             found.hidden = hidden
             (self._hidden.add if hidden else self._hidden.discard)(found.id)
-            with open_index(self.finder.index_path) as index:
+            with self._index() as index:
                 index.hide_cluster(self._settings["image"] or 0, found.id, hidden)
 
     # ------------------------------------------------------------------ files and faces

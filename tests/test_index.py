@@ -135,6 +135,37 @@ def test_truncated_index_is_a_clear_error(album, models_dir, tmp_path, capsys):
     assert index.stat().st_size == len(data) // 2  # never overwritten
 
 
+def test_an_index_whose_checkpoint_filled_the_disk_is_read_from_its_log(
+        album, models_dir, tmp_path, capsys):
+    """A checkpoint that filled the disk wrote the header (the new page count) but could
+    not extend the file: the pages are still in the write-ahead log beside it, so the
+    index is whole and is opened, not called truncated (which would tell the user to
+    move their answers away)."""
+    index = tmp_path / "faces.sqlite"
+    assert run([album / "photos", "--reference", album / "reference"], models_dir, index) == 0
+    crashed = tmp_path / "crashed.sqlite"
+    conn = sqlite3.connect(index, isolation_level=None)
+    conn.execute("PRAGMA wal_autocheckpoint=0")
+    conn.execute("CREATE TABLE filler(x BLOB)")
+    for _ in range(50):
+        conn.execute("INSERT INTO filler VALUES (?)", (os.urandom(8192),))
+    shutil.copy(index, crashed)  # the state a crash left: the file, and the log beside it
+    shutil.copy(f"{index}-wal", f"{crashed}-wal")
+    conn.close()  # (checkpoints: the page count the header then holds)
+    header = bytearray(crashed.read_bytes())
+    page_size = int.from_bytes(header[16:18], "big")
+    pages = index.stat().st_size // page_size
+    assert crashed.stat().st_size < pages * page_size
+    header[28:32] = pages.to_bytes(4, "big")
+    crashed.write_bytes(bytes(header))
+    capsys.readouterr()
+    assert run([album / "photos", "--reference", album / "reference"], models_dir,
+               crashed) == 0, capsys.readouterr().err
+    with sqlite3.connect(crashed) as check:
+        assert check.execute("SELECT count(*) FROM filler").fetchone() == (50,)
+        assert check.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+
+
 def test_foreign_file_is_refused_and_left_alone(album, models_dir, tmp_path, capsys):
     foreign = tmp_path / "photos.db"
     with sqlite3.connect(foreign) as conn:

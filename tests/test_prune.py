@@ -90,6 +90,32 @@ def test_deleted_files_and_folders_are_pruned(indexed, capsys) -> None:
     assert contents(index) == before - 3
 
 
+def roots(index: Path) -> list[str]:
+    """The folders the index says were searched."""
+    conn = sqlite3.connect(index)
+    try:
+        return sorted(os.fsdecode(bytes(p)) for (p,) in conn.execute("SELECT path FROM roots"))
+    finally:
+        conn.close()
+
+
+def test_a_subfolder_or_a_folder_around_the_one_searched_is_pruned_too(
+        indexed, tmp_path, capsys) -> None:
+    """``--prune PHOTOS/a`` prunes what is gone under a/ only; ``--prune`` of a folder
+    around the one searched prunes it all; neither adds a folder never searched."""
+    photos, index = indexed
+    searched = roots(index)
+    (photos / "a" / "IMG_000.jpg").unlink()
+    (photos / "top.jpg").unlink()  # outside a/: not this prune's
+    assert cli_prune(photos / "a", index) == 0
+    assert "1 path" in capsys.readouterr().err
+    assert rows(index, photos) == set(LAYOUT) - {"a/IMG_000.jpg"}
+    assert roots(index) == searched
+    assert cli_prune(tmp_path, index) == 0  # the folder around the photos
+    assert rows(index, photos) == set(LAYOUT) - {"a/IMG_000.jpg", "top.jpg"}
+    assert roots(index) == searched
+
+
 @pytest.mark.parametrize("mount_point", [False, True], ids=["dangling-link", "empty-mount"])
 def test_files_under_a_link_to_an_unplugged_drive_are_kept(indexed, tmp_path,
                                                            mount_point) -> None:

@@ -21,6 +21,7 @@ import os
 import re
 import shutil
 import socket
+import sqlite3
 import threading
 import time
 import urllib.error
@@ -444,6 +445,54 @@ def test_a_review_of_one_folder_leaves_other_folders_groups_alone(
         again = Review(finder, party, threshold=THRESHOLD)
         kept = {c.id: c for c in again.clusters(hidden=True)}
         assert kept[hidden.id].hidden and sorted(kept[hidden.id].faces) == sorted(hidden.faces)
+
+
+def test_an_answer_the_index_cannot_keep_is_one_line_and_changes_nothing(
+        api: Served, index: Path, monkeypatch) -> None:
+    """Another run holds the index (or the disk is full): the answer is refused with one
+    line the page shows, not a bare 500, and the page still shows what the index holds."""
+    from facefinder import index as index_module
+
+    monkeypatch.setattr(index_module, "BUSY_TIMEOUT_S", 0.2)
+    before = api.json("GET", "/api/matches?person=Elton")["matches"]
+    holder = sqlite3.connect(index, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # another finder writing, for longer than the wait
+    try:
+        status, _headers, body = api.call("POST", "/api/decisions", {
+            "face": before[-1]["face"], "person": "Elton", "verdict": "no"})
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    error = json.loads(body)["error"]
+    assert status == 503 and "\n" not in error and "cannot keep answers now" in error
+    assert api.json("GET", "/api/matches?person=Elton")["matches"] == before
+    assert api.json("GET", "/api/summary")["decisions"] == 0
+    answer = api.json("POST", "/api/decisions",  # once the other run is done: kept
+                      {"face": before[-1]["face"], "person": "Elton", "verdict": "no"})
+    assert answer["ok"] and len(api.json("GET", "/api/matches?person=Elton")["matches"]) == (
+        len(before) - 1)
+
+
+def test_a_review_over_an_index_it_cannot_write_is_one_line(
+        album: Album, index: Path, monkeypatch, capsys) -> None:
+    """``--review`` keeps answers in the index: one it cannot write (held by another
+    run, a read-only stick) ends the start-up with one line and exit status 2."""
+    from facefinder import index as index_module
+    from facefinder.cli import EXIT_USAGE, main
+
+    monkeypatch.setattr(index_module, "BUSY_TIMEOUT_S", 0.2)
+    holder = sqlite3.connect(index, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        code = main([str(album.photos), "--reference", str(album.reference), "--models",
+                     str(album.models), "--index", str(index), "--review", "--no-browser",
+                     "--no-progress", "--jobs", "1"])
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == EXIT_USAGE
+    assert "cannot keep answers now" in err[-1] and "Traceback" not in "\n".join(err)
 
 
 def test_decisions_survive_reopening_the_index(api: Served, album: Album,

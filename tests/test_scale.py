@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import threading
 from pathlib import Path
 
@@ -268,6 +269,11 @@ def test_the_graph_is_kept_beside_the_index_and_trusted_only_when_it_matches(
     with open_index(path) as index:
         FaceGraph.open(index, settings)
     assert built == [True, False, False] and graph_file.exists()
+    for damage in (lambda data: data[:len(data) // 2], lambda data: b""):  # cut off, emptied
+        table_file.write_bytes(damage(table_file.read_bytes()))
+        with open_index(path) as index:  # a damaged cache is built again, not an error
+            assert len(FaceGraph.open(index, settings)) == len(grown)
+    assert built == [True, False, False, False, False]
 
     before = {p: p.stat().st_mtime_ns for p in (graph_file, table_file)}
     _store(path, [FileResult("more.jpg", "image", (10, 10), [Face(
@@ -569,6 +575,32 @@ def test_a_new_index_in_place_of_a_moved_one_never_trusts_its_graph(tmp_path: Pa
     with open_index(path) as index:
         graph = FaceGraph.open(index, index.settings_id(SETTINGS_KEY))
     assert bytes(graph.keys[0]) == new_files[0].key
+
+
+def test_two_copies_of_an_index_never_share_a_graph(tmp_path: Path) -> None:
+    """Two copies of one index (a backup put back beside the graph of the newer one) that
+    each store as many other files must not reach one generation: the graph of the one
+    is then never trusted for the other."""
+    base_files, _ = _collection(1200, 3, seed=5)
+    third = len(base_files) // 3
+    one, two = tmp_path / "one.sqlite", tmp_path / "two.sqlite"
+    _store(one, base_files[:third])
+    for name in ("", "-wal", "-shm"):
+        if Path(f"{one}{name}").exists():
+            shutil.copy(f"{one}{name}", f"{two}{name}")
+    _store(one, base_files[third:2 * third])
+    _store(two, [FileResult(f.rel, f.kind, f.size, f.faces, key=bytes([9]) * 8 + f.key[:8])
+                 for f in base_files[2 * third:3 * third]])  # as many stores, other photos
+    with open_index(one) as a, open_index(two) as b:
+        assert a.faces_generation() != b.faces_generation()
+        FaceGraph.open(a, a.settings_id(SETTINGS_KEY))
+    for graph_one, graph_two in zip(FaceGraph.paths(one), FaceGraph.paths(two), strict=True):
+        shutil.copy(graph_one, graph_two)  # the newer copy's graph beside the other
+    with open_index(two) as index:
+        graph = FaceGraph.open(index, index.settings_id(SETTINGS_KEY))
+    stored = {bytes(k) for k in graph.keys}
+    assert bytes([9]) * 8 + base_files[2 * third].key[:8] in stored
+    assert base_files[third].key not in stored
 
 
 def test_a_graph_that_cannot_be_kept_is_still_used(tmp_path: Path, monkeypatch) -> None:

@@ -39,7 +39,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from facefinder import thumbs
 from facefinder.api import FinderError
 from facefinder.records import Match
-from facefinder.review import Review, ReviewError
+from facefinder.review import IndexUnavailable, Review, ReviewError
 
 HEADER = "x-finder-token"
 PREFIX = "/s/"  # the page's own address: PREFIX + token + "/"
@@ -186,6 +186,8 @@ def make_app(review: Review, token: str, port: int) -> ASGIApp:
         async def endpoint(request: Request) -> Response:
             try:
                 answer = await method(request)
+            except IndexUnavailable as exc:  # locked by another run, read-only, disk full
+                return JSONResponse({"error": str(exc)}, 503)
             except (ReviewError, FinderError) as exc:  # (a refresh of an unplugged folder)
                 return JSONResponse({"error": str(exc)}, 400)
             except _TooLarge as exc:
