@@ -411,7 +411,7 @@ class Finder:
                 with contextlib.suppress(KeyboardInterrupt):
                     if index is not None:
                         gallery, verdicts = self._carried(index, analyser, result, gallery,
-                                                          verdicts)
+                                                          verdicts, seen)
                     if gallery.people:  # none: --with dog with no reference folder
                         # a neighbour graph built now takes minutes at a million faces:
                         # its progress lines go out as notices of this search
@@ -451,18 +451,27 @@ class Finder:
         result.summary.matches_per_person = dict(Counter(m.person for m in result.matches))
 
     def _carried(self, index: FaceIndex, analyser: Analyser, result: RunResult,
-                 gallery: Gallery, verdicts: Verdicts) -> tuple[Gallery, Verdicts]:
+                 gallery: Gallery, verdicts: Verdicts, seen: Sequence[FileResult]
+                 ) -> tuple[Gallery, Verdicts]:
         """The gallery and verdicts to decide with, once the search has stored its results.
 
         When this run analysed photos anew (a new finder version, other settings), the
         user's yes/no on their earlier analysis moved to the new one as they were stored
         (``FaceIndex._carry_decisions``); they count in this run already, so a photo the
-        user said no to is never back, not even once.
+        user said no to is never back, not even once. Analyses the index could not keep
+        (read-only, a full disk) get them in memory (``FaceIndex.decisions_elsewhere``,
+        over the files ``seen``).
         """
         index.flush()
-        if not index.carried:
+        if not index.carried and not index.not_kept:
             return gallery, verdicts
-        verdicts = self._verdicts(index, analyser)
+        if index.carried:
+            verdicts = self._verdicts(index, analyser)
+        if index.not_kept:  # analyses it could not keep: their verdicts carried here only
+            ids = [i for i in (analyser.settings_id("image"), analyser.settings_id("video"))
+                   if i is not None]
+            for decision in index.decisions_elsewhere(seen, ids):
+                verdicts.add(decision)
         return _confirmed_gallery(result, verdicts), verdicts
 
     def verdicts(self, index: FaceIndex) -> Verdicts:

@@ -386,6 +386,9 @@ def _detector_name(object_key: str) -> str:
         return "an older detector"
 
 
+_NO_MARKS = np.zeros((5, 2), np.float32)  # (a face read back for its box alone)
+
+
 def _overlapping_face(faces: Sequence[Face], box: tuple[int, int, int, int],
                       when: float | None) -> int | None:
     """The number of the face in ``faces`` that covers ``box`` (x, y, w, h) best, with an
@@ -1078,22 +1081,89 @@ class FaceIndex:
                 f"{where} ORDER BY at", tuple(settings or ()))
         ]
 
+    def decisions_elsewhere(self, files: Sequence[FileResult],
+                            settings: Sequence[int]) -> list[Decision]:
+        """The user's verdicts on ``files`` made under analyses other than ``settings``,
+        each on the file's own face at the same place (as ``_carry_decisions`` stores
+        them), for the files with no verdict under ``settings``; oldest first.
+
+        Why: a run whose new analyses the index could not keep (a read-only stick, a full
+        disk) carried nothing into it, and a photo the user said no to would be back."""
+        wanted = {file.key: file for file in files if file.key is not None and file.faces}
+        if not wanted:
+            return []
+        marks = ",".join("?" * len(settings))
+        have = {bytes(key) for (key,) in self.conn.execute(
+            f"SELECT DISTINCT key FROM decisions WHERE settings IN ({marks})",
+            tuple(settings))} if settings else set()
+        out = []
+        for key, person, verdict, x, y, w, h, when in self.conn.execute(
+                "SELECT key, person, verdict, x, y, w, h, time FROM decisions "
+                f"WHERE settings NOT IN ({marks}) ORDER BY at", tuple(settings)).fetchall():
+            file = wanted.get(bytes(key))
+            if file is None or bytes(key) in have:
+                continue
+            n = _overlapping_face(file.faces, (x, y, w, h), when)
+            if n is not None:
+                face = file.faces[n]
+                out.append(Decision(bytes(key), n, person, verdict, face.box, face.time,
+                                    face.embedding))
+        return out
+
     def decide(self, settings: int, decision: Decision) -> None:
         """Store one verdict at once (own transaction); a face is one person only, so a
         ``yes`` replaces any other ``yes`` for that face, and either verdict replaces the
-        opposite one for the same person."""
-        key, n = decision.key, decision.n
+        opposite one for the same person.
+
+        The verdict is the user's word on a face, not on one analysis of it: every other
+        analysis of the photo already in the index (another model, ``--min-face``) gets it
+        too, on its face that covers the same box, with that face's own embedding."""
+        at = self._now()
+        vector = (None if decision.embedding is None
+                  else np.asarray(decision.embedding, np.float32).tobytes())
         with self._write():
-            if decision.verdict == "yes":
-                self.conn.execute("DELETE FROM decisions WHERE key = ? AND settings = ? AND "
-                                  "n = ? AND verdict = 'yes'", (key, settings, n))
-            self._forget(settings, key, n, decision.person)
-            self.conn.execute(
-                "INSERT OR REPLACE INTO decisions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (key, settings, n, decision.person, decision.verdict,
-                 *(int(v) for v in decision.box), decision.time,
-                 None if decision.embedding is None
-                 else np.asarray(decision.embedding, np.float32).tobytes(), self._now()))
+            self._put(settings, decision.key, decision.n, decision.person, decision.verdict,
+                      tuple(int(v) for v in decision.box), decision.time, vector, at)
+            for other, n, box, embedding in self._same_face_elsewhere(
+                    settings, decision.key, decision.box, decision.time):
+                self._put(other, decision.key, n, decision.person, decision.verdict, box,
+                          decision.time, embedding, at)
+
+    def _put(self, settings: int, key: bytes, n: int, person: str, verdict: str,
+             box: tuple[int, ...], when: float | None, vector: bytes | None,
+             at: float) -> None:
+        """One verdict row, replacing what it contradicts (caller holds a transaction)."""
+        if verdict == "yes":
+            self.conn.execute("DELETE FROM decisions WHERE key = ? AND settings = ? AND "
+                              "n = ? AND verdict = 'yes'", (key, settings, n))
+        self._forget(settings, key, n, person)
+        self.conn.execute(
+            "INSERT OR REPLACE INTO decisions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (key, settings, n, person, verdict, *box, when, vector, at))
+
+    def _same_face_elsewhere(self, settings: int, key: bytes, box: Sequence[float],
+                             when: float | None
+                             ) -> list[tuple[int, int, tuple[int, ...], bytes | None]]:
+        """(settings, face number, box, embedding) of the face covering ``box`` in each
+        other analysis of the file ``key`` that the index holds (IoU >= 0.5, the same
+        moment in a video)."""
+        row = self.conn.execute("SELECT id FROM contents WHERE key = ?", (key,)).fetchone()
+        if row is None:
+            return []
+        found: dict[int, list[tuple[int, Face, bytes | None]]] = {}
+        for other, n, t, x, y, w, h, embedding in self.conn.execute(
+                "SELECT settings, n, time, x, y, w, h, embedding FROM faces "
+                "WHERE content = ? AND settings != ? ORDER BY settings, n", (row[0], settings)):
+            face = Face((x, y, w, h), _NO_MARKS, 0.0, None, None, t)
+            found.setdefault(other, []).append((n, face, embedding))
+        same = []
+        for other, faces in found.items():
+            at = _overlapping_face([face for _, face, _ in faces],
+                                   tuple(int(v) for v in box), when)  # type: ignore[arg-type]
+            if at is not None:
+                n, face, embedding = faces[at]
+                same.append((other, n, tuple(int(v) for v in face.box), embedding))
+        return same
 
     def _now(self) -> float:
         """When an answer is stored: never the same moment twice from one index (a clock
@@ -1111,9 +1181,17 @@ class FaceIndex:
             "SELECT DISTINCT person FROM decisions WHERE verdict = 'yes' ORDER BY person")]
 
     def undecide(self, settings: int, key: bytes, n: int, person: str) -> None:
-        """Forget the verdict on one face for ``person`` (the user's undo)."""
+        """Forget the verdict on one face for ``person`` (the user's undo), in every
+        analysis of the photo that holds it (as ``decide`` gave it to them)."""
         with self._write():
+            said = self.conn.execute(
+                "SELECT x, y, w, h, time FROM decisions WHERE key = ? AND settings = ? "
+                "AND n = ?", (key, settings, n)).fetchone()
             self._forget(settings, key, n, person)
+            if said is not None:
+                for other, m, _box, _vector in self._same_face_elsewhere(
+                        settings, key, said[:4], said[4]):
+                    self._forget(other, key, m, person)
 
     def _forget(self, settings: int, key: bytes, n: int, person: str) -> None:
         """Delete a face's verdicts for ``person`` however the name was spelt then."""

@@ -8,6 +8,7 @@ thing: a search over real faces, decisions stored in its index, and later runs, 
 from __future__ import annotations
 
 import csv
+import os
 import shutil
 import sqlite3
 from pathlib import Path
@@ -183,6 +184,44 @@ def test_a_name_given_on_the_page_is_a_person_without_a_folder(
     assert Finder(exported, models=models_dir).faces(crop).faces  # a usable reference
 
 
+@pytest.mark.skipif(shutil.which("unshare") is None or os.geteuid() != 0,
+                    reason="a read-only mount needs unshare and root")
+def test_a_no_holds_for_new_settings_on_an_index_that_cannot_keep_them(
+        indexed, celeb_album: Path, models_dir: Path, tmp_path: Path) -> None:
+    """Other settings (--min-face) on a write-protected stick: the new analysis cannot be
+    stored, so nothing is carried into the index, yet the user's no still holds."""
+    import json
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    finder, photos, index = indexed
+    first = finder.find(photos)
+    wrong = first.matches[0]
+    key, n = parse_face_id(wrong.face)
+    _decide(finder, index, Decision(key, n, wrong.person, "no", wrong.box))
+    finder.close()
+    out = tmp_path.parent / f"{tmp_path.name}-ro.json"
+    code = (f"import sys; sys.path.insert(0, {str(ROOT)!r}); from facefinder.cli import main; "
+            f"sys.exit(main([{str(photos)!r}, '--reference', "
+            f"{str(celeb_album / 'reference')!r}, '--index', {str(index)!r}, '--models', "
+            f"{str(models_dir)!r}, '--no-progress', '--jobs', '1', '--min-face', '41', "
+            f"'--json', {str(out)!r}]))")
+    folder = index.parent
+    script = (f'mount --bind "{folder}" "{folder}" && mount -o remount,bind,ro "{folder}" && '
+              f'exec "{sys.executable}" -c "$0"')
+    done = subprocess.run(["unshare", "-m", "sh", "-c", script, code], capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "is only read this run" in done.stderr
+    report = json.loads(out.read_text(encoding="utf-8"))
+    assert report["summary"]["files_decoded"] > 0  # analysed anew, not kept
+    found = {(m["path"], m["person"]) for m in report["matches"]}
+    assert (wrong.rel, wrong.person) not in found
+    assert len(found) >= len(first.matches) - 2
+
+
 def test_decisions_outlive_prune_and_come_back_with_the_photo(indexed) -> None:
     finder, photos, index = indexed
     result = finder.find(photos)
@@ -312,6 +351,43 @@ def test_decisions_follow_a_photo_to_a_new_analysis_of_it(tmp_path: Path) -> Non
         assert {(d.n, d.verdict) for d in index.decisions([old])} == {(0, "yes"), (1, "no")}
         # counted once each, though kept under both analyses
         assert index.info().decisions == (1, 1, 1)
+
+
+def test_an_answer_reaches_every_analysis_the_index_already_holds(tmp_path: Path) -> None:
+    """The user switched --model (or --min-face) and back: an answer given under one
+    analysis holds under the other one too, already in the index, on the face at the
+    same place with that analysis's own vector; an undo takes it back from both."""
+    from facefinder.index import FaceIndex
+
+    def face(x: int, value: float) -> Face:
+        return Face(box=(x, 10, 50, 60), landmarks=np.zeros((5, 2), np.float32), score=0.9,
+                    embedding=np.full(128, value, np.float32))
+
+    key = b"k" * 16
+    with FaceIndex.open(tmp_path / "i.sqlite") as index:
+        one, two = index.settings_id("Facenet"), index.settings_id("dlib")
+        root = index.root_id("/photos")
+        assert one is not None and two is not None and root is not None
+        index.record(one, key, 10, FileResult(rel="a.jpg", kind="image", size=(400, 100),
+                                              faces=[face(0, 1.0), face(200, 2.0)]),
+                     root, "a.jpg", 1)
+        index.record(two, key, 10, FileResult(rel="a.jpg", kind="image", size=(400, 100),
+                                              faces=[face(203, 3.0), face(2, 4.0)]),
+                     root, "a.jpg", 1)
+        index.flush()
+        index.decide(one, Decision(key, 1, "Anna", "no", (200, 10, 50, 60)))
+        index.decide(two, Decision(key, 1, "Ben", "yes", (2, 10, 50, 60),
+                                   embedding=np.full(128, 4.0, np.float32)))
+        assert {(d.n, d.person, d.verdict) for d in index.decisions([one])} == {
+            (1, "Anna", "no"), (0, "Ben", "yes")}
+        assert {(d.n, d.person, d.verdict) for d in index.decisions([two])} == {
+            (0, "Anna", "no"), (1, "Ben", "yes")}
+        ben = next(d for d in index.decisions([one]) if d.person == "Ben")
+        assert ben.box == (0, 10, 50, 60) and float(ben.embedding[0]) == 1.0
+        assert index.info().decisions == (1, 1, 1)  # each answer counted once
+        index.undecide(two, key, 0, "Anna")  # undone under the other analysis
+        assert {(d.n, d.person) for d in index.decisions([one])} == {(0, "Ben")}
+        assert {(d.n, d.person) for d in index.decisions([two])} == {(1, "Ben")}
 
 
 def test_the_first_run_of_a_new_finder_version_already_honours_every_decision(
