@@ -881,9 +881,10 @@ def open_index(path: Path, *, read_only: bool = False) -> FaceIndex:
 
 
 def index_info(path: str | os.PathLike[str]) -> tuple[IndexInfo, str] | None:
-    """What the index at ``path`` holds, and SQLite's integrity check; None if absent."""
+    """What the index at ``path`` holds, and SQLite's integrity check; None if absent
+    or still empty (a search makes its tables in an empty file, as in a missing one)."""
     path = Path(path)
-    if not path.exists():
+    if not path.exists() or (path.is_file() and path.stat().st_size == 0):
         return None
     index = open_index(path, read_only=True)
     try:

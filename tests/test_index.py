@@ -183,6 +183,17 @@ def test_foreign_file_is_refused_and_left_alone(album, models_dir, tmp_path, cap
     assert text.read_text(encoding="utf-8") == "hello"
 
 
+def test_index_info_of_an_empty_file_is_no_index_yet(tmp_path, capsys):
+    """A search takes an empty file as a new index; --index-info says the same of it
+    (not "damaged")."""
+    index = tmp_path / "faces.sqlite"
+    index.write_bytes(b"")
+    assert main(["--index-info", "--index", str(index)]) == 0
+    out = capsys.readouterr().out
+    assert "No face index at" in out and "damaged" not in out
+    assert index.read_bytes() == b""
+
+
 def test_index_info_and_prune(album, models_dir, tmp_path, capsys):
     photos = tmp_path / "photos"
     shutil.copytree(album / "photos", photos)
