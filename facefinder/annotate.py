@@ -350,7 +350,8 @@ def _place_new(data: bytes, folder: Path, name: str) -> tuple[str, str]:
     tmp: Path | None = None
     try:
         for _ in range(3):  # (a race lost three times is not worth a fourth look)
-            final, already = choose_name(folder, name, lambda c: _holds(c, digest))
+            final, already = choose_name(folder, name, lambda c: _holds(c, digest),
+                                         room=len(".json"))
             if already:
                 return "already", final
             if tmp is None:

@@ -911,7 +911,7 @@ def prune(path: str | os.PathLike[str], photos: str | os.PathLike[str]
         raise FinderError(f"the face index {path} cannot be changed here ({exc}); nothing "
                           "pruned") from None
     try:
-        return index.prune(os.path.abspath(root), Presence(root))
+        return index.prune(os.path.abspath(root), Presence)
     finally:
         index.close()
 

@@ -39,7 +39,7 @@ from pathlib import Path
 from facefinder import partials
 from facefinder.messages import one_line
 from facefinder.records import Match
-from facefinder.walk import COPIES_NOTE, printable
+from facefinder.walk import COPIES_NOTE, is_link_info, printable
 
 CHUNK = 1 << 20  # 1 MiB: large enough for fast USB throughput, small enough for any PC's RAM
 MAX_RENAMES = 1000  # "name (2)" ... "name (1000)"; beyond that something is badly wrong
@@ -118,18 +118,25 @@ def safe_component(name: str, *, room: int = 0) -> str:
 
 
 NAME_BYTES = 255  # the longest name ext4, NTFS (in UTF-16 units), exFAT and APFS take
+SIDECAR_ROOM = len(".xmp")  # what --xmp adds to a copy's name
 
 
-def _shortened(name: str, limit: int) -> str:
-    """``name`` cut to ``limit`` bytes of UTF-8 (never inside a character), the end of
-    the stem going first and the extension kept (unless it alone is too long)."""
-    if len(name.encode("utf-8")) <= limit:
-        return name
+def _shortened(name: str, limit: int, suffix: str = "") -> str:
+    """``name`` with ``suffix`` put before its extension (a rename's " (2)"), cut to
+    ``limit`` bytes of UTF-8 (never inside a character): the end of the stem goes first,
+    the extension and the suffix stay (unless the extension alone is too long), and a
+    cut that ends in a dot or a space ends in ``_`` instead (rule 2 of
+    ``safe_component``: Windows would drop them)."""
     stem, ext = os.path.splitext(name)
+    if len((stem + suffix + ext).encode("utf-8")) <= limit:
+        return stem + suffix + ext
     if len(ext.encode("utf-8")) > limit // 2:
         stem, ext = name, ""
-    room = limit - len(ext.encode("utf-8"))
-    return stem.encode("utf-8")[:room].decode("utf-8", "ignore") + ext
+    room = limit - len((suffix + ext).encode("utf-8"))
+    cut = stem.encode("utf-8")[:room].decode("utf-8", "ignore")
+    if cut != cut.rstrip(". ") or not cut:
+        cut = cut.encode("utf-8")[:room - 1].decode("utf-8", "ignore").rstrip(". ") + "_"
+    return cut + suffix + ext
 
 
 def folder_inside(dest: Path, parts: Sequence[str]) -> Path:
@@ -151,15 +158,13 @@ def folder_inside(dest: Path, parts: Sequence[str]) -> Path:
         except FileExistsError:
             pass
         info = os.lstat(long_path(folder))
-        if stat.S_ISLNK(info.st_mode) or getattr(info, "st_file_attributes", 0) & _REPARSE:
+        if is_link_info(info):
             raise CopyError(f"{printable(str(folder))} is a link: nothing is written "
                             f"through it, only into real folders inside {printable(str(dest))}")
         if not stat.S_ISDIR(info.st_mode):
             raise CopyError(f"{printable(str(folder))} is a file, not a folder")
     return folder
 
-
-_REPARSE = getattr(stat, "FILE_ATTRIBUTE_REPARSE_POINT", 0x400)  # junctions (Windows)
 
 
 def mark_as_copies(dest: Path, what: str) -> None:
@@ -176,10 +181,13 @@ def mark_as_copies(dest: Path, what: str) -> None:
         fd = os.open(long_path(note), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     except OSError:
         return
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(f"This folder holds {what} made by the face finder. A search of a "
-                     "folder around it leaves it out (delete this note to have it "
-                     "searched).\n")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(f"This folder holds {what} made by the face finder. A search of a "
+                         "folder around it leaves it out (delete this note to have it "
+                         "searched).\n")
+    except OSError:  # a full disk: no half note (the copies then say what went wrong)
+        remove_quietly(note)
 
 
 def rel_parts(rel: str) -> list[str]:
@@ -413,18 +421,21 @@ def _place_without_links(tmp: Path, target: Path) -> bool:
     return True
 
 
-def choose_name(folder: Path, name: str, same: Callable[[Path], bool]) -> tuple[str, bool]:
+def choose_name(folder: Path, name: str, same: Callable[[Path], bool], *,
+                room: int = 0) -> tuple[str, bool]:
     """Where in ``folder`` this content goes: (a name, whether it is already there).
 
     Candidates are name, "stem (2).ext", ...; each existing one is asked ``same``, up to
     the first free "stem (n)" one, so that a file kept as "stem (2)" while another file
     held the name is still found once that file is gone; otherwise the first free
-    candidate. Raises CopyError when a thousand names are taken by other files.
+    candidate. A numbered name keeps ``room`` bytes spare as ``safe_component`` did (the
+    stem gives way to the number). Raises CopyError when a thousand names are taken by
+    other files.
     """
-    stem, ext = os.path.splitext(name)
     free = None
     for number in range(1, MAX_RENAMES + 1):
-        candidate = name if number == 1 else f"{stem} ({number}){ext}"
+        candidate = name if number == 1 else _shortened(name, NAME_BYTES - room,
+                                                        f" ({number})")
         if os.path.lexists(long_path(folder / candidate)):
             if same(folder / candidate):
                 return candidate, True
@@ -450,7 +461,8 @@ def _copy_one(source_path: Path, folder: Path, name: str, cache: dict) -> tuple[
     tmp: Path | None = None
     try:
         for _ in range(3):  # (a race lost three times is not worth a fourth look)
-            final, already = choose_name(folder, name, lambda c: _same_content(c, source))
+            final, already = choose_name(folder, name, lambda c: _same_content(c, source),
+                                         room=SIDECAR_ROOM)
             if already:
                 return "already", final, 0
             if tmp is None:
@@ -555,7 +567,7 @@ def _copy_match(match: Match, photos_root: Path, dest: Path, hash_cache: dict,
             swept.add(folder)
             partials.sweep(folder)
         outcome, final_name, nbytes = _copy_one(
-            source_path, folder, safe_component(parts[-1], room=len(".xmp")), hash_cache
+            source_path, folder, safe_component(parts[-1], room=SIDECAR_ROOM), hash_cache
         )
     except (OSError, ValueError, CopyError) as exc:
         # ValueError covers e.g. an embedded NUL or a name the filesystem cannot encode.

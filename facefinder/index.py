@@ -1248,31 +1248,41 @@ class FaceIndex:
 
     # ------------------------------------------------------------------ housekeeping
 
-    def prune(self, root: str, exists: Callable[[str], bool | None]) -> tuple[int, int, int]:
+    def prune(self, root: str, presence: Callable[[str], Callable[[str], bool | None]]
+              ) -> tuple[int, int, int]:
         """Forget paths under ``root`` that are positively gone, then contents no path
         refers to any more (with their analyses and faces).
 
-        ``exists(rel)`` says ``True`` (still there: kept), ``False`` (seen to be gone:
-        forgotten) or ``None`` (cannot tell - an unplugged drive, an unreadable folder:
-        kept, and counted). Returns (paths removed, contents removed, paths kept because
-        they could not be checked). Contents still referenced from another root (a second
-        copy of the collection, a drive not plugged in) are kept.
+        ``presence(folder)`` gives ``exists(rel)`` for the files under ``folder``: ``True``
+        (still there: kept), ``False`` (seen to be gone: forgotten) or ``None`` (cannot
+        tell - an unplugged drive, an unreadable folder: kept, and counted). A folder
+        searched inside ``root`` is asked on its own, so that one whose drive is not
+        plugged in (its mount folder gone) loses nothing. Returns (paths removed,
+        contents removed, paths kept because they could not be checked). Contents still
+        referenced from another root (a second copy of the collection, a drive not
+        plugged in) are kept.
         """
+        exists_under_root = presence(root)
         # ``root`` may be a folder searched, a folder inside one (its files only) or a
         # folder around several: the folders searched are looked up, never added
-        asked: list[tuple[int, bytes, str]] = []  # (root id, stored rel, rel under root)
+        # (root id, stored rel, the file's path as its ``exists`` takes it, that exists)
+        asked: list[tuple[int, bytes, str, Callable[[str], bool | None]]] = []
         for root_id, stored in self.conn.execute("SELECT id, path FROM roots").fetchall():
             searched = decode_rel(stored)
-            inner, outer = _place_in(root, searched), _place_in(searched, root)
+            inner = _place_in(root, searched)  # root is the folder searched, or inside it
+            if inner is None and _place_in(searched, root) is None:
+                continue  # elsewhere
+            exists = exists_under_root if inner is not None else presence(searched)
             for (rel,) in self.conn.execute("SELECT rel FROM paths WHERE root = ?",
                                             (root_id,)).fetchall():
                 text = decode_rel(rel)
-                if inner is not None and (not inner or text.startswith(inner + "/")):
-                    asked.append((root_id, rel, text[len(inner) + 1:] if inner else text))
-                elif inner is None and outer is not None:
-                    asked.append((root_id, rel, f"{outer}/{text}"))
+                if inner is None:  # a folder searched inside root: asked on its own
+                    asked.append((root_id, rel, text, exists))
+                elif not inner or text.startswith(inner + "/"):
+                    asked.append((root_id, rel, text[len(inner) + 1:] if inner else text,
+                                  exists))
         gone, unchecked = [], 0
-        for root_id, rel, text in asked:  # the file system is asked with no statement open
+        for root_id, rel, text, exists in asked:  # no statement open on the index meanwhile
             state = exists(text)
             if state is None:
                 unchecked += 1

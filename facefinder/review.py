@@ -131,8 +131,9 @@ class Review:
         except (IndexLockedError, IndexFileError, sqlite3.Error, OSError) as exc:
             raise IndexUnavailable(
                 f"the face index {self.finder.index_path} cannot keep answers now "
-                f"({one_line(exc)}); nothing more was written: try again (a read-only "
-                "index: copy it where it can be written and pass --index)") from None
+                f"({one_line(exc)}); what was kept before stays kept: try again (a "
+                "read-only index: copy it where it can be written and pass --index)"
+            ) from None
 
     def refresh(self, on_event: Callable[[Event], None] | None = None) -> RunResult:
         """Search the collection again (new photos, new reference photos) and re-cluster."""

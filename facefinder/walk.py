@@ -220,6 +220,13 @@ def _is_junction(info: os.stat_result) -> bool:
     return _WINDOWS and tag == getattr(stat, "IO_REPARSE_TAG_MOUNT_POINT", 0xA0000003)
 
 
+def is_link_info(info: os.stat_result) -> bool:
+    """Whether an ``lstat`` result is a link: a symbolic link, or a Windows junction (by
+    its reparse tag: OneDrive's and other cloud folders are reparse points too, and are
+    real folders)."""
+    return stat.S_ISLNK(info.st_mode) or _is_junction(info)
+
+
 OUTSIDE_LINK = "link to a place outside the folder searched (use --follow-links to include it)"
 
 

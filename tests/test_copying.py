@@ -449,6 +449,27 @@ def test_a_name_as_long_as_the_disk_allows_is_copied_with_room_for_its_sidecar(
     assert copy_matches([m(name, "Anna")], photos, dest).already_there == 1
 
 
+@pytest.mark.skipif(os.name == "nt", reason="Linux file names of 255 bytes")
+def test_a_long_name_renamed_keeps_room_for_its_number_and_sidecar(tmp_path: Path) -> None:
+    name = "x" * 251 + ".jpg"
+    photos, dest = tmp_path / "photos", tmp_path / "out"
+    make_tree(photos, {name: b"long"})
+    (dest / "Anna").mkdir(parents=True)
+    (dest / "Anna" / safe_component(name, room=4)).write_bytes(b"the user's own file")
+    summary = copy_matches([m(name, "Anna")], photos, dest)
+    assert summary.failed == [] and len(summary.renamed) == 1
+    final = summary.renamed[0].split("/")[-1]
+    assert final.endswith(" (2).jpg") and len((final + ".xmp").encode()) <= 255
+    assert copy_matches([m(name, "Anna")], photos, dest).already_there == 1
+
+
+@pytest.mark.parametrize("name", ["a" * 250 + "." + "b" * 200, "a" * 249 + " ." + "b" * 200])
+def test_a_shortened_name_never_ends_in_a_dot_or_a_space(name: str) -> None:
+    short = safe_component(name, room=4)
+    assert len(short.encode()) <= 251 and not short.endswith((".", " "))
+    assert safe_component(short, room=4) == short
+
+
 def test_the_copies_folder_is_left_out_of_later_searches_around_it(
         photos: Path, tmp_path: Path) -> None:
     """Copies made inside the photos' folder are not found again by a later search of

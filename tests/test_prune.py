@@ -116,6 +116,17 @@ def test_a_subfolder_or_a_folder_around_the_one_searched_is_pruned_too(
     assert roots(index) == searched
 
 
+def test_a_folder_around_an_unplugged_drive_prunes_nothing_of_it(indexed, tmp_path) -> None:
+    """The drive's mount folder is gone (unplugged: /media/USER/LABEL disappears): a
+    prune of the folder around it must not take its files for deleted."""
+    photos, index = indexed
+    before = contents(index)
+    shutil.move(photos, tmp_path / "unplugged")
+    assert cli_prune(tmp_path, index) == 0
+    assert rows(index, photos) == set(LAYOUT)
+    assert contents(index) == before
+
+
 @pytest.mark.parametrize("mount_point", [False, True], ids=["dangling-link", "empty-mount"])
 def test_files_under_a_link_to_an_unplugged_drive_are_kept(indexed, tmp_path,
                                                            mount_point) -> None:
