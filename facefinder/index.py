@@ -936,13 +936,9 @@ class FaceIndex:
             face = result.faces[n]
             if face.embedding is not None:
                 vector = np.asarray(face.embedding, np.float32).tobytes()
-            if verdict == "yes":  # a face is one person only: the later verdict wins
-                conn.execute("DELETE FROM decisions WHERE key = ? AND settings = ? AND n = ? "
-                             "AND verdict = 'yes'", (key, settings, n))
-            conn.execute(
-                "INSERT OR REPLACE INTO decisions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (key, settings, n, person, verdict, *(int(v) for v in face.box), face.time,
-                 vector, at))
+            # (in the verdicts' order: a face is one person only, the later verdict wins)
+            self._put(settings, key, n, person, verdict, tuple(int(v) for v in face.box),
+                      face.time, vector, at)
             self.carried += 1
 
     def record(self, settings: int, key: bytes, size: int, result: FileResult,

@@ -318,30 +318,33 @@ def test_interrupted_search_still_reports_what_it_saw(indexed) -> None:
     assert {m.rel for m in result.matches} <= seen
 
 
+def _record(index, settings: int, key: bytes, root: int,
+            faces: list[tuple[int, float]]) -> None:
+    """Queue "a.jpg" analysed under ``settings`` with faces (x, value): 50x60 boxes at
+    x, vectors full of value."""
+    index.record(settings, key, 10, FileResult(
+        rel="a.jpg", kind="image", size=(400, 100),
+        faces=[Face(box=(x, 10, 50, 60), landmarks=np.zeros((5, 2), np.float32), score=0.9,
+                    embedding=np.full(128, value, np.float32)) for x, value in faces]),
+        root, "a.jpg", 1)
+
+
 def test_decisions_follow_a_photo_to_a_new_analysis_of_it(tmp_path: Path) -> None:
     """A new finder version re-analyses photos (another detector, other settings) and
     numbers their faces afresh: every yes/no moves to the face at the same place."""
     from facefinder.index import FaceIndex
-
-    def face(x: int, value: float) -> Face:
-        return Face(box=(x, 10, 50, 60), landmarks=np.zeros((5, 2), np.float32), score=0.9,
-                    embedding=np.full(128, value, np.float32))
 
     key = b"k" * 16
     with FaceIndex.open(tmp_path / "i.sqlite") as index:
         old, new = index.settings_id("old pipeline"), index.settings_id("new pipeline")
         root = index.root_id("/photos")
         assert old is not None and new is not None and root is not None
-        index.record(old, key, 10, FileResult(rel="a.jpg", kind="image", size=(400, 100),
-                                              faces=[face(0, 1.0), face(200, 2.0)]),
-                     root, "a.jpg", 1)
+        _record(index, old, key, root, [(0, 1.0), (200, 2.0)])
         index.flush()
         index.decide(old, Decision(key, 0, "Anna", "yes", (0, 10, 50, 60)))
         index.decide(old, Decision(key, 1, "Anna", "no", (200, 10, 50, 60)))
         # The new detector finds a third face first and shifts the boxes a little.
-        index.record(new, key, 10, FileResult(
-            rel="a.jpg", kind="image", size=(400, 100),
-            faces=[face(330, 3.0), face(205, 4.0), face(4, 5.0)]), root, "a.jpg", 1)
+        _record(index, new, key, root, [(330, 3.0), (205, 4.0), (4, 5.0)])
         index.flush()
         carried = {(d.n, d.person, d.verdict) for d in index.decisions([new])}
         assert carried == {(2, "Anna", "yes"), (1, "Anna", "no")}
@@ -359,21 +362,13 @@ def test_an_answer_reaches_every_analysis_the_index_already_holds(tmp_path: Path
     same place with that analysis's own vector; an undo takes it back from both."""
     from facefinder.index import FaceIndex
 
-    def face(x: int, value: float) -> Face:
-        return Face(box=(x, 10, 50, 60), landmarks=np.zeros((5, 2), np.float32), score=0.9,
-                    embedding=np.full(128, value, np.float32))
-
     key = b"k" * 16
     with FaceIndex.open(tmp_path / "i.sqlite") as index:
         one, two = index.settings_id("Facenet"), index.settings_id("dlib")
         root = index.root_id("/photos")
         assert one is not None and two is not None and root is not None
-        index.record(one, key, 10, FileResult(rel="a.jpg", kind="image", size=(400, 100),
-                                              faces=[face(0, 1.0), face(200, 2.0)]),
-                     root, "a.jpg", 1)
-        index.record(two, key, 10, FileResult(rel="a.jpg", kind="image", size=(400, 100),
-                                              faces=[face(203, 3.0), face(2, 4.0)]),
-                     root, "a.jpg", 1)
+        _record(index, one, key, root, [(0, 1.0), (200, 2.0)])
+        _record(index, two, key, root, [(203, 3.0), (2, 4.0)])
         index.flush()
         index.decide(one, Decision(key, 1, "Anna", "no", (200, 10, 50, 60)))
         index.decide(two, Decision(key, 1, "Ben", "yes", (2, 10, 50, 60),
