@@ -520,6 +520,7 @@ def analyse_video(path: Path, rel: str, job: AnalysisJob, pipe: FacePipeline) ->
                 faces, crops = [], []
         _embed_into(pipe, faces, crops)
         result.faces.extend(faces)
+        result.size = info.size  # as shown: a portrait video's frames are stored turned
     except VideoError as exc:
         return FileResult(rel=rel, kind="video", error=str(exc))
     if result.frames == 0:

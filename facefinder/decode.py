@@ -13,10 +13,12 @@ photo is reported instead of silently half-decoded.
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import io
 import os
 import re
+import stat
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -327,6 +329,40 @@ def _decode(image: Image.Image, max_side: int, coarse: bool = False) -> DecodedI
     )
 
 
+def _allow_big_png_metadata() -> None:
+    """Let a PNG carry metadata over Pillow's 1 MB text-chunk guard (a 3 MB ICC profile,
+    a photo app's compressed XMP): the photo was refused as corrupt. A compressed chunk
+    may unpack to more than the file holds, so a bound stays: 64 MB a chunk and 256 MB in
+    all, well inside a worker's memory; the pixels keep their own budget
+    (``_our_bomb_check``)."""
+    from PIL import PngImagePlugin
+
+    PngImagePlugin.MAX_TEXT_CHUNK = max(PngImagePlugin.MAX_TEXT_CHUNK, 64 * 2**20)
+    PngImagePlugin.MAX_TEXT_MEMORY = max(PngImagePlugin.MAX_TEXT_MEMORY, 256 * 2**20)
+
+
+_allow_big_png_metadata()
+
+
+def open_regular(path: Path | str) -> BinaryIO:
+    """``path`` opened for reading, refused (OSError) unless it is a regular file.
+
+    Why: the walk lists a photo, and by the time a worker reads it, it may have been
+    replaced by a FIFO (reading one waits for a writer forever: the run would hang) or a
+    device. Opened without waiting (``O_NONBLOCK``, which changes nothing for a file),
+    then asked what it is."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file (a FIFO or device): not read")
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 def load_image(path: Path | bytes, max_side: int = 1600, *, coarse: bool = False
                ) -> DecodedImage:
     """Decode ``path`` by content (not by its suffix), upright, long side <= ``max_side``.
@@ -346,7 +382,7 @@ def load_image(path: Path | bytes, max_side: int = 1600, *, coarse: bool = False
     formats = _open_formats()
     try:
         handle: BinaryIO = (io.BytesIO(path) if isinstance(path, bytes)
-                            else open(path, "rb"))  # noqa: SIM115 - closed below
+                            else open_regular(path))  # closed below
     except OSError as error:
         raise DecodeError(f"cannot read file: {error.strerror or one_line(error)}") from None
     try:

@@ -147,8 +147,8 @@ def video_frame(path: Path, at: float, *, side: int = SIDE, quality: int = QUALI
     frame's timestamp, so the span a report gives and the frame it shows agree. Seeks to
     the keyframe before ``at`` instead of decoding the whole clip up to it, and falls
     back to :func:`facefinder.video.sample_frames` (decoding from the start) when the
-    container cannot seek. Boxes of a video are in stored-frame pixels, hence the
-    ``orig`` size given is the stored frame's.
+    container cannot seek. Boxes of a video are in the upright frame's pixels, hence the
+    ``orig`` size given is the upright full-size frame's.
     """
     from facefinder.video import VideoError, sample_frames
 
@@ -179,6 +179,8 @@ def _seek_frame(path: Path, at: float, side: int) -> tuple[np.ndarray, tuple[int
     seeking to the keyframe before it; None when there is none."""
     import av
 
+    from facefinder.video import upright_pixels
+
     with av.open(str(path), mode="r") as container:
         stream = container.streams.video[0]
         base = stream.time_base
@@ -187,11 +189,8 @@ def _seek_frame(path: Path, at: float, side: int) -> tuple[np.ndarray, tuple[int
             container.seek(int((start + at) / base), stream=stream, backward=True)
         for frame in container.decode(stream):
             if frame.time is None or frame.time - start + 1e-3 >= at:
-                factor = min(1.0, side / max(frame.width, frame.height))
-                width = max(2, round(frame.width * factor))
-                height = max(2, round(frame.height * factor))
-                rgb = frame.to_ndarray(format="rgb24", width=width, height=height)
-                return np.ascontiguousarray(rgb), (frame.width, frame.height)
+                rgb, _scale, size = upright_pixels(frame, side)
+                return rgb, size
     return None
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from facefinder.decode import open_regular
 from facefinder.messages import one_line
 
 
@@ -32,7 +33,7 @@ class VideoError(Exception):
 class VideoInfo:
     """What is known about a video before its frames are read."""
 
-    size: tuple[int, int]  # width, height of the stored frames
+    size: tuple[int, int]  # width, height of the frames as shown (upright once read)
     duration: float | None  # seconds, when the container says
     created: str | None  # "YYYY-MM-DD HH:MM:SS" local time, from the container's metadata
 
@@ -81,8 +82,11 @@ def sample_frames(
     except ImportError as exc:
         raise VideoError("video support not installed (pip install av)") from exc
     try:
+        open_regular(path).close()  # (a FIFO put in its place would hang the reading)
         container = av.open(str(path), mode="r")
-    except Exception as exc:  # av raises its own FFmpegError subclasses and OSError
+    except OSError as exc:
+        raise VideoError(f"cannot read file: {exc.strerror or one_line(exc)}") from None
+    except Exception as exc:  # av raises its own FFmpegError subclasses
         raise VideoError(f"cannot open video: {one_line(exc)}") from None
     try:
         streams = container.streams.video
@@ -105,11 +109,31 @@ def sample_frames(
         container.close()
         raise VideoError(f"cannot read video: {one_line(exc)}") from None
     info = VideoInfo(size=(width, height), duration=duration, created=created)
-    return info, _frames(container, stream, fps, max_side)
+    return info, _frames(container, stream, fps, max_side, info)
 
 
-def _frames(container, stream, fps: float, max_side: int) -> Iterator[Frame]:
-    """Decode every frame, keep the first at or after each tick of the 1/fps grid."""
+def upright_pixels(frame, max_side: int) -> tuple[np.ndarray, float, tuple[int, int]]:
+    """A decoded frame's RGB pixels, long side <= ``max_side``, turned upright as the
+    video's display matrix says (a phone stores a portrait video's frames sideways, an
+    upside-down one turned over, and says how to show them), with the scale from the
+    upright full-size frame and that frame's size (width, height): the faces are found
+    in the picture as it is watched, and their boxes are in its pixels."""
+    factor = min(1.0, max_side / max(frame.width, frame.height))
+    width = max(2, round(frame.width * factor))
+    height = max(2, round(frame.height * factor))
+    rgb = frame.to_ndarray(format="rgb24", width=width, height=height)
+    # counter-clockwise degrees to show it (FFmpeg's display matrix): np.rot90's sense
+    turns = round(float(getattr(frame, "rotation", 0) or 0) / 90) % 4
+    size = (frame.width, frame.height) if turns % 2 == 0 else (frame.height, frame.width)
+    if turns:
+        rgb = np.rot90(rgb, k=turns)
+    return np.ascontiguousarray(rgb), width / frame.width, size
+
+
+def _frames(container, stream, fps: float, max_side: int,
+            info: VideoInfo | None = None) -> Iterator[Frame]:
+    """Decode every frame, keep the first at or after each tick of the 1/fps grid
+    (upright: ``upright_pixels``, and ``info.size`` made the upright size)."""
     step = 1.0 / fps
     next_tick = 0.0
     start: float | None = None
@@ -127,13 +151,11 @@ def _frames(container, stream, fps: float, max_side: int) -> Iterator[Frame]:
             if when + 1e-6 < next_tick:
                 continue
             next_tick = (math.floor(when / step + 1e-6) + 1) * step
-            factor = min(1.0, max_side / max(frame.width, frame.height))
-            width = max(2, round(frame.width * factor))
-            height = max(2, round(frame.height * factor))
-            rgb = frame.to_ndarray(format="rgb24", width=width, height=height)
+            rgb, scale, size = upright_pixels(frame, max_side)
+            if info is not None:
+                info.size = size  # (a phone's portrait video: its frames stored turned)
             produced += 1
-            yield Frame(time=round(when, 3), rgb=np.ascontiguousarray(rgb),
-                        scale=width / frame.width)
+            yield Frame(time=round(when, 3), rgb=rgb, scale=scale)
     except VideoError:
         raise
     except Exception as exc:

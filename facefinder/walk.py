@@ -64,6 +64,9 @@ def _pillow_reads_avif() -> bool:
 _IMAGE_SUFFIXES = {
     ".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".bmp", ".dib",
     ".tif", ".tiff", ".gif", ".heic", ".heif",
+    ".hif",  # Canon's and Fujifilm's HEIF
+    ".mpo",  # multi-picture JPEG: Fujifilm 3D cameras, the Nintendo 3DS (its first view)
+    ".jp2",  # JPEG 2000 (scans, archives)
 }
 if _pillow_reads_avif():
     _IMAGE_SUFFIXES.add(".avif")

@@ -436,3 +436,54 @@ def test_heic_without_pillow_heif_says_so(tmp_path: Path, portrait: Image.Image)
         env={**os.environ, "PYTHONPATH": str(repo)},
     )
     assert done.stdout.strip() == "HEIC support not installed (pillow-heif)", done.stderr
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="FIFOs are POSIX")
+def test_a_photo_replaced_by_a_fifo_is_refused_not_waited_on(tmp_path: Path) -> None:
+    """The walk listed a photo; by the time it is read it is a FIFO (reading one waits
+    for a writer forever): one line, at once, for a photo and for a video alike."""
+    import threading
+
+    from facefinder.video import VideoError, sample_frames
+
+    outcome: dict[str, str] = {}
+
+    def read(name: str) -> None:
+        fifo = tmp_path / name
+        os.mkfifo(fifo)
+        try:
+            if name.endswith(".jpg"):
+                load_image(fifo)
+            else:
+                sample_frames(fifo, 1.0, 800)
+        except (DecodeError, VideoError) as error:
+            outcome[name] = str(error)
+
+    for name in ("photo.jpg", "clip.mp4"):
+        reader = threading.Thread(target=read, args=(name,), daemon=True)
+        reader.start()
+        reader.join(timeout=20)
+        assert not reader.is_alive(), f"{name}: still waiting on the FIFO"
+        assert "not a regular file" in outcome[name]
+
+
+def test_a_png_with_big_metadata_is_read(tmp_path: Path, portrait: Image.Image) -> None:
+    """A 3 MB ICC profile or a photo app's compressed XMP is over Pillow's 1 MB guard
+    for text chunks: the photo must still be read, not called corrupt."""
+    from PIL import PngImagePlugin
+
+    portrait.save(tmp_path / "icc.png", icc_profile=b"\0" * 3 * 2**20)
+    info = PngImagePlugin.PngInfo()
+    info.add_itxt("XML:com.adobe.xmp", "<x:xmpmeta/>" * 250_000, zip=True)
+    portrait.save(tmp_path / "xmp.png", pnginfo=info)
+    for name in ("icc.png", "xmp.png"):
+        assert load_image(tmp_path / name).orig_size == portrait.size
+
+
+def test_camera_and_archive_extensions_are_photos() -> None:
+    """Canon's and Fujifilm's .HIF, the 3D cameras' .MPO and JPEG 2000 scans are read
+    (the decoder reads them by content; the walk must not skip them as other files)."""
+    from facefinder.walk import kind_of
+
+    for name in ("IMG_0001.HIF", "DSCF0001.MPO", "scan.jp2"):
+        assert kind_of(Path(name)) == "image", name

@@ -23,8 +23,12 @@ def run(args: list, models_dir: Path) -> int:
     return main([*map(str, args), "--models", str(models_dir), "--no-progress"])
 
 
-def make_video(path: Path, face: Image.Image | None, shown: set[int], seconds: int) -> None:
-    """An MPEG-4 clip at FPS frames/s: ``face`` on the seconds in ``shown``, grey elsewhere."""
+def make_video(path: Path, face: Image.Image | None, shown: set[int], seconds: int,
+               rotation: int = 0) -> None:
+    """An MPEG-4 clip at FPS frames/s: ``face`` on the seconds in ``shown``, grey elsewhere.
+
+    ``rotation``: stored turned, with a display matrix saying how to show it upright, as
+    a phone stores a portrait video (-90) or one filmed upside down (180)."""
     import av
 
     canvas = Image.new("RGB", (640, 480), (128, 128, 128))
@@ -32,9 +36,15 @@ def make_video(path: Path, face: Image.Image | None, shown: set[int], seconds: i
     if face is not None:
         scaled = face.resize((face.width * 360 // face.height, 360))
         with_face.paste(scaled, ((640 - scaled.width) // 2, 60))
+    # what turning it by ``rotation`` (counter-clockwise) shows upright: turned back
+    turn = {0: None, -90: Image.Transpose.ROTATE_90, 180: Image.Transpose.ROTATE_180}[rotation]
+    if turn is not None:
+        canvas, with_face = canvas.transpose(turn), with_face.transpose(turn)
     with av.open(str(path), mode="w") as container:
         stream = container.add_stream("mpeg4", rate=FPS)
-        stream.width, stream.height, stream.pix_fmt = 640, 480, "yuv420p"
+        stream.width, stream.height, stream.pix_fmt = *canvas.size, "yuv420p"
+        if rotation:
+            stream.set_display_rotation(rotation)
         stream.bit_rate = 4_000_000
         stream.time_base = Fraction(1, FPS)
         for n in range(seconds * FPS):
@@ -92,6 +102,27 @@ def test_video_frame_rate_option_changes_the_sampling(clips, models_dir, tmp_pat
     (match,) = json.loads(out.read_text(encoding="utf-8"))["matches"]
     # Frames come every 0.2 s, so the sample due at 5.5 s is the frame at 5.6 s.
     assert (match["first_s"], match["last_s"], match["frames"]) == (3.0, 5.6, 6)
+
+
+def test_a_phone_video_stored_turned_is_searched_upright(clips, celebrities, models_dir,
+                                                         tmp_path):
+    """A phone stores a portrait video's frames sideways (an upside-down one turned
+    over) and says how to show them: the face is found as it is watched, with the
+    same box as in the upright clip."""
+    face = Image.open(sorted((celebrities / "train" / "madonna").glob("*.jpg"))[0])
+    folder = tmp_path / "phone"
+    folder.mkdir()
+    for name, rotation in (("upright.mp4", 0), ("portrait.mp4", -90), ("over.mp4", 180)):
+        make_video(folder / name, face.convert("RGB"), {1, 2, 3}, 5, rotation)
+    out = tmp_path / "r.json"
+    assert run([folder, "--reference", clips / "reference", "--json", out, "--jobs", "1"],
+               models_dir) == 0
+    found = {m["path"]: m for m in json.loads(out.read_text(encoding="utf-8"))["matches"]}
+    assert set(found) == {"upright.mp4", "portrait.mp4", "over.mp4"}
+    upright = np.array(found["upright.mp4"]["box"])
+    for name in ("portrait.mp4", "over.mp4"):
+        assert np.abs(np.array(found[name]["box"]) - upright).max() <= 12, found[name]
+        assert (found[name]["first_s"], found[name]["last_s"]) == (1.0, 3.0)
 
 
 def test_one_sighting_is_not_enough():
