@@ -26,6 +26,7 @@ from facefinder.messages import one_line
 from facefinder.models.catalog import weights_fingerprint
 from facefinder.object_analysis import ObjectJob, add_objects, objects_only
 from facefinder.records import Face, FileKind, FileResult
+from facefinder.video import VIDEO_REVISION
 from facefinder.vision.align import sharpness
 from facefinder.vision.centerface import STRIDE, Detection, nms
 from facefinder.vision.registry import MODELS, FacePipeline, ModelSpec, load_pipeline
@@ -107,6 +108,7 @@ def _key(spec: ModelSpec, weights: str, settings: AnalysisSettings, *, video: bo
     }
     if video:
         key["video_fps"] = fps
+        key["video_revision"] = VIDEO_REVISION  # (what the video code computes)
     return json.dumps(key, sort_keys=True, separators=(",", ":"))
 
 

@@ -33,6 +33,7 @@ from facefinder.loaded import Loaded
 from facefinder.messages import one_line
 from facefinder.models.catalog import weights_fingerprint
 from facefinder.records import FileKind, FileResult, ObjectBox
+from facefinder.video import VIDEO_REVISION
 
 if TYPE_CHECKING:
     from facefinder.vision.objects import ObjectDetector, ObjectSpec
@@ -84,6 +85,7 @@ def object_key(job: ObjectJob, settings: _SettingsLike, kind: FileKind) -> str:
         key["decode"] = PHOTO_DECODE
     if kind == "video":
         key["video_fps"] = settings.video_fps
+        key["video_revision"] = VIDEO_REVISION  # (frames upright, as for faces)
     return json.dumps(key, sort_keys=True, separators=(",", ":"))
 
 

@@ -29,6 +29,12 @@ class VideoError(Exception):
     """A video that cannot be decoded; ``str()`` is the one-line reason for the user."""
 
 
+# Bumped when this module changes what a video's analysis computes (part of its key in
+# the face index, so videos are read again once). 2: frames turned upright by the
+# video's display matrix (a phone's portrait video), boxes in that frame.
+VIDEO_REVISION = 2
+
+
 @dataclass
 class VideoInfo:
     """What is known about a video before its frames are read."""
