@@ -28,7 +28,7 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from facefinder.jpeg_segments import first_scan_components
+from facefinder.jpeg_segments import first_scan_components, scan_count
 from facefinder.messages import one_line
 
 # Memory one decode may take (per worker process): the pixels as decoded (after JPEG DCT
@@ -162,6 +162,29 @@ def _coefficient_bytes(image: Image.Image, width: int, height: int) -> int:
     v_max = max(v for _id, _h, v, _q in layers) or 1
     share = sum(h * v for _id, h, v, _q in layers) / (h_max * v_max)
     return int(width * height * share * 2)
+
+
+# Scans a JPEG in several scans may have: a progressive photo has about ten (libjpeg's
+# default script), the most aggressive encoders a few dozen; each scan is a pass over
+# the whole image's coefficients, so a file repeating one 95-byte scan 20,000 times kept
+# a worker busy for over a minute.
+MAX_SCANS = 500
+
+
+def _scans(image: Image.Image) -> int:
+    """``jpeg_segments.scan_count`` of the file ``image`` was opened from (its position
+    kept), counted to just past ``MAX_SCANS``; 0 when it cannot be read again."""
+    handle = getattr(image, "fp", None)
+    if handle is None:
+        return 0
+    try:
+        at = handle.tell()
+        try:
+            return scan_count(handle, MAX_SCANS)
+        finally:
+            handle.seek(at)
+    except (OSError, ValueError):
+        return 0
 
 
 def _first_scan_components(image: Image.Image) -> int | None:
@@ -300,7 +323,11 @@ def _decode(image: Image.Image, max_side: int, coarse: bool = False) -> DecodedI
             image.draft("RGB", (max(1, -(-width * max_side // long_side)),
                                 max(1, -(-height * max_side // long_side))))
     # the size draft mode settled on, and what libjpeg keeps at full size whatever it
-    needed = _decode_bytes(image, image.size) + _coefficient_bytes(image, width, height)
+    coefficients = _coefficient_bytes(image, width, height)
+    needed = _decode_bytes(image, image.size) + coefficients
+    if coefficients and _scans(image) > MAX_SCANS:
+        raise DecodeError(f"a JPEG in over {MAX_SCANS} scans (a progressive photo has about "
+                          "ten; each scan is decoded over the whole image): not decoded")
     if needed > DECODE_BUDGET_BYTES:
         raise _too_large(width * height, needed)
     image.load()

@@ -47,6 +47,34 @@ def first_scan_components(handle: BinaryIO) -> int | None:
     return count[0] if count else None
 
 
+def scan_count(handle: BinaryIO, most: int) -> int:
+    """How many scans the main image of a JPEG has (from its first scan to its end of
+    image), counting stops past ``most``; 0 when it is not a JPEG or has no scan.
+
+    A scan starts with the marker FF DA, which image data cannot hold (an FF there is
+    followed by 00 or a restart number), and an Exif thumbnail's scans lie before the
+    main image's first one."""
+    try:
+        _found, first = _header(handle)
+    except NotJpeg:
+        return 0
+    if first is None:
+        return 0
+    handle.seek(first)
+    count, carry = 0, b""
+    while count <= most:
+        block = handle.read(1 << 20)
+        if not block:
+            break
+        data = carry + block
+        end = data.find(b"\xff\xd9")
+        count += data.count(b"\xff\xda", 0, end if end >= 0 else len(data))
+        if end >= 0:
+            break
+        carry = data[-1:]  # a marker cut between two blocks
+    return count
+
+
 def _header(handle: BinaryIO) -> tuple[list[tuple[int, int, int, bytes]], int | None]:
     """The segments before the image data, and where the first scan starts (None when
     the image ends first)."""

@@ -487,3 +487,24 @@ def test_camera_and_archive_extensions_are_photos() -> None:
 
     for name in ("IMG_0001.HIF", "DSCF0001.MPO", "scan.jp2"):
         assert kind_of(Path(name)) == "image", name
+
+
+def test_a_jpeg_repeating_a_scan_hundreds_of_times_is_refused_at_once(
+        tmp_path: Path, portrait: Image.Image) -> None:
+    """Each scan of a progressive JPEG is a pass over the whole image: a small file that
+    repeats one scan thousands of times kept a worker busy for minutes. Refused from
+    its scans' markers; an ordinary progressive photo (about ten scans) is read."""
+    from facefinder.decode import MAX_SCANS
+
+    buffer = io.BytesIO()
+    portrait.save(buffer, "JPEG", progressive=True, quality=90)
+    data = buffer.getvalue()
+    (tmp_path / "normal.jpg").write_bytes(data)
+    assert load_image(tmp_path / "normal.jpg").orig_size == portrait.size
+    starts = [i for i in range(len(data) - 1) if data[i:i + 2] == b"\xff\xda"]
+    assert 3 <= len(starts) <= 20
+    second = data[starts[1]:starts[2]]  # a whole scan: its header and its data
+    hostile = data[:starts[2]] + second * (MAX_SCANS + 100) + data[starts[2]:]
+    (tmp_path / "scans.jpg").write_bytes(hostile)
+    with pytest.raises(DecodeError, match="scans"):  # (refused before any is decoded)
+        load_image(tmp_path / "scans.jpg")
