@@ -136,6 +136,28 @@ def upright_pixels(frame, max_side: int) -> tuple[np.ndarray, float, tuple[int, 
     return np.ascontiguousarray(rgb), width / frame.width, size
 
 
+# Damaged packets a video may have before the rest of it is given up: a damaged spot
+# costs a packet or two (the frames after it come back at the next keyframe), while a
+# file of random bytes fails on every one.
+MAX_BAD_PACKETS = 50
+
+
+def _decoded(container, stream) -> Iterator:
+    """The video's frames, packet by packet: a damaged packet (a bad sector, a copy
+    that went wrong) is passed over, so one damaged spot no longer ends the video and
+    loses every frame after it; after ``MAX_BAD_PACKETS`` the error stands."""
+    import av
+
+    bad = 0
+    for packet in container.demux(stream):
+        try:
+            yield from packet.decode()
+        except av.error.InvalidDataError:
+            bad += 1
+            if bad > MAX_BAD_PACKETS:
+                raise
+
+
 def _frames(container, stream, fps: float, max_side: int,
             info: VideoInfo | None = None) -> Iterator[Frame]:
     """Decode every frame, keep the first at or after each tick of the 1/fps grid
@@ -146,7 +168,7 @@ def _frames(container, stream, fps: float, max_side: int,
     produced = 0
     try:
         stream.thread_type = "AUTO"  # frame threads; the pictures come out the same
-        for index, frame in enumerate(container.decode(stream)):
+        for index, frame in enumerate(_decoded(container, stream)):
             stamp = frame.time
             if stamp is None:  # no timestamps (some AVI): count frames instead
                 rate = float(stream.average_rate or 25)

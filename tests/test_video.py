@@ -125,6 +125,26 @@ def test_a_phone_video_stored_turned_is_searched_upright(clips, celebrities, mod
         assert (found[name]["first_s"], found[name]["last_s"]) == (1.0, 3.0)
 
 
+def test_a_damaged_spot_early_in_a_video_loses_only_that_spot(clips, celebrities,
+                                                               models_dir, tmp_path):
+    """A bad sector or a copy gone wrong near the start of a clip: the frames after the
+    damage are still searched (one damaged packet ended the video before)."""
+    face = Image.open(sorted((celebrities / "train" / "madonna").glob("*.jpg"))[0])
+    folder = tmp_path / "damaged"
+    folder.mkdir()
+    clip = folder / "clip.mp4"
+    make_video(clip, face.convert("RGB"), {3, 4, 5}, 8)
+    data = bytearray(clip.read_bytes())
+    at = len(data) // 20  # in the picture data of the first second
+    data[at:at + 4000] = bytes(range(256)) * 15 + bytes(160)
+    clip.write_bytes(bytes(data))
+    out = tmp_path / "r.json"
+    assert run([folder, "--reference", clips / "reference", "--json", out, "--jobs", "1"],
+               models_dir) == 0
+    (match,) = json.loads(out.read_text(encoding="utf-8"))["matches"]
+    assert (match["path"], match["first_s"], match["last_s"]) == ("clip.mp4", 3.0, 5.0)
+
+
 def test_one_sighting_is_not_enough():
     assert not confirmed([4.0], sampled=10, fps=1)
     assert not confirmed([1.0, 9.0], sampled=10, fps=1)  # two strays far apart
