@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facefinder.decode import open_regular
+from facefinder.decode import DECODE_BUDGET_BYTES, open_regular
 from facefinder.messages import one_line
 
 
@@ -33,6 +33,12 @@ class VideoError(Exception):
 # the face index, so videos are read again once). 2: frames turned upright by the
 # video's display matrix (a phone's portrait video), boxes in that frame.
 VIDEO_REVISION = 2
+
+
+# What decoding a video takes per pixel of its frame: the decoder's reference frames
+# and those in flight on its threads (a 62 KB file of 16000 x 16000 H.264 frames took
+# 2.07 GB, 8 bytes a pixel); an 8K video (33 megapixels) stays far inside the budget.
+VIDEO_BYTES_PER_PIXEL = 8
 
 
 @dataclass
@@ -102,6 +108,9 @@ def sample_frames(
         width, height = stream.codec_context.width, stream.codec_context.height
         if not width or not height:
             raise VideoError("video track has no picture size")
+        if width * height * VIDEO_BYTES_PER_PIXEL > DECODE_BUDGET_BYTES:
+            raise VideoError(f"video frames too large to decode in the memory one worker "
+                             f"may use ({width}x{height})")
         duration = None
         if stream.duration is not None and stream.time_base is not None:
             duration = float(stream.duration * stream.time_base)

@@ -508,3 +508,35 @@ def test_a_jpeg_repeating_a_scan_hundreds_of_times_is_refused_at_once(
     (tmp_path / "scans.jpg").write_bytes(hostile)
     with pytest.raises(DecodeError, match="scans"):  # (refused before any is decoded)
         load_image(tmp_path / "scans.jpg")
+
+
+@pytest.mark.parametrize("kind", ["webp", "palette"])
+def test_the_budget_counts_what_the_way_to_rgb_takes(tmp_path: Path, kind: str,
+                                                     monkeypatch) -> None:
+    """A lossless WebP is decoded into libwebp's buffer, copied and composited (measured
+    16-21 bytes a pixel), a palette image with transparency goes through RGBA (about 9):
+    counted at 3 x 2 bytes a pixel, tiny files of 11000 x 11000 took 2-3 GB in one
+    worker. Here with a smaller budget, so that the files stay small."""
+    from facefinder import decode
+
+    side = 2000  # 4 megapixels
+    picture = Image.new("RGBA", (side, side), (10, 20, 30, 255))
+    path = tmp_path / f"big.{'webp' if kind == 'webp' else 'png'}"
+    if kind == "webp":
+        picture.save(path, lossless=True)
+    else:
+        picture.convert("P").save(path, transparency=0)
+    monkeypatch.setattr(decode, "DECODE_BUDGET_BYTES", side * side * 8)  # 6 a pixel: fine
+    with pytest.raises(DecodeError, match="too large"):
+        load_image(path)
+
+
+def test_a_16_bit_scan_is_scaled_to_8_bits_in_place() -> None:
+    """16-bit greyscale is mapped to 8 bits with one float copy worked on in place (a
+    chain of whole-array expressions took twice the decode budget at 9000 x 9000), with
+    the same values as before: the full 16-bit range onto 0-255."""
+    from facefinder.decode import _scale_high_depth
+
+    values = np.array([[0, 257, 65535], [32768, 1000, 2]], np.uint16)
+    scaled = np.asarray(_scale_high_depth(Image.fromarray(values)))  # (mode I;16)
+    assert scaled.tolist() == [[0, 1, 255], [128, 4, 0]]

@@ -161,3 +161,20 @@ def test_devset_crowd_video_gives_no_false_match(models_dir, tmp_path):
     data = json.loads(out.read_text(encoding="utf-8"))
     assert data["matches"] == [] and data["unreadable"] == []
     assert data["summary"]["videos_read"] == 1
+
+
+def test_a_video_too_big_to_decode_is_refused_from_its_size(tmp_path, monkeypatch):
+    """A 62 KB file of 16000 x 16000 frames took 2 GB to decode: a video's frame size is
+    counted against the decode budget before any frame is decoded (here with a budget
+    just under this small clip's, so that the file stays small)."""
+    from facefinder import video
+    from facefinder.video import VideoError, sample_frames
+
+    clip = tmp_path / "clip.mp4"
+    make_video(clip, None, set(), 1)
+    monkeypatch.setattr(video, "DECODE_BUDGET_BYTES", 640 * 480 * video.VIDEO_BYTES_PER_PIXEL - 1)
+    with pytest.raises(VideoError, match="too large"):
+        sample_frames(clip, 1.0, 800)
+    monkeypatch.setattr(video, "DECODE_BUDGET_BYTES", 640 * 480 * video.VIDEO_BYTES_PER_PIXEL)
+    info, frames = sample_frames(clip, 1.0, 800)
+    assert info.size == (640, 480) and len(list(frames)) == 1
