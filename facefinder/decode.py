@@ -20,7 +20,7 @@ import os
 import re
 import stat
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -180,31 +180,27 @@ MAX_SCANS = 500
 
 
 def _scans(image: Image.Image) -> int:
-    """``jpeg_segments.scan_count`` of the file ``image`` was opened from (its position
-    kept), counted to just past ``MAX_SCANS``; 0 when it cannot be read again."""
-    handle = getattr(image, "fp", None)
-    if handle is None:
-        return 0
-    try:
-        at = handle.tell()
-        try:
-            return scan_count(handle, MAX_SCANS)
-        finally:
-            handle.seek(at)
-    except (OSError, ValueError):
-        return 0
+    """``jpeg_segments.scan_count`` of the file ``image`` was opened from, counted to
+    just past ``MAX_SCANS``; 0 when it cannot be read again."""
+    return _read_again(image, lambda handle: scan_count(handle, MAX_SCANS)) or 0
 
 
 def _first_scan_components(image: Image.Image) -> int | None:
-    """``jpeg_segments.first_scan_components`` of the file ``image`` was opened from (its
-    position kept); None when it cannot be read again."""
+    """``jpeg_segments.first_scan_components`` of the file ``image`` was opened from;
+    None when it cannot be read again."""
+    return _read_again(image, first_scan_components)
+
+
+def _read_again(image: Image.Image, read: Callable[[BinaryIO], int | None]) -> int | None:
+    """``read`` of the file ``image`` was opened from, its position kept for Pillow;
+    None when the file cannot be read again."""
     handle = getattr(image, "fp", None)
     if handle is None:
         return None
     try:
         at = handle.tell()
         try:
-            return first_scan_components(handle)
+            return read(handle)
         finally:
             handle.seek(at)
     except (OSError, ValueError):

@@ -409,6 +409,18 @@ def _overlapping_face(faces: Sequence[Face], box: tuple[int, int, int, int],
             best, best_iou = n, iou
     return best
 
+def _on_faces(faces: Sequence[Face], rows: Iterable[Sequence]
+              ) -> Iterator[tuple[int, Face, tuple]]:
+    """Verdict rows ``(x, y, w, h, time, *rest)`` said of another analysis's faces, each
+    with the number and ``Face`` of the face at the same place in ``faces``
+    (``_overlapping_face``), and its ``rest``; a row that matches no face is left out.
+    In the rows' order (oldest first: a later verdict wins)."""
+    for x, y, w, h, when, *rest in rows:
+        n = _overlapping_face(faces, (x, y, w, h), when)
+        if n is not None:
+            yield n, faces[n], tuple(rest)
+
+
 class FaceIndex:
     """An open face index. Use :meth:`open`; results go in through :meth:`record`."""
 
@@ -927,13 +939,9 @@ class FaceIndex:
                 (key, settings)).fetchone():
             return
         rows = conn.execute(
-            "SELECT person, verdict, x, y, w, h, time, embedding, at FROM decisions "
+            "SELECT x, y, w, h, time, person, verdict, embedding, at FROM decisions "
             "WHERE key = ? AND settings != ? ORDER BY at", (key, settings)).fetchall()
-        for person, verdict, x, y, w, h, when, vector, at in rows:
-            n = _overlapping_face(result.faces, (x, y, w, h), when)
-            if n is None:
-                continue
-            face = result.faces[n]
+        for n, face, (person, verdict, vector, at) in _on_faces(result.faces, rows):
             if face.embedding is not None:
                 vector = np.asarray(face.embedding, np.float32).tobytes()
             # (in the verdicts' order: a face is one person only, the later verdict wins)
@@ -1081,7 +1089,7 @@ class FaceIndex:
                             settings: Sequence[int]) -> list[Decision]:
         """The user's verdicts on ``files`` made under analyses other than ``settings``,
         each on the file's own face at the same place (as ``_carry_decisions`` stores
-        them), for the files with no verdict under ``settings``; oldest first.
+        them), for the files with no verdict under ``settings``; each file's oldest first.
 
         Why: a run whose new analyses the index could not keep (a read-only stick, a full
         disk) carried nothing into it, and a photo the user said no to would be back."""
@@ -1092,19 +1100,15 @@ class FaceIndex:
         have = {bytes(key) for (key,) in self.conn.execute(
             f"SELECT DISTINCT key FROM decisions WHERE settings IN ({marks})",
             tuple(settings))} if settings else set()
-        out = []
-        for key, person, verdict, x, y, w, h, when in self.conn.execute(
-                "SELECT key, person, verdict, x, y, w, h, time FROM decisions "
+        rows: dict[bytes, list[tuple]] = {}  # per file, oldest first
+        for key, *row in self.conn.execute(
+                "SELECT key, x, y, w, h, time, person, verdict FROM decisions "
                 f"WHERE settings NOT IN ({marks}) ORDER BY at", tuple(settings)).fetchall():
-            file = wanted.get(bytes(key))
-            if file is None or bytes(key) in have:
-                continue
-            n = _overlapping_face(file.faces, (x, y, w, h), when)
-            if n is not None:
-                face = file.faces[n]
-                out.append(Decision(bytes(key), n, person, verdict, face.box, face.time,
-                                    face.embedding))
-        return out
+            if bytes(key) in wanted and bytes(key) not in have:
+                rows.setdefault(bytes(key), []).append(row)
+        return [Decision(key, n, person, verdict, face.box, face.time, face.embedding)
+                for key, said in rows.items()
+                for n, face, (person, verdict) in _on_faces(wanted[key].faces, said)]
 
     def decide(self, settings: int, decision: Decision) -> None:
         """Store one verdict at once (own transaction); a face is one person only, so a

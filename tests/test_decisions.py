@@ -7,6 +7,7 @@ thing: a search over real faces, decisions stored in its index, and later runs, 
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
 import shutil
@@ -318,6 +319,22 @@ def test_interrupted_search_still_reports_what_it_saw(indexed) -> None:
     assert {m.rel for m in result.matches} <= seen
 
 
+KEY = b"k" * 16  # the one photo of the analyses below
+
+
+@contextlib.contextmanager
+def _two_analyses(tmp_path: Path, first: str, second: str):
+    """(a new index, the ids of two analyses named ``first`` and ``second``, the id of
+    the folder "/photos"), the index closed afterwards."""
+    from facefinder.index import FaceIndex
+
+    with FaceIndex.open(tmp_path / "i.sqlite") as index:
+        one, two = index.settings_id(first), index.settings_id(second)
+        root = index.root_id("/photos")
+        assert one is not None and two is not None and root is not None
+        yield index, one, two, root
+
+
 def _record(index, settings: int, key: bytes, root: int,
             faces: list[tuple[int, float]]) -> None:
     """Queue "a.jpg" analysed under ``settings`` with faces (x, value): 50x60 boxes at
@@ -332,13 +349,8 @@ def _record(index, settings: int, key: bytes, root: int,
 def test_decisions_follow_a_photo_to_a_new_analysis_of_it(tmp_path: Path) -> None:
     """A new finder version re-analyses photos (another detector, other settings) and
     numbers their faces afresh: every yes/no moves to the face at the same place."""
-    from facefinder.index import FaceIndex
-
-    key = b"k" * 16
-    with FaceIndex.open(tmp_path / "i.sqlite") as index:
-        old, new = index.settings_id("old pipeline"), index.settings_id("new pipeline")
-        root = index.root_id("/photos")
-        assert old is not None and new is not None and root is not None
+    key = KEY
+    with _two_analyses(tmp_path, "old pipeline", "new pipeline") as (index, old, new, root):
         _record(index, old, key, root, [(0, 1.0), (200, 2.0)])
         index.flush()
         index.decide(old, Decision(key, 0, "Anna", "yes", (0, 10, 50, 60)))
@@ -360,13 +372,8 @@ def test_an_answer_reaches_every_analysis_the_index_already_holds(tmp_path: Path
     """The user switched --model (or --min-face) and back: an answer given under one
     analysis holds under the other one too, already in the index, on the face at the
     same place with that analysis's own vector; an undo takes it back from both."""
-    from facefinder.index import FaceIndex
-
-    key = b"k" * 16
-    with FaceIndex.open(tmp_path / "i.sqlite") as index:
-        one, two = index.settings_id("Facenet"), index.settings_id("dlib")
-        root = index.root_id("/photos")
-        assert one is not None and two is not None and root is not None
+    key = KEY
+    with _two_analyses(tmp_path, "Facenet", "dlib") as (index, one, two, root):
         _record(index, one, key, root, [(0, 1.0), (200, 2.0)])
         _record(index, two, key, root, [(203, 3.0), (2, 4.0)])
         index.flush()
