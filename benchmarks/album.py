@@ -201,12 +201,13 @@ def print_operating_points(points: dict, up_to: float) -> None:
 def run_finder(
     album: Path, jobs: int, model: str, threshold: float | None,
     reference: Path | None = None, index: Path | None = None, cluster: str | None = None,
+    extra: tuple[str, ...] = (),
 ) -> tuple[dict, float, int]:
     """Run finder.py on the album; returns (JSON report, seconds, peak RSS bytes).
 
     ``index`` None runs without the face index (--no-index). ``cluster``: the analysis
     on that Dask scheduler's workers instead of ``jobs`` local ones (their memory is not
-    in the peak, which then counts the main process alone).
+    in the peak, which then counts the main process alone). ``extra``: more options.
     """
     with tempfile.TemporaryDirectory() as tmp:
         report = Path(tmp) / "report.json"
@@ -214,7 +215,7 @@ def run_finder(
             sys.executable, str(ROOT / "finder.py"), str(album / "collection"),
             "--reference", str(reference or album / "reference"),
             *(["--cluster", cluster] if cluster else ["--jobs", str(jobs)]),
-            "--model", model, "--json", str(report), "--no-progress",
+            "--model", model, "--json", str(report), "--no-progress", *extra,
         ]
         command += ["--index", str(index)] if index is not None else ["--no-index"]
         if threshold is not None:

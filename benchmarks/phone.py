@@ -3,6 +3,7 @@
 Usage:
     python benchmarks/phone.py [--album ../shared/devset] [--count 60] [--heic 20]
                                [--jobs 2] [--work /tmp/facefinder-phone] [--out FILE.json]
+                               [--formats jpeg,heic] [--detect-size PX]
 
 The README's album figures are measured on 250x250 press photos; a family's photos are
 4032x3024 phone shots. This benchmark makes such photos from an album laid out like the
@@ -216,18 +217,20 @@ def truth_of(work: Path, fmt: str) -> dict[str, list[dict]]:
 # --------------------------------------------------------------------------- measuring
 
 
-def finder_run(collection: Path, reference: Path, jobs: int, index: Path
-               ) -> tuple[dict, float, int]:
-    """``finder.py`` over ``collection`` with an index in a temp folder (album.run_finder)."""
+def finder_run(collection: Path, reference: Path, jobs: int, index: Path,
+               detect_size: int | None = None) -> tuple[dict, float, int]:
+    """``finder.py`` over ``collection`` with an index in a temp folder (album.run_finder);
+    ``detect_size``: its ``--detect-size`` (None: the finder's default)."""
     from benchmarks.album import run_finder
 
     album = collection.parent
-    return run_finder(album, jobs, "Facenet", None, reference, index)
+    extra = ("--detect-size", str(detect_size)) if detect_size else ()
+    return run_finder(album, jobs, "Facenet", None, reference, index, extra=extra)
 
 
 def in_process(files: list[Path], truth: dict[str, list[dict]], batch: int,
                missed: list[tuple[str, str]], cutoffs: dict[str, float],
-               reference: Path) -> dict:
+               reference: Path, detect_size: int | None = None) -> dict:
     """Per-stage ms/photo through ``analyse_files`` and the floor, on one core.
 
     libheif decodes with several threads by default; here it gets one, so that "one core"
@@ -239,18 +242,20 @@ def in_process(files: list[Path], truth: dict[str, list[dict]], batch: int,
     threads = pillow_heif.options.DECODE_THREADS
     pillow_heif.options.DECODE_THREADS = 1
     try:
-        return _in_process(files, truth, batch, missed, cutoffs, reference)
+        return _in_process(files, truth, batch, missed, cutoffs, reference, detect_size)
     finally:
         pillow_heif.options.DECODE_THREADS = threads
 
 
 def _in_process(files: list[Path], truth: dict[str, list[dict]], batch: int,
                 missed: list[tuple[str, str]], cutoffs: dict[str, float],
-                reference: Path) -> dict:
-    from facefinder.analyse import AnalysisJob, ModelCache, analyse_files
+                reference: Path, detect_size: int | None) -> dict:
+    from facefinder.analyse import AnalysisJob, AnalysisSettings, ModelCache, analyse_files
     from facefinder.vision.registry import MODELS
 
-    job = AnalysisJob(MODELS["facenet"], ROOT / "models", threads=1)
+    settings = (AnalysisSettings(detect_side=detect_size) if detect_size
+                else AnalysisSettings())
+    job = AnalysisJob(MODELS["facenet"], ROOT / "models", settings=settings, threads=1)
     models = ModelCache()
     pipe = models.get(job)
     analyse_files([(files[0], files[0].name, "image")], job, models)  # warm-up
@@ -374,14 +379,18 @@ def _why_missed(results: list, truth: dict[str, list[dict]], missed: list[tuple[
     return reasons
 
 
-def measure(work: Path, fmt: str, reference: Path, jobs: int, batch: int) -> dict:
-    """Every figure for one format."""
+def measure(work: Path, fmt: str, reference: Path, jobs: int, batch: int,
+            detect_size: int | None = None) -> dict:
+    """Every figure for one format (``detect_size``: the finder's ``--detect-size``)."""
     truth = truth_of(work, fmt)
     collection = work / fmt / "collection"
     files = sorted(collection / name for name in truth)
     with tempfile.TemporaryDirectory() as tmp:
+        # the references are read into the index by a run over one photo with no face
+        # (an empty folder is refused: it may be an unplugged drive's mount point)
         empty = Path(tmp) / "empty" / "collection"
         empty.mkdir(parents=True)
+        Image.new("RGB", (64, 48), (120, 130, 140)).save(empty / "blank.jpg")
         first = Path(tmp) / "first" / "collection"
         first.mkdir(parents=True)
         head = files[:jobs * 8]  # one batch per worker (executors.BATCH_SIZE)
@@ -390,11 +399,11 @@ def measure(work: Path, fmt: str, reference: Path, jobs: int, batch: int) -> dic
         index = Path(tmp) / "index.sqlite"
         # The references go into the index first, so neither timed run reads them.
         refs = Path(tmp) / "refs.sqlite"
-        finder_run(empty, reference, jobs, refs)
+        finder_run(empty, reference, jobs, refs, detect_size)
         shutil.copy(refs, index)
-        single, _, _ = finder_run(first, reference, jobs, index)
+        single, _, _ = finder_run(first, reference, jobs, index, detect_size)
         shutil.copy(refs, index)
-        report, seconds, peak = finder_run(collection, reference, jobs, index)
+        report, seconds, peak = finder_run(collection, reference, jobs, index, detect_size)
         startup = single["summary"]["elapsed_s"]
         elapsed = report["summary"]["elapsed_s"]
     expected = {(name, face["person"]) for name, faces in truth.items() for face in faces
@@ -416,7 +425,8 @@ def measure(work: Path, fmt: str, reference: Path, jobs: int, batch: int) -> dic
         "missed": sorted(expected - found), "false": sorted(found - expected),
     }
     cutoffs = {m["person"]: m["threshold"] for m in report["matches"] if "threshold" in m}
-    figures.update(in_process(files, truth, batch, figures["missed"], cutoffs, reference))
+    figures.update(in_process(files, truth, batch, figures["missed"], cutoffs, reference,
+                              detect_size))
     floor_rate = jobs * 1000 / figures["floor_ms"]["total"]
     figures["floor_photos_per_s"] = floor_rate
     figures["ratio_to_floor"] = floor_rate / figures["photos_per_s"]
@@ -475,6 +485,9 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir())
                         / "facefinder-phone")
     parser.add_argument("--formats", default="jpeg,heic")
+    parser.add_argument("--detect-size", type=int, metavar="PX",
+                        help="the finder's --detect-size (default: its own, 800): how much "
+                             "a bigger look at each photo finds, and what it costs")
     parser.add_argument("--out", type=Path, help="write the figures as JSON here")
     args = parser.parse_args()
 
@@ -485,7 +498,8 @@ def main() -> None:
           f"{platform.python_version()}, {time.strftime('%Y-%m-%d')}")
     figures = {}
     for fmt in args.formats.split(","):
-        figures[fmt] = measure(args.work, fmt, args.album / "reference", args.jobs, args.batch)
+        figures[fmt] = measure(args.work, fmt, args.album / "reference", args.jobs, args.batch,
+                               args.detect_size)
         show(fmt, figures[fmt], args.jobs)
     if args.out:
         args.out.write_text(json.dumps(figures, indent=2, default=list), encoding="utf-8")
