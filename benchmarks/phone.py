@@ -388,9 +388,9 @@ def measure(work: Path, fmt: str, reference: Path, jobs: int, batch: int,
     with tempfile.TemporaryDirectory() as tmp:
         # the references are read into the index by a run over one photo with no face
         # (an empty folder is refused: it may be an unplugged drive's mount point)
-        empty = Path(tmp) / "empty" / "collection"
-        empty.mkdir(parents=True)
-        Image.new("RGB", (64, 48), (120, 130, 140)).save(empty / "blank.jpg")
+        blank = Path(tmp) / "blank" / "collection"
+        blank.mkdir(parents=True)
+        Image.new("RGB", (64, 48), (120, 130, 140)).save(blank / "blank.jpg")
         first = Path(tmp) / "first" / "collection"
         first.mkdir(parents=True)
         head = files[:jobs * 8]  # one batch per worker (executors.BATCH_SIZE)
@@ -399,7 +399,7 @@ def measure(work: Path, fmt: str, reference: Path, jobs: int, batch: int,
         index = Path(tmp) / "index.sqlite"
         # The references go into the index first, so neither timed run reads them.
         refs = Path(tmp) / "refs.sqlite"
-        finder_run(empty, reference, jobs, refs, detect_size)
+        finder_run(blank, reference, jobs, refs, detect_size)
         shutil.copy(refs, index)
         single, _, _ = finder_run(first, reference, jobs, index, detect_size)
         shutil.copy(refs, index)

@@ -265,10 +265,11 @@ def _scale_high_depth(image: Image.Image) -> Image.Image:
     # temporaries of a chain of whole-array expressions, twice the decode budget
     data = values.astype(np.float32)
     del values
-    if data.dtype.kind == "f" and image.mode == "F":
+    if image.mode == "F":  # only float pixels can be NaN or infinite
+        finite = np.where(np.isfinite(data), data, np.nan)  # made once, for both ends
         with np.errstate(invalid="ignore"):
-            low, high = float(np.nanmin(np.where(np.isfinite(data), data, np.nan))), float(
-                np.nanmax(np.where(np.isfinite(data), data, np.nan)))
+            low, high = float(np.nanmin(finite)), float(np.nanmax(finite))
+        del finite
         if not (np.isfinite(low) and np.isfinite(high)):
             return Image.new("L", image.size, 0)
     else:
