@@ -205,6 +205,11 @@ class RunResult:
     # The decision over ``files`` (distances of every face to every person): what
     # ``rematch`` reuses after an answer on the review page instead of starting over.
     decided: Decided | None = field(default=None, repr=False, compare=False)
+    # The user's verdicts the search decided with: those stored in the index, plus,
+    # when the index could not keep this run's analyses (a full disk), those carried
+    # over to them in memory only - which the index alone cannot give back, so the
+    # review page takes them from here (None: the search decided nothing).
+    verdicts: Verdicts | None = field(default=None, repr=False, compare=False)
     searched: bool = False  # the search of ``photos`` began (False: stopped while reading
     complete: bool = False  # references); every file of ``photos`` was looked at
 
@@ -412,6 +417,7 @@ class Finder:
                     if index is not None:
                         gallery, verdicts = self._carried(index, analyser, result, gallery,
                                                           verdicts, seen)
+                    result.verdicts = verdicts
                     if gallery.people:  # none: --with dog with no reference folder
                         # a neighbour graph built now takes minutes at a million faces:
                         # its progress lines go out as notices of this search

@@ -142,7 +142,10 @@ class Review:
                                       on_event=on_event, count_files=on_event is not None)
             with self._index() as index:
                 self._settings = self.finder.settings_ids(index)
-                self.verdicts = self.finder.verdicts(index)
+                # the search's own verdicts: on a full disk some were carried to its new
+                # analyses in memory only, and the index alone would drop them
+                self.verdicts = (result.verdicts if result.verdicts is not None
+                                 else self.finder.verdicts(index))
                 stored_clusters = index.cluster_labels(self._settings["image"] or 0)
                 # new cluster ids start above every id stored for any folder of the index
                 self._next_cluster = max(stored_clusters.values(), default=-1) + 1

@@ -423,3 +423,34 @@ def test_the_first_run_of_a_new_finder_version_already_honours_every_decision(
         assert zed.summary.files_decoded > 0
         assert [(m.rel, m.person, m.confirmed) for m in zed.matches
                 if m.rel == named.rel] == [(named.rel, "Zed", True)]
+
+
+def test_the_review_page_keeps_a_no_carried_in_memory_on_a_full_disk(
+        indexed, celeb_album: Path, models_dir: Path, monkeypatch) -> None:
+    """A new analysis of every photo (other settings) on an index whose disk is full: the
+    user's no is carried to the new analysis in memory only. The review page shows what
+    that search decided, and a refresh keeps it, so the photo said no to is not back."""
+    from facefinder.analyse import AnalysisSettings
+    from facefinder.index import FaceIndex
+    from facefinder.review import Review
+
+    finder, photos, index = indexed
+    first = finder.find(photos)
+    wrong = first.matches[0]
+    key, n = parse_face_id(wrong.face)
+    _decide(finder, index, Decision(key, n, wrong.person, "no", wrong.box))
+
+    def full(*_args, **_kwargs):
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(FaceIndex, "store", full)  # no analysis can be written now
+    with Finder(celeb_album / "reference", models=models_dir, index=index, jobs=2,
+                settings=AnalysisSettings(min_face=41)) as upgraded:
+        review = Review(upgraded, photos)
+        for _ in range(2):  # as opened, and after a refresh (the page's "search again")
+            assert review.result.summary.not_kept_in_index > 0  # nothing of it was kept
+            found = {(m.rel, m.person) for m in review.result.matches}
+            assert (wrong.rel, wrong.person) not in found
+            assert len(found) >= len(first.matches) - 2
+            assert wrong.person in review.verdicts.verdict(key, n)[1]
+            review.refresh()
