@@ -197,6 +197,7 @@ class _Survey:
 
 _TILE_ROWS = 8192  # rows of the (F, P) distances gathered at once (3 MB at 100 people)
 _GRAPH_ROWS = 1 << 16  # faces whose graph rows are read at once (5 MB at 20 neighbours)
+_EDGES = 1 << 18  # edges lowered at a time (2 MB for each 64-bit temporary)
 
 # From this many photo faces on, expansion follows the neighbour graph (when the caller
 # has one) instead of comparing every face with every newcomer: below it the exact way
@@ -258,15 +259,20 @@ def _min_to_graph(joined: np.ndarray, person: np.ndarray, current: np.ndarray,
         if len(at):
             moved[_lower(flat, people, a + at // k, rows.reshape(-1)[at],
                          owner.reshape(-1)[at], far.reshape(-1)[at], log) // people] = True
-    theirs = near[joined].reshape(-1)  # the newcomers' own neighbours
-    far = dist[joined].reshape(-1)
-    if (theirs >= 0).all():  # (the usual case: every face has its K neighbours)
-        mine, whose = np.repeat(joined, k), np.repeat(person, k)
-    else:
-        at = np.flatnonzero(theirs >= 0)
-        row = at // k
-        theirs, far, mine, whose = theirs[at], far[at], joined[row], person[row]
-    moved[_lower(flat, people, theirs, mine, whose, far, log) // people] = True
+    # the newcomers' own neighbours, a block of newcomers at a time (their (J, K) rows,
+    # never repeated out to J x K 64-bit temporaries)
+    step = max(1, _EDGES // max(1, k))
+    for c in range(0, len(joined), step):
+        newcomer, whose = joined[c:c + step], person[c:c + step]
+        theirs, far = near[newcomer], dist[newcomer]
+        other = np.broadcast_to(newcomer[:, None], theirs.shape)
+        column = np.broadcast_to(whose[:, None], theirs.shape)
+        at = theirs >= 0  # (the usual case: every face has its K neighbours)
+        if at.all():
+            theirs, other, column, far = (x.reshape(-1) for x in (theirs, other, column, far))
+        else:
+            theirs, other, column, far = theirs[at], other[at], column[at], far[at]
+        moved[_lower(flat, people, theirs, other, column, far, log) // people] = True
     return np.flatnonzero(moved)
 
 
@@ -274,21 +280,33 @@ def _lower(flat: np.ndarray, people: int, face: np.ndarray, other: np.ndarray,
            column: np.ndarray, far: np.ndarray,
            log: list[tuple[np.ndarray, np.ndarray]] | None) -> np.ndarray:
     """Lower ``flat[face * people + column]`` to ``far`` (edges from ``face`` to
-    ``other``, never a face to itself), the smallest winning where several meet.
+    ``other``, never a face to itself), the smallest winning where several meet; returns
+    the positions lowered.
 
-    Only the edges that lower something are written (read before any is, so several
-    edges to one entry still meet in np.minimum.at): random writes into the (F, P)
-    array, in flat positions, are what costs at a million faces."""
-    mine = face != other
-    spot = face[mine].astype(np.int64) * people + column[mine]
-    far = far[mine].astype(flat.dtype, copy=False)
-    before = flat[spot]
-    down = far < before
-    spot, far = spot[down], far[down]
-    if log is not None:
-        log.append((spot, before[down]))
-    np.minimum.at(flat, spot, far)
-    return spot
+    Only the edges that lower something are written (read before any of a block is, so
+    several edges to one entry still meet in np.minimum.at): random writes into the
+    (F, P) array, in flat positions, are what costs at a million faces. In blocks of
+    ``_EDGES`` edges: a million faces' newcomers bring four million edges, whose 64-bit
+    temporaries (32 MB each) would be fresh memory every time, where a block's are
+    reused, and in the cache. (An entry lowered by two blocks is logged twice, the
+    first time with its value before: what ``Decided`` reads back.)"""
+    lowered = []
+    for a in range(0, len(face), _EDGES):
+        mine = face[a:a + _EDGES] != other[a:a + _EDGES]
+        spot = face[a:a + _EDGES].astype(np.int64)
+        spot *= people
+        spot += column[a:a + _EDGES]
+        near = far[a:a + _EDGES].astype(flat.dtype, copy=False)
+        if not mine.all():
+            spot, near = spot[mine], near[mine]
+        before = flat[spot]
+        down = near < before
+        spot, near = spot[down], near[down]
+        if log is not None:
+            log.append((spot, before[down]))
+        np.minimum.at(flat, spot, near)
+        lowered.append(spot)
+    return np.concatenate(lowered) if lowered else np.zeros(0, np.int64)
 
 
 def expand(rule: RuleSpec, gallery: Gallery, vectors: np.ndarray, photo: np.ndarray,

@@ -991,6 +991,29 @@ def test_expansion_in_place_keeps_the_distances_before_it(tmp_path: Path,
     assert np.array_equal(taken.distance, fresh.distance)
 
 
+def test_expansion_in_blocks_of_edges_decides_exactly_as_in_one(tmp_path: Path,
+                                                                monkeypatch) -> None:
+    """Expansion lowers the distances a bounded block of graph edges at a time (a million
+    faces' newcomers bring millions of edges): with blocks of a few edges, so that one
+    entry is lowered by several blocks, the decision, the distances before expansion
+    and each column of them are exactly those of one block."""
+    files, gallery = _collection(5000, 8, seed=18)
+    path = tmp_path / "faces.sqlite"
+    _store(path, files)
+    monkeypatch.setattr(decide_module, "GRAPH_FROM", 0)
+    whole = decide(files, gallery, RULE, None, None, graph=_graph_of(path))
+    monkeypatch.setattr(decide_module, "_EDGES", 7)
+    blocks = decide(files, gallery, RULE, None, None, graph=_graph_of(path))
+    assert blocks.thresholds == whole.thresholds and blocks.expanded == whole.expanded
+    assert sum(whole.expanded.values()) > 0
+    assert np.array_equal(blocks.distance, whole.distance)
+    assert blocks.changed is not None and whole.changed is not None
+    assert len(blocks.changed[0]) > 0 and len(whole.changed[0]) > 0
+    assert np.array_equal(blocks.before_expansion(), whole.before_expansion())
+    for p in range(len(gallery.people)):
+        assert np.array_equal(blocks.base_column(p), whole.base_column(p))
+
+
 def test_a_decision_that_fails_midway_leaves_none_to_reuse(tmp_path: Path,
                                                            monkeypatch) -> None:
     """The finder gives the earlier decision up before deciding again (its distances are
