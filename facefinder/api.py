@@ -205,10 +205,11 @@ class RunResult:
     # The decision over ``files`` (distances of every face to every person): what
     # ``rematch`` reuses after an answer on the review page instead of starting over.
     decided: Decided | None = field(default=None, repr=False, compare=False)
-    # The user's verdicts the search decided with: those stored in the index, plus,
-    # when the index could not keep this run's analyses (a full disk), those carried
-    # over to them in memory only - which the index alone cannot give back, so the
-    # review page takes them from here (None: the search decided nothing).
+    # The user's verdicts the search decided (or ``rematch`` matched) with: those stored
+    # in the index, plus, when the index could not keep this run's analyses (a full
+    # disk), those carried over to them in memory only - which the index alone cannot
+    # give back, so the review page takes them from here (None: the search stopped
+    # before it began; empty without an index).
     verdicts: Verdicts | None = field(default=None, repr=False, compare=False)
     searched: bool = False  # the search of ``photos`` began (False: stopped while reading
     complete: bool = False  # references); every file of ``photos`` was looked at
@@ -452,6 +453,7 @@ class Finder:
         """
         gallery = _confirmed_gallery(result, verdicts)
         result.people = list(gallery.people)
+        result.verdicts = verdicts
         self._decide(result, [f for f in result.files if f.faces], gallery, verdicts, None,
                      result.chosen_threshold, {name_key(p) for p in result.people})
         result.summary.matches_per_person = dict(Counter(m.person for m in result.matches))

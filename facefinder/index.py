@@ -1180,17 +1180,35 @@ class FaceIndex:
         return [person for (person,) in self.conn.execute(
             "SELECT DISTINCT person FROM decisions WHERE verdict = 'yes' ORDER BY person")]
 
-    def undecide(self, settings: int, key: bytes, n: int, person: str) -> None:
+    def undecide(self, settings: int, key: bytes, n: int, person: str,
+                 box: Sequence[float] | None = None, when: float | None = None) -> None:
         """Forget the verdict on one face for ``person`` (the user's undo), in every
-        analysis of the photo that holds it (as ``decide`` gave it to them)."""
+        analysis of the photo that holds it (as ``decide`` gave it to them), and in
+        every verdict said of the face at the same place under another analysis.
+
+        ``box``/``when``: where the face is, for a verdict not stored under ``settings``:
+        one carried to an analysis the index could not keep (a full disk) lives only in
+        the run's memory, and would come back from the analysis it was said of
+        (``decisions_elsewhere``) at the next search."""
         with self._write():
             said = self.conn.execute(
                 "SELECT x, y, w, h, time FROM decisions WHERE key = ? AND settings = ? "
                 "AND n = ?", (key, settings, n)).fetchone()
             self._forget(settings, key, n, person)
             if said is not None:
-                for other, m, _box, _vector in self._same_face_elsewhere(
-                        settings, key, said[:4], said[4]):
+                box, when = said[:4], said[4]
+            if box is None:
+                return
+            for other, m, _box, _vector in self._same_face_elsewhere(settings, key, box,
+                                                                     when):
+                self._forget(other, key, m, person)
+            wanted = name_key(person)
+            for other, m, x, y, w, h, t, stored in self.conn.execute(
+                    "SELECT settings, n, x, y, w, h, time, person FROM decisions "
+                    "WHERE key = ? AND settings != ?", (key, settings)).fetchall():
+                if name_key(stored) == wanted and _overlapping_face(
+                        [Face((x, y, w, h), _NO_MARKS, 0.0, None, None, t)],
+                        tuple(int(v) for v in box), when) == 0:  # type: ignore[arg-type]
                     self._forget(other, key, m, person)
 
     def _forget(self, settings: int, key: bytes, n: int, person: str) -> None:

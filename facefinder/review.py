@@ -278,7 +278,8 @@ class Review:
                         settings = self._settings[file.kind] or 0
                         assert file.key is not None
                         if verdict == "undo":
-                            index.undecide(settings, file.key, row.n, name)
+                            index.undecide(settings, file.key, row.n, name,
+                                           row.face.box, row.face.time)
                             self.verdicts.remove(file.key, row.n, name)
                         else:
                             decision = Decision(file.key, row.n, name, verdict,  # type: ignore[arg-type]

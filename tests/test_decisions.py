@@ -454,3 +454,13 @@ def test_the_review_page_keeps_a_no_carried_in_memory_on_a_full_disk(
             assert len(found) >= len(first.matches) - 2
             assert wrong.person in review.verdicts.verdict(key, n)[1]
             review.refresh()
+        # the user takes the no back: it stays taken back, in the index too (the analysis
+        # it was said of would otherwise bring it back at the next search)
+        review.decide(wrong.face, wrong.person, "undo")
+        for _ in range(2):
+            assert wrong.person not in review.verdicts.verdict(key, n)[1]
+            assert (wrong.rel, wrong.person) in {(m.rel, m.person)
+                                                 for m in review.result.matches}
+            review.refresh()
+    with open_index(index) as opened:
+        assert not [d for d in opened.decisions(None) if d.person == wrong.person]

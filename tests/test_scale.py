@@ -1135,3 +1135,48 @@ def test_stored_embeddings_cannot_be_written_through(tmp_path: Path) -> None:
     with pytest.raises(ValueError):
         embedding *= 2.0
     assert np.array_equal(faces.vectors, PhotoFaces.of(files).vectors)
+
+
+@pytest.mark.parametrize("edges", [1, 7, 1 << 18])
+def test_expansion_along_the_graph_lowers_exactly_what_its_edges_offer(monkeypatch,
+                                                                       edges: int) -> None:
+    """``_min_to_graph`` against a face-by-face minimum over the graph's edges, on a made-up
+    graph with missing neighbours (-1), faces among their own neighbours and more people
+    than one byte holds, in blocks of one edge, of seven and of all of them: the lowered
+    distances, the faces that moved and the log that gives the values before back."""
+    rng = np.random.default_rng(edges)
+    faces, people, k = 80, 300, 3
+    near = rng.integers(-1, faces, (faces, k)).astype(np.int32)
+    near[::7, 0] = np.arange(0, faces, 7)  # a face among its own neighbours
+    dist = rng.random((faces, k)).astype(np.float16)
+    start = (rng.random((faces, people)) + 0.5).astype(np.float32)
+    joined = np.sort(rng.choice(faces, 25, replace=False))
+    person = rng.integers(0, people, len(joined))
+    order = np.argsort(person, kind="stable")
+    joined, person = joined[order], person[order]
+
+    expected = start.copy()
+    newcomer = dict(zip(joined.tolist(), person.tolist(), strict=True))
+    for i in range(faces):  # a face measured to the newcomers among its neighbours
+        for t in range(k):
+            j = int(near[i, t])
+            if j >= 0 and j != i and j in newcomer:
+                expected[i, newcomer[j]] = min(expected[i, newcomer[j]], dist[i, t])
+    for j, p in newcomer.items():  # and a newcomer to its own neighbours
+        for t in range(k):
+            i = int(near[j, t])
+            if i >= 0 and i != j:
+                expected[i, p] = min(expected[i, p], dist[j, t])
+
+    monkeypatch.setattr(decide_module, "_EDGES", edges)
+    current, log = start.copy(), []
+    moved = decide_module._min_to_graph(joined, person, current, (near, dist), log)
+    assert np.array_equal(current, expected)
+    assert moved.tolist() == np.flatnonzero((expected < start).any(axis=1)).tolist()
+    spots = np.concatenate([s for s, _ in log])
+    before = np.concatenate([b for _, b in log])
+    back = current.copy()
+    np.maximum.at(back.reshape(-1), spots, before)  # as ``Decided.before_expansion``
+    assert np.array_equal(back, start)
+    first = np.unique(spots, return_index=True)[1]  # as ``Decided.base_column``
+    assert np.array_equal(before[first], start.reshape(-1)[spots[first]])
