@@ -109,6 +109,10 @@ def main() -> None:
                         help="any reference folder (the search needs one; its people "
                              "do not matter here)")
     args = parser.parse_args()
+    for path, what in ((args.pairs, "pair sets"), (args.reference, "--reference folder")):
+        if not path.is_dir():
+            parser.error(f"{what} not found: {path} (see ../shared/pairs/README or pass "
+                         "another)")
     pairs = read_pairs(args.pairs)
     images = {p for rows in pairs.values() for row in rows for p in row[:2]}
     if args.cache and args.cache.exists():

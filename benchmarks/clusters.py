@@ -95,8 +95,10 @@ def identities(album: Path) -> dict[str, str]:
 # ---------------------------------------------------------------------- scores
 
 
-def scores(labels: np.ndarray, truth: np.ndarray) -> dict[str, float]:
-    """Pairwise and BCubed precision/recall of ``labels`` against ``truth`` (same length)."""
+def scores(labels: np.ndarray, truth: np.ndarray) -> dict[str, float | None]:
+    """Pairwise and BCubed precision/recall of ``labels`` against ``truth`` (same length);
+    a pairwise figure with no pair to judge (no faces put together, or no two faces of
+    one person) is None, printed as "-", not a perfect score."""
     n = len(labels)
     if n == 0:
         return {}
@@ -116,8 +118,8 @@ def scores(labels: np.ndarray, truth: np.ndarray) -> dict[str, float]:
         "identities": len(per_truth),
         "clusters": len(per_label),
         "singletons": sum(1 for c in per_label.values() if c == 1),
-        "pair_precision": together / found if found else 1.0,
-        "pair_recall": together / real if real else 1.0,
+        "pair_precision": together / found if found else None,
+        "pair_recall": together / real if real else None,
         "bcubed_precision": bp,
         "bcubed_recall": br,
         "bcubed_f1": 2 * bp * br / (bp + br),
@@ -288,7 +290,8 @@ def main() -> None:
     print(f"{'':<20} {'unknown faces':>14} {'all faces':>14}")
     for label, key, kind in rows:
         cells = [report[name][key] for name in ("unknown faces", "all faces")]
-        print(f"{label:<20} " + " ".join(f"{c:>14.3f}" if kind == "f" else f"{c:>14,}"
+        print(f"{label:<20} " + " ".join(f"{'-':>14}" if c is None else
+                                         f"{c:>14.3f}" if kind == "f" else f"{c:>14,}"
                                          for c in cells))
 
     if args.synthetic:
