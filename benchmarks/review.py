@@ -308,8 +308,11 @@ def main() -> None:
     before, after = figures(truth, before_pairs), figures(truth, after_pairs)
     yes = sum(1 for a in log if a["verdict"] == "yes")
     ms = [a["ms"] for a in log]
+    cuts = list((summary.get("thresholds") or {}).values())
+    shown = (f"each person's own ({min(cuts):.2f}-{max(cuts):.2f}; decision rule)"
+             if args.threshold is None and cuts else f"{summary['threshold']}")
     print(f"album: {album}  ({len(truth)} files)  model: {summary['model']}  "
-          f"threshold: {summary['threshold']}  jobs: {args.jobs}")
+          f"threshold: {shown}  jobs: {args.jobs}")
     print(f"review page ready in {start_s:.1f} s"
           + (f" (from a copy of {args.index_from})" if args.index_from else " (fresh index)")
           + (f"; WARNING: the index held {earlier} decisions already" if earlier else ""))
