@@ -1229,15 +1229,32 @@ class FaceIndex:
             "SELECT key, n, cluster FROM face_clusters WHERE settings = ?", (settings,))}
 
     def change_cluster_labels(self, settings: int, labels: Sequence[tuple[bytes, int, int]],
-                              gone: Sequence[tuple[bytes, int]]) -> None:
+                              gone: Sequence[tuple[bytes, int]],
+                              new_from: int | None = None) -> int:
         """Set the cluster of ``(key, n, cluster)`` faces and forget ``(key, n)`` ones,
         leaving every other face's as stored (after an answer on the review page a few
         faces move: rewriting a million labels would take seconds, and the index may hold
         other folders' clusters, which a review of one folder must leave alone); clusters
-        no face belongs to any more lose their flags."""
+        no face belongs to any more lose their flags.
+
+        ``new_from``: the labels from this value on are new groups, numbered by a review
+        from what the index held when it opened. Another review of the index (another
+        folder, another window) may have stored groups under those ids since; then the new
+        groups are moved up past every id stored, in this same write, so that two groups
+        never share an id (a hidden flag is per id). Returns how far they were moved (0:
+        not at all): the caller's labels from ``new_from`` on move as far."""
         if not labels and not gone:
-            return
+            return 0
         with self._write():
+            shift = 0
+            if new_from is not None and any(c >= new_from for _k, _n, c in labels):
+                (top,) = self.conn.execute(
+                    "SELECT MAX(cluster) FROM face_clusters WHERE settings = ? AND "
+                    "cluster >= ?", (settings, new_from)).fetchone()
+                if top is not None:
+                    shift = int(top) + 1 - new_from
+                    labels = [(k, n, c + shift if c >= new_from else c)
+                              for k, n, c in labels]
             self.conn.executemany(
                 "DELETE FROM face_clusters WHERE key = ? AND settings = ? AND n = ?",
                 [(key, settings, n) for key, n in gone])
@@ -1246,6 +1263,7 @@ class FaceIndex:
             self.conn.execute("DELETE FROM clusters WHERE settings = ? AND cluster NOT IN "
                               "(SELECT cluster FROM face_clusters WHERE settings = ?)",
                               (settings, settings))
+        return shift
 
     def hidden_clusters(self, settings: int) -> set[int]:
         return {c for (c,) in self.conn.execute(

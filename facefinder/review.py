@@ -330,9 +330,10 @@ class Review:
 
         rows = self._unknown()
         earlier = self._label[rows]
+        first_new = self._next_cluster
         labels = np.asarray(cluster_faces(
             self._vectors[rows], self._file_of[rows], previous=earlier,
-            first_new=self._next_cluster,
+            first_new=first_new,
             nearest=self._graph_rows(rows, int((earlier < 0).sum()))
         ) if len(rows) else np.zeros(0), np.int64)
         if len(labels):
@@ -346,9 +347,14 @@ class Review:
         now = now[self._same]  # a face's copies (the same photo twice) share its label
         if moved or gone:
             with self._index() as index:
-                index.change_cluster_labels(self._settings["image"] or 0,
-                                            [(*self._keys[i], int(now[i])) for i in moved],
-                                            [self._keys[i] for i in gone])
+                # (new groups moved past ids another review stored meanwhile, if any)
+                shift = index.change_cluster_labels(
+                    self._settings["image"] or 0,
+                    [(*self._keys[i], int(now[i])) for i in moved],
+                    [self._keys[i] for i in gone], new_from=first_new)
+            if shift:
+                now[now >= first_new] += shift
+                self._next_cluster = int(now.max()) + 1
         self._label = now  # as the index now holds them
         self._group()
 

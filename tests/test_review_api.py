@@ -447,6 +447,48 @@ def test_a_review_of_one_folder_leaves_other_folders_groups_alone(
         assert kept[hidden.id].hidden and sorted(kept[hidden.id].faces) == sorted(hidden.faces)
 
 
+def test_two_reviews_open_at_once_never_give_two_groups_one_id(
+        album: Album, index: Path, tmp_path: Path) -> None:
+    """Two folders of one index reviewed at the same time (two windows): the first page
+    numbered its groups when it opened, the second stored groups after that, and then an
+    answer on the first makes a new group: it takes an id no group of the other folder
+    has (a hidden flag is per id, so a shared id would hide or show the other's group)."""
+    from PIL import Image, ImageOps
+
+    from facefinder.api import open_index
+    from facefinder.records import parse_face_id
+
+    elsewhere = tmp_path / "elsewhere"  # other faces: mirrored copies are other files
+    elsewhere.mkdir()
+    for rel, who in album.truth.items():
+        if who in ("mindy_kaling", "jerry_seinfeld", "madonna") and "<" not in rel:
+            with Image.open(album.photos / rel) as photo:
+                ImageOps.mirror(photo.convert("RGB")).save(elsewhere / Path(rel).name)
+    with Finder(album.reference, models=album.models, index=index, jobs=1) as finder:
+        first = Review(finder, album.photos, threshold=THRESHOLD)
+        other = Review(finder, elsewhere, threshold=THRESHOLD)  # opened after the first
+        settings = first._settings["image"] or 0
+        theirs = {c.id for c in other.clusters(hidden=True, min_size=1)}
+        assert theirs, "the mirrored faces form groups of their own"
+        mine = {c.id for c in first.clusters(hidden=True, min_size=1)}
+        assert not mine & theirs
+        wrong = next(m for m in first.result.matches if m.person == "Ben")
+        first.decide(wrong.face, "Ben", "no")  # a face of nobody now: a new group
+        group = next(c for c in first.clusters(hidden=True, min_size=1)
+                     if wrong.face in c.faces)
+        assert group.id not in mine  # new
+        assert group.id not in theirs
+        with open_index(index) as opened:
+            stored = opened.cluster_labels(settings)
+        assert stored[parse_face_id(wrong.face)] == group.id
+        other_keys = {parse_face_id(f) for c in other.clusters(hidden=True, min_size=1)
+                      for f in c.faces}
+        assert group.id not in {stored[k] for k in other_keys}
+        first.hide_cluster(group.id)
+        assert not any(c.hidden for c in Review(finder, elsewhere, threshold=THRESHOLD)
+                       .clusters(hidden=True, min_size=1))
+
+
 def test_an_answer_the_index_cannot_keep_is_one_line_and_changes_nothing(
         api: Served, index: Path, monkeypatch) -> None:
     """Another run holds the index (or the disk is full): the answer is refused with one
