@@ -307,6 +307,8 @@ def review_answer(finder: Finder, path: Path, files: list[FileResult],
     answer = round(time.perf_counter() - started, 2)
     gone = all(m.face != match.face or m.person != match.person
                for m in review.result.matches)
+    # taken back (not timed): a kept index (--keep) is then the same for the next run
+    review.decide(match.face, match.person, "undo")
     return {"review_open_s": first, "review_answer_s": answer,
             "review_unknown_faces": sum(c.size for c in review._clusters.values()),
             "review_answer_applied": gone}
