@@ -257,8 +257,8 @@ def _min_to_graph(joined: np.ndarray, person: np.ndarray, current: np.ndarray,
         owner = of[rows]
         at = np.flatnonzero(owner >= 0)  # faces with a newcomer among their neighbours
         if len(at):
-            moved[_lower(flat, people, a + at // k, rows.reshape(-1)[at],
-                         owner.reshape(-1)[at], far.reshape(-1)[at], log) // people] = True
+            _lower(flat, people, a + at // k, rows.reshape(-1)[at], owner.reshape(-1)[at],
+                   far.reshape(-1)[at], log, moved)
     # the newcomers' own neighbours, a block of newcomers at a time (their (J, K) rows,
     # never repeated out to J x K 64-bit temporaries)
     step = max(1, _EDGES // max(1, k))
@@ -272,16 +272,16 @@ def _min_to_graph(joined: np.ndarray, person: np.ndarray, current: np.ndarray,
             theirs, other, column, far = (x.reshape(-1) for x in (theirs, other, column, far))
         else:
             theirs, other, column, far = theirs[at], other[at], column[at], far[at]
-        moved[_lower(flat, people, theirs, other, column, far, log) // people] = True
+        _lower(flat, people, theirs, other, column, far, log, moved)
     return np.flatnonzero(moved)
 
 
 def _lower(flat: np.ndarray, people: int, face: np.ndarray, other: np.ndarray,
            column: np.ndarray, far: np.ndarray,
-           log: list[tuple[np.ndarray, np.ndarray]] | None) -> np.ndarray:
+           log: list[tuple[np.ndarray, np.ndarray]] | None, moved: np.ndarray) -> None:
     """Lower ``flat[face * people + column]`` to ``far`` (edges from ``face`` to
-    ``other``, never a face to itself), the smallest winning where several meet; returns
-    the positions lowered.
+    ``other``, never a face to itself), the smallest winning where several meet; the
+    faces whose distances went down are set in ``moved``.
 
     Only the edges that lower something are written (read before any of a block is, so
     several edges to one entry still meet in np.minimum.at): random writes into the
@@ -290,7 +290,6 @@ def _lower(flat: np.ndarray, people: int, face: np.ndarray, other: np.ndarray,
     temporaries (32 MB each) would be fresh memory every time, where a block's are
     reused, and in the cache. (An entry lowered by two blocks is logged twice, the
     first time with its value before: what ``Decided`` reads back.)"""
-    lowered = []
     for a in range(0, len(face), _EDGES):
         mine = face[a:a + _EDGES] != other[a:a + _EDGES]
         spot = face[a:a + _EDGES].astype(np.int64)
@@ -305,8 +304,7 @@ def _lower(flat: np.ndarray, people: int, face: np.ndarray, other: np.ndarray,
         if log is not None:
             log.append((spot, before[down]))
         np.minimum.at(flat, spot, near)
-        lowered.append(spot)
-    return np.concatenate(lowered) if lowered else np.zeros(0, np.int64)
+        moved[spot // people] = True
 
 
 def expand(rule: RuleSpec, gallery: Gallery, vectors: np.ndarray, photo: np.ndarray,

@@ -1199,9 +1199,8 @@ class FaceIndex:
                 box, when = said[:4], said[4]
             if box is None:
                 return
-            for other, m, _box, _vector in self._same_face_elsewhere(settings, key, box,
-                                                                     when):
-                self._forget(other, key, m, person)
+            # every copy ``decide`` or a carry stored under another analysis sits at its
+            # face's box there, so the verdicts at this place are all of them
             wanted = name_key(person)
             for other, m, x, y, w, h, t, stored in self.conn.execute(
                     "SELECT settings, n, x, y, w, h, time, person FROM decisions "

@@ -354,7 +354,7 @@ class Review:
                     [self._keys[i] for i in gone], new_from=first_new)
             if shift:
                 now[now >= first_new] += shift
-                self._next_cluster = int(now.max()) + 1
+                self._next_cluster += shift
         self._label = now  # as the index now holds them
         self._group()
 
